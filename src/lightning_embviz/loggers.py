@@ -1,0 +1,422 @@
+"""Logger dispatch: send figures and embedding tables to whatever loggers a Trainer has.
+
+This is the only module that knows logger types. It never imports Lightning, MLflow or
+W&B itself: a logger's kind is read from the names of its classes (``TensorBoardLogger``,
+``CSVLogger``, ``MLFlowLogger``, ``WandbLogger``) defined in the ``lightning``,
+``pytorch_lightning`` or ``lightning_fabric`` namespaces, so both ``import lightning.pytorch``
+and ``import pytorch_lightning`` work, and so do user subclasses of those loggers.
+
+Where each figure goes (``tag`` is the figure key, e.g. ``"embviz/pca"``):
+
+=====================  ======================================================================
+TensorBoard            an image ``tag`` at ``global_step=step`` (``experiment.add_image``)
+CSV                    ``<log_dir>/<tag>/step_<step:06d>.png`` next to ``metrics.csv``
+MLflow                 the run artifact ``<tag>/step_<step:06d>.png``
+W&B                    an image ``tag`` logged with ``trainer/global_step = step`` (the same
+                       convention as ``WandbLogger.log_metrics``, so images line up with scalars)
+any other logger       one warning per logger class, then PNG files under the logger's
+                       ``log_dir`` (or ``save_dir``, or ``fallback_dir``)
+no logger              PNG files under ``fallback_dir`` (the callback passes
+                       ``trainer.default_root_dir``)
+=====================  ======================================================================
+
+Call these functions on global rank zero only (the callback does).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+__all__ = ["log_embedding_projector", "log_figures", "logger_kind"]
+
+_LIGHTNING_NAMESPACES = frozenset({"lightning", "pytorch_lightning", "lightning_fabric"})
+_KIND_BY_CLASS_NAME = {
+    "TensorBoardLogger": "tensorboard",
+    "CSVLogger": "csv",
+    "MLFlowLogger": "mlflow",
+    "WandbLogger": "wandb",
+}
+_STEP_DIGITS = 6
+# TensorBoard's projector refuses sprite sheets larger than this many pixels per side.
+_MAX_SPRITE_SIDE = 8192
+# Logger classes already warned about (one warning per class per process).
+_WARNED_LOGGER_CLASSES: set[type] = set()
+
+
+def logger_kind(logger: Any) -> Optional[str]:
+    """Return which kind of Lightning logger ``logger`` is, without importing Lightning.
+
+    The class and its bases are matched by name within the ``lightning``,
+    ``pytorch_lightning`` and ``lightning_fabric`` namespaces, so loggers from either
+    import style and their subclasses are recognised.
+
+    Args:
+        logger: Any object, usually an element of ``trainer.loggers``.
+
+    Returns:
+        ``"tensorboard"``, ``"csv"``, ``"mlflow"``, ``"wandb"``, or ``None`` for anything else.
+    """
+    for cls in type(logger).__mro__:
+        namespace = cls.__module__.split(".", 1)[0]
+        if namespace in _LIGHTNING_NAMESPACES and cls.__name__ in _KIND_BY_CLASS_NAME:
+            return _KIND_BY_CLASS_NAME[cls.__name__]
+    return None
+
+
+def log_figures(
+    loggers: Sequence[Any],
+    figures: Mapping[str, Figure],
+    step: int,
+    *,
+    fallback_dir: str | os.PathLike[str] | None,
+) -> list[str]:
+    """Log every figure to every logger at ``step``.
+
+    Each figure is rendered once with the Agg canvas; the same pixels go to all loggers.
+    Nothing global is touched (no pyplot, no figure is closed).
+
+    Args:
+        loggers: The Trainer's loggers (``trainer.loggers``); may be empty.
+        figures: Figure per tag, the tag already prefixed, e.g. ``{"embviz/pca": fig}``.
+            A tag's ``/`` become folders where figures are written as files.
+        step: The global step the figures belong to (the step of the matching scalars).
+        fallback_dir: Where PNG files go when there is no logger, or when an unknown
+            logger has neither ``log_dir`` nor ``save_dir``; the current directory if ``None``.
+
+    Returns:
+        One human-readable destination per figure and logger, e.g.
+        ``"tensorboard:embviz/pca@3"``, ``"mlflow:<run_id>/embviz/pca/step_000003.png"``,
+        ``"wandb:embviz/pca@3"`` or a file path.
+
+    Raises:
+        TypeError: If a figure is not a ``matplotlib.figure.Figure`` or a tag is not a string.
+        ValueError: If ``step`` is negative or a tag is empty.
+    """
+    step = _check_step(step)
+    rendered = {_check_tag(tag): _render(fig, tag) for tag, fig in figures.items()}
+    if not rendered:
+        return []
+    active = [logger for logger in loggers if logger is not None]
+    destinations: list[str] = []
+    if not active:
+        return _save_all(
+            Path(fallback_dir) if fallback_dir is not None else Path.cwd(), rendered, step
+        )
+
+    for logger in active:
+        kind = logger_kind(logger)
+        if kind == "tensorboard":
+            destinations += _log_tensorboard(logger, rendered, step)
+        elif kind == "csv":
+            base = Path(_logger_dir(logger) or fallback_dir or Path.cwd())
+            destinations += _save_all(base, rendered, step)
+        elif kind == "mlflow":
+            destinations += _log_mlflow(logger, rendered, step)
+        elif kind == "wandb":
+            destinations += _log_wandb(logger, rendered, step)
+        else:
+            base = Path(_logger_dir(logger) or fallback_dir or Path.cwd())
+            _warn_unknown_logger(logger, base)
+            destinations += _save_all(base, rendered, step)
+    return destinations
+
+
+def log_embedding_projector(
+    loggers: Sequence[Any],
+    real: Tensor,
+    fake: Tensor,
+    step: int,
+    *,
+    tag: str,
+    real_labels: Optional[Tensor] = None,
+    fake_labels: Optional[Tensor] = None,
+    real_images: Optional[Tensor] = None,
+    fake_images: Optional[Tensor] = None,
+) -> bool:
+    """Write real and fake embeddings to TensorBoard's Embedding Projector.
+
+    Rows are real first, then fake. The metadata has two columns, ``source`` (``real`` or
+    ``fake``) and ``label`` (the class label, ``-`` where none was given), so the projector
+    can colour points by either. Other logger kinds have no projector and are skipped.
+
+    Args:
+        loggers: The Trainer's loggers; only TensorBoard loggers are used.
+        real: Real embeddings, shape (N, D) or (N, ...) (flattened).
+        fake: Generated embeddings, shape (M, D) or (M, ...) (flattened).
+        step: The global step (the projector keeps one entry per step and tag).
+        tag: Name of the embedding in the projector, e.g. ``"embviz/embeddings"``.
+        real_labels: Optional labels of the real rows, shape (N,).
+        fake_labels: Optional labels of the fake rows, shape (M,).
+        real_images: Optional thumbnails of the real rows, shape (N, C, H, W) with C in
+            {1, 3}, or (N, H, W). Give both image sets or neither.
+        fake_images: Optional thumbnails of the fake rows, same layout as ``real_images``.
+            Images outside [0, 1] are min-max scaled jointly; large images are shrunk so
+            the sprite sheet fits TensorBoard's 8192-pixel limit.
+
+    Returns:
+        ``True`` if at least one TensorBoard logger received the embeddings.
+
+    Raises:
+        ValueError: On mismatched widths, label or image counts, image shapes, a negative
+            step, or when only one of the two image sets is given.
+    """
+    step = _check_step(step)
+    tag = _check_tag(tag)
+    boards = [logger for logger in loggers if logger_kind(logger) == "tensorboard"]
+    real_mat = _as_matrix(real, "real")
+    fake_mat = _as_matrix(fake, "fake")
+    if real_mat.shape[1] != fake_mat.shape[1]:
+        raise ValueError(
+            f"`real` and `fake` must have the same width, got {tuple(real_mat.shape)} and "
+            f"{tuple(fake_mat.shape)}."
+        )
+    metadata = [["real", label] for label in _label_column(real_labels, len(real_mat), "real")]
+    metadata += [["fake", label] for label in _label_column(fake_labels, len(fake_mat), "fake")]
+    thumbnails = _thumbnails(real_images, fake_images, len(real_mat), len(fake_mat))
+    if not boards:
+        return False
+    mat = torch.cat([real_mat, fake_mat])
+    for logger in boards:
+        experiment = logger.experiment
+        experiment.add_embedding(
+            mat,
+            metadata=metadata,
+            metadata_header=["source", "label"],
+            label_img=thumbnails,
+            global_step=step,
+            tag=tag,
+        )
+        _flush(experiment)
+    return True
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"`step` must be an int, got {step!r} of type {type(step).__name__}.")
+    if step < 0:
+        raise ValueError(f"`step` must be >= 0, got {step}.")
+    return int(step)
+
+
+def _check_tag(tag: Any) -> str:
+    if not isinstance(tag, str):
+        raise TypeError(f"A figure tag must be a str, got {tag!r} of type {type(tag).__name__}.")
+    if not tag.strip("/ "):
+        raise ValueError(f"A figure tag must name something, got {tag!r}.")
+    return tag
+
+
+def _render(fig: Any, tag: str) -> tuple[np.ndarray, bytes]:
+    """Draw ``fig`` once with the Agg canvas; return (H, W, 3) uint8 pixels and PNG bytes."""
+    if not isinstance(fig, Figure):
+        raise TypeError(
+            f"Figure {tag!r} must be a matplotlib.figure.Figure, got {type(fig).__name__}."
+        )
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.array(canvas.buffer_rgba(), dtype=np.uint8)[..., :3]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return pixels, buffer.getvalue()
+
+
+_UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
+
+
+def _relative_png_path(tag: str, step: int) -> Path:
+    """``"embviz/pca"``, 3 -> ``embviz/pca/step_000003.png`` with file-system-safe parts."""
+    parts = []
+    for part in tag.split("/"):
+        if not part:
+            continue
+        safe = _UNSAFE_PATH_CHARS.sub("_", part)
+        parts.append("_" if set(safe) <= {"."} else safe)
+    return Path(*parts, f"step_{step:0{_STEP_DIGITS}d}.png")
+
+
+def _write_png(base: Path, tag: str, step: int, png: bytes) -> Path:
+    path = base / _relative_png_path(tag, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return path
+
+
+def _save_all(base: Path, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int) -> list[str]:
+    return [str(_write_png(base, tag, step, png)) for tag, (_, png) in rendered.items()]
+
+
+def _logger_dir(logger: Any) -> Optional[str]:
+    """The logger's run directory: ``log_dir``, else ``save_dir``, else ``None``."""
+    for name in ("log_dir", "save_dir"):
+        try:
+            value = getattr(logger, name, None)
+        except Exception:  # a property that needs a Trainer or a live run
+            value = None
+        if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+            return os.fspath(value)
+    return None
+
+
+def _global_rank() -> Optional[int]:
+    rank = None
+    try:
+        from lightning_utilities.core.rank_zero import rank_zero_only
+
+        rank = getattr(rank_zero_only, "rank", None)
+    except ImportError:  # pragma: no cover - lightning_utilities ships with Lightning
+        pass
+    if rank is not None:
+        return int(rank)
+    for variable in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "JSM_NAMESPACE_RANK"):
+        if variable in os.environ:
+            return int(os.environ[variable])
+    return None
+
+
+def _warn_unknown_logger(logger: Any, base: Path) -> None:
+    cls = type(logger)
+    if cls in _WARNED_LOGGER_CLASSES:
+        return
+    _WARNED_LOGGER_CLASSES.add(cls)
+    if _global_rank() not in (None, 0):
+        return
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    warnings.warn(
+        f"lightning-embviz does not know how to log figures to `{name}`"
+        " (supported: TensorBoardLogger, CSVLogger, MLFlowLogger, WandbLogger); "
+        f"figures are saved as PNG files under {str(base)!r} instead.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _flush(experiment: Any) -> None:
+    flush = getattr(experiment, "flush", None)
+    if callable(flush):
+        flush()
+
+
+def _log_tensorboard(
+    logger: Any, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int
+) -> list[str]:
+    experiment = logger.experiment
+    for tag, (pixels, _) in rendered.items():
+        experiment.add_image(tag, pixels, global_step=step, dataformats="HWC")
+    _flush(experiment)
+    return [f"tensorboard:{tag}@{step}" for tag in rendered]
+
+
+def _log_mlflow(
+    logger: Any, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int
+) -> list[str]:
+    client = logger.experiment
+    run_id = logger.run_id
+    destinations = []
+    with tempfile.TemporaryDirectory(prefix="embviz-") as tmp:
+        for tag, (_, png) in rendered.items():
+            relative = _relative_png_path(tag, step)
+            local = _write_png(Path(tmp), tag, step, png)
+            artifact_dir = relative.parent.as_posix()
+            client.log_artifact(run_id, str(local), artifact_path=artifact_dir or None)
+            destinations.append(f"mlflow:{run_id}/{relative.as_posix()}")
+    return destinations
+
+
+def _log_wandb(
+    logger: Any, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int
+) -> list[str]:
+    # WandbLogger.log_image goes through log_metrics, which logs ``trainer/global_step``
+    # alongside the values (W&B's own step keeps increasing), applies the logger's prefix
+    # and respects ``sync_tensorboard``: images line up with the scalars.
+    for tag, (pixels, _) in rendered.items():
+        logger.log_image(key=tag, images=[pixels], step=step, caption=[f"step {step}"])
+    return [f"wandb:{tag}@{step}" for tag in rendered]
+
+
+def _as_matrix(values: Any, name: str) -> Tensor:
+    tensor = torch.as_tensor(values).detach().cpu()
+    if tensor.ndim < 2 or tensor.shape[0] == 0:
+        raise ValueError(f"`{name}` must have shape (N, D) with N >= 1, got {tuple(tensor.shape)}.")
+    return tensor.reshape(tensor.shape[0], -1).to(torch.float32)
+
+
+def _label_column(labels: Any, rows: int, name: str) -> list[str]:
+    if labels is None:
+        return ["-"] * rows
+    flat = torch.as_tensor(labels).detach().cpu().reshape(-1)
+    if flat.numel() != rows:
+        raise ValueError(
+            f"`{name}_labels` must have one label per `{name}` row ({rows}), got {flat.numel()}."
+        )
+    if flat.is_floating_point() and bool(torch.all(flat == flat.round())):
+        flat = flat.to(torch.int64)
+    return [str(value) for value in flat.tolist()]
+
+
+def _as_nchw(images: Any, rows: int, name: str) -> Tensor:
+    tensor = torch.as_tensor(images).detach().cpu().to(torch.float32)
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(1)
+    if tensor.ndim != 4 or tensor.shape[1] not in (1, 3):
+        raise ValueError(
+            f"`{name}_images` must have shape (N, C, H, W) with C in (1, 3) or (N, H, W), "
+            f"got {tuple(tensor.shape)}."
+        )
+    if tensor.shape[0] != rows:
+        raise ValueError(
+            f"`{name}_images` must have one image per `{name}` row ({rows}), got {tensor.shape[0]}."
+        )
+    return tensor
+
+
+def _thumbnails(
+    real_images: Any, fake_images: Any, real_rows: int, fake_rows: int
+) -> Optional[Tensor]:
+    if real_images is None and fake_images is None:
+        return None
+    if real_images is None or fake_images is None:
+        missing = "real_images" if real_images is None else "fake_images"
+        raise ValueError(
+            f"Give both `real_images` and `fake_images` or neither; `{missing}` is missing."
+        )
+    real = _as_nchw(real_images, real_rows, "real")
+    fake = _as_nchw(fake_images, fake_rows, "fake")
+    if real.shape[2:] != fake.shape[2:]:
+        raise ValueError(
+            "`real_images` and `fake_images` must have the same height and width, got "
+            f"{tuple(real.shape[2:])} and {tuple(fake.shape[2:])}."
+        )
+    if real.shape[1] != fake.shape[1]:  # one grey, one colour: show both in colour
+        real, fake = real.expand(-1, 3, -1, -1), fake.expand(-1, 3, -1, -1)
+    images = torch.cat([real, fake])
+    images = torch.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0)
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        images = (images - low) / max(high - low, 1e-12)
+    per_row = math.ceil(math.sqrt(images.shape[0]))
+    side = _MAX_SPRITE_SIDE // per_row
+    height, width = images.shape[2:]
+    if max(height, width) > side:
+        scale = side / max(height, width)
+        size = (max(1, int(height * scale)), max(1, int(width * scale)))
+        images = torch.nn.functional.interpolate(images, size=size, mode="area")
+    return images.clamp(0.0, 1.0)
