@@ -1,0 +1,707 @@
+"""Figure builders: take arrays, return :class:`matplotlib.figure.Figure`.
+
+Figures are built with ``matplotlib.figure.Figure`` and drawn on the Agg canvas directly,
+never through ``pyplot``: no global figure registry, nothing leaks, safe in a worker thread.
+Colours come from the Okabe-Ito palette (colour-blind safe) and every highlighted group also
+differs by marker shape, so the pictures read without colour too.
+
+No Lightning import here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import EllipseCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from torch import Tensor
+
+__all__ = [
+    "CLASS_COLORS",
+    "FAKE_COLOR",
+    "FAKE_OUTSIDE_COLOR",
+    "REAL_COLOR",
+    "UNCOVERED_COLOR",
+    "class_metrics",
+    "class_metrics_figure",
+    "classes_figure",
+    "comparison_figure",
+    "coverage_figure",
+    "figure_to_array",
+    "figure_to_png",
+    "metrics_title",
+    "projection_figure",
+]
+
+ArrayLike = Union[Tensor, np.ndarray]
+
+# Okabe-Ito palette.
+REAL_COLOR = "#0072B2"  # blue
+FAKE_COLOR = "#E69F00"  # orange
+UNCOVERED_COLOR = "#000000"  # black rings: real modes no fake reaches
+FAKE_OUTSIDE_COLOR = "#D55E00"  # vermillion crosses: fakes outside every real ball
+CLASS_COLORS = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#000000",
+    "#999999",
+    "#882255",
+    "#44AA99",
+    "#332288",
+)
+METRIC_COLORS = {
+    "coverage": "#0072B2",
+    "recall": "#56B4E9",
+    "precision": "#E69F00",
+    "density": "#D55E00",
+}
+
+FIGSIZE = (6.4, 5.6)
+DPI = 100
+
+
+def _np(x: ArrayLike | None, name: str) -> np.ndarray | None:
+    if x is None:
+        return None
+    if isinstance(x, Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _points(x: ArrayLike, name: str) -> np.ndarray:
+    arr = _np(x, name)
+    assert arr is not None
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"`{name}` must have shape (N, 2), got {tuple(arr.shape)}.")
+    return arr.astype(np.float64, copy=False)
+
+
+def _mask(x: ArrayLike | None, n: int, name: str) -> np.ndarray | None:
+    arr = _np(x, name)
+    if arr is None:
+        return None
+    arr = arr.astype(bool).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"`{name}` must have {n} entries, got {arr.shape[0]}.")
+    return arr
+
+
+def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _marker_size(n: int) -> float:
+    # Area in points^2: big for a few hundred points, small for tens of thousands.
+    return float(np.clip(4000.0 / max(n, 1), 1.5, 25.0))
+
+
+def metrics_title(metrics: Mapping[str, Any] | None, nearest_k: int | None = None) -> str:
+    """One line with the four metric values and k, e.g. ``P 0.81 · R 0.74 · D 0.95 · C 0.80 · k=5``.
+
+    Args:
+        metrics: mapping with some of ``precision``, ``recall``, ``density``, ``coverage``
+            (and optionally ``fd``); missing ones are skipped.
+        nearest_k: the k of the k-NN balls.
+
+    Returns:
+        The title text (empty if there is nothing to show).
+    """
+    parts: list[str] = []
+    if metrics:
+        for key, short in (
+            ("precision", "precision"),
+            ("recall", "recall"),
+            ("density", "density"),
+            ("coverage", "coverage"),
+            ("fd", "FD"),
+        ):
+            if key in metrics and metrics[key] is not None:
+                value = float(metrics[key])
+                parts.append(f"{short} {value:.3g}" if key == "fd" else f"{short} {value:.2f}")
+    if nearest_k is not None:
+        parts.append(f"k={int(nearest_k)}")
+    return " · ".join(parts)
+
+
+def _set_title(fig: Figure, title: str | None, subtitle: str) -> None:
+    head = title or ""
+    text = f"{head}\n{subtitle}" if head and subtitle else (head or subtitle)
+    if text:
+        fig.suptitle(text, fontsize=10)
+
+
+def _style_axes(ax: Any, method: str | None, shared: bool = False) -> None:
+    # Equal scales on both axes (distances in the picture mean the same in x and y).
+    ax.set_aspect("equal", adjustable="box" if shared else "datalim")
+    ax.tick_params(labelsize=7)
+    if method:
+        label = (
+            method.upper()
+            if method in ("pca", "umap")
+            else ("t-SNE" if method == "tsne" else method)
+        )
+        ax.set_xlabel(f"{label} 1", fontsize=8)
+        ax.set_ylabel(f"{label} 2", fontsize=8)
+
+
+def _scatter_real_fake(
+    ax: Any,
+    real_2d: np.ndarray,
+    fake_2d: np.ndarray,
+    real_covered: np.ndarray | None,
+    fake_inside: np.ndarray | None,
+    real_label: str = "real",
+    fake_label: str = "fake",
+) -> list[Any]:
+    size = _marker_size(len(real_2d) + len(fake_2d))
+    handles: list[Any] = []
+    ax.scatter(
+        real_2d[:, 0], real_2d[:, 1], s=size, c=REAL_COLOR, alpha=0.6, linewidths=0,
+        marker="o", rasterized=True,
+    )  # fmt: skip
+    handles.append(_legend_dot(REAL_COLOR, "o", f"{real_label} ({len(real_2d)})"))
+    ax.scatter(
+        fake_2d[:, 0], fake_2d[:, 1], s=size, c=FAKE_COLOR, alpha=0.6, linewidths=0,
+        marker="o", rasterized=True,
+    )  # fmt: skip
+    handles.append(_legend_dot(FAKE_COLOR, "o", f"{fake_label} ({len(fake_2d)})"))
+    if fake_inside is not None and (~fake_inside).any():
+        out = fake_2d[~fake_inside]
+        ax.scatter(
+            out[:, 0], out[:, 1], s=size * 1.8 + 4, c=FAKE_OUTSIDE_COLOR, marker="x",
+            linewidths=0.6, alpha=0.85, rasterized=True,
+        )  # fmt: skip
+        handles.append(
+            _legend_dot(
+                FAKE_OUTSIDE_COLOR, "x", f"{fake_label} outside every real ball ({len(out)})"
+            )
+        )
+    if real_covered is not None and (~real_covered).any():
+        miss = real_2d[~real_covered]
+        ax.scatter(
+            miss[:, 0], miss[:, 1], s=size * 1.8 + 4, facecolors="none",
+            edgecolors=UNCOVERED_COLOR, marker="o", linewidths=0.5, alpha=0.85, rasterized=True,
+        )  # fmt: skip
+        handles.append(
+            _legend_dot(
+                UNCOVERED_COLOR, "o", f"missed: {real_label} not covered ({len(miss)})", True
+            )
+        )
+    return handles
+
+
+def _legend_dot(color: str, marker: str, label: str, hollow: bool = False) -> Line2D:
+    return Line2D(
+        [], [], linestyle="none", marker=marker, markersize=6, label=label,
+        markerfacecolor="none" if hollow else color, markeredgecolor=color,
+    )  # fmt: skip
+
+
+def projection_figure(
+    real_2d: ArrayLike,
+    fake_2d: ArrayLike,
+    *,
+    real_covered: ArrayLike | None = None,
+    fake_in_real_manifold: ArrayLike | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    nearest_k: int | None = None,
+    method: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Scatter of real and fake points in one 2-D frame, with missed modes and outliers marked.
+
+    Real points are blue, fake points orange. Real points that no fake covers (coverage's
+    misses: the modes the generator does not reach) get a black ring; fakes outside every
+    real k-NN ball (precision's misses: the low-fidelity samples) get a vermillion cross.
+
+    Args:
+        real_2d: (N, 2) projected real points.
+        fake_2d: (M, 2) projected fake points.
+        real_covered: (N,) bool, the real point's ball holds a fake (``PRDCResult.real_covered``).
+        fake_in_real_manifold: (M,) bool, the fake lies in some real ball.
+        metrics: metric values for the title (``precision``, ``recall``, ``density``,
+            ``coverage``, optionally ``fd``).
+        nearest_k: k, shown in the title.
+        method: projection name, for the axis labels (``"pca"``, ``"tsne"``, ``"umap"``).
+        title: first title line (e.g. ``"epoch 3"``).
+
+    Returns:
+        A Figure (Agg canvas attached), 640x560 pixels.
+    """
+    real = _points(real_2d, "real_2d")
+    fake = _points(fake_2d, "fake_2d")
+    covered = _mask(real_covered, len(real), "real_covered")
+    inside = _mask(fake_in_real_manifold, len(fake), "fake_in_real_manifold")
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    handles = _scatter_real_fake(ax, real, fake, covered, inside)
+    _style_axes(ax, method)
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
+    _set_title(fig, title, metrics_title(metrics, nearest_k))
+    return fig
+
+
+def _median_2d_knn(points: np.ndarray, k: int) -> float:
+    from scipy.spatial import cKDTree
+
+    k = int(min(max(k, 1), len(points) - 1))
+    if k < 1:
+        return 1.0
+    dist, _ = cKDTree(points).query(points, k=k + 1)
+    value = float(np.median(dist[:, k]))
+    if value <= 0:
+        span = float(np.ptp(points, axis=0).max()) if len(points) else 1.0
+        value = span / 50.0 if span > 0 else 1.0
+    return value
+
+
+def coverage_figure(
+    real_2d: ArrayLike,
+    fake_2d: ArrayLike,
+    real_radii: ArrayLike,
+    *,
+    real_covered: ArrayLike | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    nearest_k: int | None = None,
+    method: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Each real point's k-NN ball drawn as a circle, with the fakes on top.
+
+    The radii live in the original D-dimensional space, where the projection's distances do
+    not hold. They are therefore drawn *scaled*: a circle's radius is
+    ``r_i / median(r) * s``, with ``s`` the median distance of a projected real point to its
+    k-th projected neighbour, so relative sizes are true and the median ball matches the
+    picture's own neighbourhood scale. A note in the figure says so. All circles are one
+    :class:`~matplotlib.collections.EllipseCollection`. Covered balls are blue, balls holding
+    no fake (missed modes) are black.
+
+    Args:
+        real_2d: (N, 2) projected real points.
+        fake_2d: (M, 2) projected fake points.
+        real_radii: (N,) k-NN radii in the original space (``PRDCResult.real_radii``).
+        real_covered: (N,) bool, a fake lies in this ball.
+        metrics: metric values for the title.
+        nearest_k: k, shown in the title and used for the 2-D scale.
+        method: projection name, for the axis labels.
+        title: first title line.
+
+    Returns:
+        A Figure (Agg canvas attached).
+    """
+    real = _points(real_2d, "real_2d")
+    fake = _points(fake_2d, "fake_2d")
+    radii_arr = _np(real_radii, "real_radii")
+    assert radii_arr is not None
+    radii = radii_arr.astype(np.float64).reshape(-1)
+    if radii.shape[0] != len(real):
+        raise ValueError(f"`real_radii` must have {len(real)} entries, got {radii.shape[0]}.")
+    covered = _mask(real_covered, len(real), "real_covered")
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    median_r = float(np.median(radii)) if len(radii) else 1.0
+    median_r = (
+        median_r
+        if median_r > 0
+        else (float(radii.max()) if radii.size and radii.max() > 0 else 1.0)
+    )
+    scale = _median_2d_knn(real, nearest_k or 5) if len(real) > 1 else 1.0
+    diam = 2.0 * radii / median_r * scale
+    if covered is None:
+        edge = np.array([REAL_COLOR] * len(real), dtype=object)
+    else:
+        edge = np.where(covered, REAL_COLOR, UNCOVERED_COLOR).astype(object)
+    circles = EllipseCollection(
+        diam,
+        diam,
+        np.zeros_like(diam),
+        units="xy",
+        offsets=real,
+        offset_transform=ax.transData,
+        facecolors="none",
+        edgecolors=list(edge),
+        linewidths=0.5,
+        alpha=0.55,
+    )
+    ax.add_collection(circles)
+    size = _marker_size(len(real) + len(fake))
+    ax.scatter(real[:, 0], real[:, 1], s=size * 0.6, c=REAL_COLOR, linewidths=0, rasterized=True)
+    ax.scatter(
+        fake[:, 0], fake[:, 1], s=size, c=FAKE_COLOR, linewidths=0, alpha=0.8, rasterized=True
+    )
+    # Make the limits include the circles.
+    if len(real):
+        pad = float(diam.max()) / 2.0 if len(diam) else 0.0
+        lo = np.minimum(real.min(axis=0) - pad, fake.min(axis=0) if len(fake) else np.inf)
+        hi = np.maximum(real.max(axis=0) + pad, fake.max(axis=0) if len(fake) else -np.inf)
+        ax.update_datalim(np.array([lo, hi]))
+        ax.autoscale_view()
+    n_cov = int(covered.sum()) if covered is not None else len(real)
+    handles = [_legend_dot(REAL_COLOR, "o", f"real k-NN ball, covered ({n_cov})", True)]
+    if covered is not None:
+        n_miss = int((~covered).sum())
+        handles.append(
+            _legend_dot(UNCOVERED_COLOR, "o", f"real k-NN ball, no fake inside ({n_miss})", True)
+        )
+    handles.append(_legend_dot(FAKE_COLOR, "o", f"fake ({len(fake)})"))
+    _style_axes(ax, method)
+    ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.8)
+    ax.text(
+        0.01,
+        0.01,
+        "Radii: k-NN distances in the original space, drawn scaled\n"
+        f"(r / median r × {scale:.3g}, the median 2-D k-NN distance)",
+        transform=ax.transAxes,
+        fontsize=7,
+        ha="left",
+        va="bottom",
+        color="#222222",
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 2},
+    )
+    _set_title(
+        fig, title or "k-NN balls of the real set (coverage)", metrics_title(metrics, nearest_k)
+    )
+    return fig
+
+
+def _class_order(*label_arrays: np.ndarray | None) -> list[Any]:
+    values: set[Any] = set()
+    for arr in label_arrays:
+        if arr is not None:
+            values.update(np.unique(arr).tolist())
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def _class_colors(classes: Sequence[Any]) -> dict[Any, Any]:
+    if len(classes) <= len(CLASS_COLORS):
+        return {c: CLASS_COLORS[i] for i, c in enumerate(classes)}
+    from matplotlib import colormaps
+
+    cmap = colormaps["turbo"]
+    return {c: cmap(i / max(len(classes) - 1, 1)) for i, c in enumerate(classes)}
+
+
+def _labels(x: ArrayLike | None, n: int, name: str) -> np.ndarray | None:
+    arr = _np(x, name)
+    if arr is None:
+        return None
+    arr = arr.reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"`{name}` must have {n} entries (one per point), got {arr.shape[0]}.")
+    return arr
+
+
+def classes_figure(
+    real_2d: ArrayLike,
+    fake_2d: ArrayLike,
+    real_labels: ArrayLike,
+    fake_labels: ArrayLike | None = None,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    nearest_k: int | None = None,
+    method: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Real and fake points coloured by class, side by side in the same frame.
+
+    Left panel: the real points coloured by ``real_labels``. Right panel: the fake points,
+    coloured by ``fake_labels`` when given, else plain orange over the real points in grey.
+    Both panels share the axes, so a class the generator misses shows as an empty region.
+
+    Args:
+        real_2d: (N, 2) projected real points.
+        fake_2d: (M, 2) projected fake points.
+        real_labels: (N,) class of each real point (ints or strings).
+        fake_labels: (M,) class of each fake point (e.g. a conditional GAN's condition).
+        metrics: metric values for the title.
+        nearest_k: k, shown in the title.
+        method: projection name, for the axis labels.
+        title: first title line.
+
+    Returns:
+        A Figure (Agg canvas attached), 1000x520 pixels.
+    """
+    real = _points(real_2d, "real_2d")
+    fake = _points(fake_2d, "fake_2d")
+    rl = _labels(real_labels, len(real), "real_labels")
+    fl = _labels(fake_labels, len(fake), "fake_labels")
+    classes = _class_order(rl, fl)
+    colors = _class_colors(classes)
+    fig = _new_figure((10.0, 5.2))
+    ax_r, ax_f = fig.subplots(1, 2, sharex=True, sharey=True)
+    size = _marker_size(len(real) + len(fake)) * 1.5
+    assert rl is not None
+    ax_r.scatter(
+        real[:, 0], real[:, 1], s=size, c=[colors[c] for c in rl.tolist()], linewidths=0,
+        alpha=0.75, rasterized=True,
+    )  # fmt: skip
+    ax_r.set_title(f"real ({len(real)})", fontsize=9)
+    if fl is not None:
+        ax_f.scatter(
+            fake[:, 0], fake[:, 1], s=size, c=[colors[c] for c in fl.tolist()], linewidths=0,
+            alpha=0.75, rasterized=True,
+        )  # fmt: skip
+        ax_f.set_title(f"fake ({len(fake)}), coloured by fake label", fontsize=9)
+    else:
+        ax_f.scatter(
+            real[:, 0], real[:, 1], s=size * 0.6, c="#BBBBBB", linewidths=0, rasterized=True
+        )
+        ax_f.scatter(
+            fake[:, 0], fake[:, 1], s=size, c=FAKE_COLOR, linewidths=0, alpha=0.7, rasterized=True
+        )
+        ax_f.set_title(f"fake ({len(fake)}) over real (grey)", fontsize=9)
+    for ax in (ax_r, ax_f):
+        _style_axes(ax, method, shared=True)
+    shown = classes[:20]
+    handles = [_legend_dot(colors[c], "o", str(c)) for c in shown]
+    if len(classes) > len(shown):
+        handles.append(
+            Line2D([], [], linestyle="none", label=f"… {len(classes) - len(shown)} more")
+        )
+    fig.legend(
+        handles=handles, loc="outside right upper", fontsize=7, title="class", title_fontsize=8,
+    )  # fmt: skip
+    _set_title(fig, title or "classes", metrics_title(metrics, nearest_k))
+    return fig
+
+
+def class_metrics(
+    real_labels: ArrayLike,
+    real_covered: ArrayLike,
+    real_recalled: ArrayLike | None = None,
+    fake_labels: ArrayLike | None = None,
+    fake_ball_count: ArrayLike | None = None,
+    nearest_k: int | None = None,
+) -> dict[Any, dict[str, float]]:
+    """Per-class coverage and recall (from real labels), precision and density (fake labels).
+
+    For class c: coverage_c = mean of ``real_covered`` over the reals of class c, recall_c the
+    same with ``real_recalled``; with fake labels, precision_c = fraction of fakes of class c in
+    some real ball and density_c = mean ``fake_ball_count`` over fakes of class c, divided by k.
+    Also the counts ``num_real`` and ``num_fake`` per class.
+
+    Args:
+        real_labels: (N,) class of each real point.
+        real_covered: (N,) bool (``PRDCResult.real_covered``).
+        real_recalled: (N,) bool (``PRDCResult.real_recalled``).
+        fake_labels: (M,) class of each fake point.
+        fake_ball_count: (M,) int (``PRDCResult.fake_ball_count``).
+        nearest_k: k (needed for density).
+
+    Returns:
+        ``{class: {"num_real": ..., "coverage": ..., ...}}`` in sorted class order.
+    """
+    rl = _np(real_labels, "real_labels")
+    assert rl is not None
+    rl = rl.reshape(-1)
+    covered = _mask(real_covered, len(rl), "real_covered")
+    assert covered is not None
+    recalled = _mask(real_recalled, len(rl), "real_recalled")
+    fl = _np(fake_labels, "fake_labels")
+    counts = _np(fake_ball_count, "fake_ball_count")
+    if fl is not None:
+        fl = fl.reshape(-1)
+        if counts is None or counts.reshape(-1).shape[0] != fl.shape[0]:
+            raise ValueError("`fake_ball_count` must have one entry per fake label.")
+        counts = counts.reshape(-1)
+    out: dict[Any, dict[str, float]] = {}
+    for c in _class_order(rl, fl):
+        row: dict[str, float] = {}
+        in_r = rl == c
+        row["num_real"] = float(in_r.sum())
+        row["coverage"] = float(covered[in_r].mean()) if in_r.any() else float("nan")
+        if recalled is not None:
+            row["recall"] = float(recalled[in_r].mean()) if in_r.any() else float("nan")
+        if fl is not None and counts is not None:
+            in_f = fl == c
+            row["num_fake"] = float(in_f.sum())
+            row["precision"] = float((counts[in_f] > 0).mean()) if in_f.any() else float("nan")
+            if nearest_k:
+                row["density"] = (
+                    float(counts[in_f].mean() / nearest_k) if in_f.any() else float("nan")
+                )
+        out[c] = row
+    return out
+
+
+def class_metrics_figure(
+    per_class: Mapping[Any, Mapping[str, float]],
+    *,
+    title: str | None = None,
+) -> Figure:
+    """Grouped bars of per-class coverage/recall (and precision/density with fake labels).
+
+    A class with near-zero coverage is one the generator collapsed away from. Density has a
+    dashed reference line at 1 (a fake set distributed like the real one).
+
+    Args:
+        per_class: output of :func:`class_metrics`.
+        title: first title line.
+
+    Returns:
+        A Figure (Agg canvas attached).
+    """
+    classes = list(per_class)
+    keys = [
+        k
+        for k in ("coverage", "recall", "precision", "density")
+        if any(k in per_class[c] for c in classes)
+    ]
+    width = max(6.4, min(16.0, 1.5 + 0.45 * len(classes) * max(len(keys), 1) / 2))
+    fig = _new_figure((width, 4.2))
+    ax = fig.add_subplot()
+    x = np.arange(len(classes), dtype=np.float64)
+    bar_w = 0.8 / max(len(keys), 1)
+    for i, key in enumerate(keys):
+        values = [float(per_class[c].get(key, np.nan)) for c in classes]
+        ax.bar(
+            x + (i - (len(keys) - 1) / 2) * bar_w,
+            values,
+            bar_w,
+            label=key,
+            color=METRIC_COLORS[key],
+        )
+    if "density" in keys:
+        ax.axhline(1.0, color="#555555", linestyle="--", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [str(c) for c in classes], fontsize=8, rotation=45 if len(classes) > 12 else 0
+    )
+    ax.set_xlabel("class", fontsize=8)
+    ax.set_ylabel("value", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, ncols=len(keys) or 1, loc="upper right")
+    top = max(
+        [1.05]
+        + [
+            float(per_class[c].get("density", 0.0)) * 1.1
+            for c in classes
+            if np.isfinite(per_class[c].get("density", 0.0))
+        ]
+    )
+    ax.set_ylim(0, top + 0.15)
+    _set_title(fig, title or "per-class metrics", "low coverage in a class = mode collapse there")
+    return fig
+
+
+def comparison_figure(
+    real_2d: ArrayLike,
+    fakes_2d: Sequence[ArrayLike],
+    names: Sequence[str],
+    *,
+    real_covered: Sequence[ArrayLike | None] | None = None,
+    fake_in_real_manifold: Sequence[ArrayLike | None] | None = None,
+    metrics: Sequence[Mapping[str, Any] | None] | None = None,
+    nearest_k: int | None = None,
+    method: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Several fake sets side by side, each over the same real set, in one shared frame.
+
+    Args:
+        real_2d: (N, 2) projected real points.
+        fakes_2d: one (M_i, 2) array per fake set.
+        names: one name per fake set (panel titles).
+        real_covered: per fake set, (N,) bool coverage mask (or None).
+        fake_in_real_manifold: per fake set, (M_i,) bool (or None).
+        metrics: per fake set, a metric mapping for the panel title.
+        nearest_k: k.
+        method: projection name, for the axis labels.
+        title: figure title.
+
+    Returns:
+        A Figure with one panel per fake set, shared axes.
+    """
+    real = _points(real_2d, "real_2d")
+    fakes = [_points(f, f"fakes_2d[{i}]") for i, f in enumerate(fakes_2d)]
+    if len(names) != len(fakes) or not fakes:
+        raise ValueError(
+            f"need one name per fake set, got {len(names)} names for {len(fakes)} sets."
+        )
+    n = len(fakes)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig = _new_figure((4.2 * cols + 0.4, 4.3 * rows + 0.6))
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    handles: list[Any] = []
+    for i, fake in enumerate(fakes):
+        covered = _mask(real_covered[i], len(real), "real_covered") if real_covered else None
+        inside = (
+            _mask(fake_in_real_manifold[i], len(fake), "fake_in_real_manifold")
+            if fake_in_real_manifold
+            else None
+        )
+        h = _scatter_real_fake(axes[i], real, fake, covered, inside)
+        if len(h) > len(handles):
+            handles = h
+        m = metrics[i] if metrics else None
+        axes[i].set_title(f"{names[i]}\n{metrics_title(m)}", fontsize=8)
+        _style_axes(axes[i], method, shared=True)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    generic = [
+        _legend_dot(REAL_COLOR, "o", "real"),
+        _legend_dot(FAKE_COLOR, "o", "fake"),
+        _legend_dot(FAKE_OUTSIDE_COLOR, "x", "fake outside every real ball"),
+        _legend_dot(UNCOVERED_COLOR, "o", "real not covered (missed)", True),
+    ]
+    fig.legend(handles=generic, loc="outside lower center", ncols=4, fontsize=7)
+    _set_title(
+        fig,
+        title or "fake sets in one frame fitted on the real set",
+        f"k={nearest_k}" if nearest_k else "",
+    )
+    return fig
+
+
+def _canvas(fig: Figure) -> FigureCanvasAgg:
+    canvas = fig.canvas
+    if not isinstance(canvas, FigureCanvasAgg):
+        canvas = FigureCanvasAgg(fig)
+    return canvas
+
+
+def figure_to_png(fig: Figure, dpi: Optional[float] = None) -> bytes:
+    """Render a figure to PNG bytes with the Agg canvas (no pyplot).
+
+    Args:
+        fig: the figure.
+        dpi: resolution; defaults to the figure's own.
+
+    Returns:
+        The PNG file content.
+    """
+    canvas = _canvas(fig)
+    buf = io.BytesIO()
+    canvas.print_png(buf) if dpi is None else fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render a figure to an RGB image array with the Agg canvas.
+
+    Args:
+        fig: the figure.
+
+    Returns:
+        (H, W, 3) uint8 array.
+    """
+    canvas = _canvas(fig)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return np.ascontiguousarray(rgba[..., :3])
