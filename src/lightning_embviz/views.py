@@ -1,0 +1,293 @@
+"""Turn one validation run's embeddings and PRDC results into figures, in a frame kept across runs.
+
+:class:`ViewBuilder` is what the callback and the ``embviz`` command use: it subsamples both
+sets deterministically, projects them with each requested method into a frame fitted on the
+real set (refitted only when the real set changes), and draws the figures of
+:mod:`lightning_embviz.plotting`. No Lightning import here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from lightning_embviz import plotting
+from lightning_embviz.metrics import PRDCResult
+from lightning_embviz.projection import METHODS, Projection, make_projection, subsample_indices
+
+__all__ = ["DEFAULT_MAX_SAMPLES", "ViewBuilder"]
+
+ArrayLike = Union[Tensor, np.ndarray]
+
+#: Points per set drawn and projected. Chosen with ``benchmarks/bench_projection.py`` so that
+#: the whole epoch-end work for 5 000 + 5 000 embeddings of width 512 stays within about 10 s
+#: on 2 CPU cores (see the README).
+DEFAULT_MAX_SAMPLES = 2000
+
+_STATE_VERSION = 1
+
+
+def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(x, Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"`{name}` must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}.")
+
+
+def _features(x: ArrayLike, name: str) -> np.ndarray:
+    arr = _to_numpy(x, name)
+    if arr.ndim != 2:
+        raise ValueError(f"`{name}` must have shape (N, D), got {tuple(arr.shape)}.")
+    return arr
+
+
+def _parse_methods(methods: Any) -> tuple[str, ...]:
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if not isinstance(methods, Sequence) or not all(isinstance(m, str) for m in methods):
+        raise TypeError(
+            f"`ViewBuilder(methods={methods!r})`: expected a sequence of names "
+            f"from {list(METHODS)}."
+        )
+    names = tuple(m.lower() for m in methods)
+    if not names:
+        raise ValueError(
+            f"`ViewBuilder(methods={methods!r})`: give at least one of {list(METHODS)}."
+        )
+    for m in names:
+        if m not in METHODS:
+            raise ValueError(
+                f"`ViewBuilder(methods={methods!r})`: unknown projection {m!r}; "
+                f"expected names from {list(METHODS)}."
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"`ViewBuilder(methods={methods!r})`: a method is listed twice.")
+    return names
+
+
+class ViewBuilder:
+    """Build the 2-D figures of one validation run, keeping each projection's frame across runs.
+
+    Each method's frame is fitted on the (subsampled) real set and kept: as long as the real
+    set is the same, later calls only place the new fake set into it, so figures of successive
+    epochs are directly comparable. PCA and openTSNE frames are saved by :meth:`state_dict`
+    (plain tensors), so they survive checkpoint and resume. :meth:`build` holds a lock and is
+    safe to call from a background thread.
+
+    Args:
+        methods: projections to draw, from ``("pca", "tsne", "umap")``.
+        max_samples: at most this many points per set are projected and drawn (deterministic
+            subsample; the metrics themselves always use every point).
+        seed: seed for subsampling, t-SNE and UMAP; same inputs and seed give the same picture.
+        coverage_view: also draw the k-NN-ball coverage picture (key ``"<method>_coverage"``
+            for PCA if requested, else for the first method).
+
+    Raises:
+        ValueError: unknown or repeated method, ``max_samples`` < 10, negative seed.
+        TypeError: arguments of the wrong type.
+        ModuleNotFoundError: ``"umap"`` requested without umap-learn installed.
+
+    Figures returned by :meth:`build` (keys, without prefix):
+
+    - ``"<method>"`` for each method: real vs fake scatter, missed modes and outliers marked;
+    - ``"<method>_coverage"``: each real point's k-NN ball as a circle (if ``coverage_view``);
+    - ``"<method>_classes"`` for each method, and ``"class_metrics"``: only with real labels.
+
+    Example::
+
+        >>> from lightning_embviz import compute_prdc_details
+        >>> views = ViewBuilder(methods=("pca",))
+        >>> details = compute_prdc_details(real, fake, nearest_k=5)  # doctest: +SKIP
+        >>> figures = views.build(real, fake, details, title="epoch 3")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str] = ("pca", "tsne"),
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        seed: int = 0,
+        coverage_view: bool = True,
+    ) -> None:
+        self.methods = _parse_methods(methods)
+        if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)):
+            raise TypeError(f"`ViewBuilder(max_samples={max_samples!r})`: expected an int >= 10.")
+        if max_samples < 10:
+            raise ValueError(f"`ViewBuilder(max_samples={max_samples!r})`: expected an int >= 10.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"`ViewBuilder(seed={seed!r})`: expected an int >= 0.")
+        if not isinstance(coverage_view, bool):
+            raise TypeError(f"`ViewBuilder(coverage_view={coverage_view!r})`: expected a bool.")
+        self.max_samples = int(max_samples)
+        self.seed = int(seed)
+        self.coverage_view = coverage_view
+        self._projections: dict[str, Projection] = {
+            m: make_projection(m, seed=self.seed) for m in self.methods
+        }
+        self._lock = threading.RLock()
+        self.calls = 0
+
+    @property
+    def coverage_method(self) -> str:
+        """The method whose frame the coverage picture uses."""
+        return "pca" if "pca" in self.methods else self.methods[0]
+
+    def projection(self, method: str) -> Projection:
+        """The :class:`~lightning_embviz.projection.Projection` kept for ``method``."""
+        return self._projections[method]
+
+    def build(
+        self,
+        real: ArrayLike,
+        fake: ArrayLike,
+        details: PRDCResult,
+        real_labels: ArrayLike | None = None,
+        fake_labels: ArrayLike | None = None,
+        title: str | None = None,
+        *,
+        progress: Optional[Callable[[str], None]] = None,
+    ) -> dict[str, Figure]:
+        """Project both sets with each method and draw the figures.
+
+        Args:
+            real: (N, D) real embeddings (the ones ``details`` was computed on).
+            fake: (M, D) fake embeddings.
+            details: :func:`~lightning_embviz.compute_prdc_details` of ``real`` and ``fake``.
+            real_labels: (N,) class of each real point (optional).
+            fake_labels: (M,) class of each fake point (optional; needs ``real_labels``).
+            title: first title line of every figure (e.g. ``"epoch 3 · step 1200"``).
+            progress: called with a short message before each slow step (for a command line).
+
+        Returns:
+            Figures by key (see the class docstring); always one per method.
+
+        Raises:
+            ValueError: shapes that do not match each other or ``details``.
+        """
+        real_np = _features(real, "real")
+        fake_np = _features(fake, "fake")
+        n, m = real_np.shape[0], fake_np.shape[0]
+        if real_np.shape[1] != fake_np.shape[1]:
+            raise ValueError(
+                f"`real` and `fake` must have the same width, got {real_np.shape[1]} and "
+                f"{fake_np.shape[1]}."
+            )
+        if details.real_covered.shape[0] != n or details.fake_ball_count.shape[0] != m:
+            raise ValueError(
+                f"`details` was computed on {details.real_covered.shape[0]} real and "
+                f"{details.fake_ball_count.shape[0]} fake points, got {n} and {m}."
+            )
+        rl = None if real_labels is None else _to_numpy(real_labels, "real_labels").reshape(-1)
+        fl = None if fake_labels is None else _to_numpy(fake_labels, "fake_labels").reshape(-1)
+        if rl is not None and rl.shape[0] != n:
+            raise ValueError(f"`real_labels` must have {n} entries, got {rl.shape[0]}.")
+        if fl is not None and fl.shape[0] != m:
+            raise ValueError(f"`fake_labels` must have {m} entries, got {fl.shape[0]}.")
+
+        ri = subsample_indices(n, self.max_samples, self.seed)
+        fi = subsample_indices(m, self.max_samples, self.seed + 1)
+        real_s, fake_s = real_np[ri], fake_np[fi]
+        covered = details.real_covered.cpu().numpy()[ri]
+        inside = details.fake_in_real_manifold.cpu().numpy()[fi]
+        radii = details.real_radii.cpu().numpy()[ri]
+        metrics = details.as_dict()
+        k = details.nearest_k
+
+        figures: dict[str, Figure] = {}
+        with self._lock:
+            self.calls += 1
+            for method in self.methods:
+                if progress is not None:
+                    progress(f"projecting {len(ri)} real + {len(fi)} fake points with {method}")
+                start = time.perf_counter()
+                real_2d, fake_2d = self._projections[method].project(real_s, fake_s)
+                if progress is not None:
+                    progress(f"{method} done in {time.perf_counter() - start:.1f} s")
+                figures[method] = plotting.projection_figure(
+                    real_2d,
+                    fake_2d,
+                    real_covered=covered,
+                    fake_in_real_manifold=inside,
+                    metrics=metrics,
+                    nearest_k=k,
+                    method=method,
+                    title=title,
+                )
+                if self.coverage_view and method == self.coverage_method:
+                    figures[f"{method}_coverage"] = plotting.coverage_figure(
+                        real_2d,
+                        fake_2d,
+                        radii,
+                        real_covered=covered,
+                        metrics=metrics,
+                        nearest_k=k,
+                        method=method,
+                        title=title,
+                    )
+                if rl is not None:
+                    figures[f"{method}_classes"] = plotting.classes_figure(
+                        real_2d,
+                        fake_2d,
+                        rl[ri],
+                        None if fl is None else fl[fi],
+                        metrics=metrics,
+                        nearest_k=k,
+                        method=method,
+                        title=title,
+                    )
+        if rl is not None:
+            per_class = plotting.class_metrics(
+                rl,
+                details.real_covered,
+                details.real_recalled,
+                fl,
+                details.fake_ball_count if fl is not None else None,
+                k,
+            )
+            figures["class_metrics"] = plotting.class_metrics_figure(per_class, title=title)
+        return figures
+
+    def state_dict(self) -> dict[str, Any]:
+        """Settings and each method's fitted frame, as plain tensors, strings and scalars.
+
+        Loadable with ``torch.load(..., weights_only=True)``; never empty.
+        """
+        with self._lock:
+            return {
+                "version": _STATE_VERSION,
+                "methods": ",".join(self.methods),
+                "max_samples": self.max_samples,
+                "seed": self.seed,
+                "calls": self.calls,
+                "frames": {m: p.state_dict() for m, p in self._projections.items()},
+            }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore frames saved by :meth:`state_dict`.
+
+        Frames of methods this builder does not draw are ignored; a frame saved with another
+        seed or sample cap is not reused (it would not match the new subsample), and is
+        refitted on the next :meth:`build`.
+
+        Raises:
+            ValueError: ``state`` is not a ViewBuilder state.
+        """
+        if not isinstance(state, dict) or "frames" not in state or "version" not in state:
+            raise ValueError("`state` is not a ViewBuilder state (no 'version'/'frames' keys).")
+        with self._lock:
+            self.calls = int(state.get("calls", 0))
+            same_sampling = (
+                int(state.get("seed", -1)) == self.seed
+                and int(state.get("max_samples", -1)) == self.max_samples
+            )
+            if not same_sampling:
+                return
+            for method, frame in state["frames"].items():
+                if method in self._projections:
+                    self._projections[method].load_state_dict(frame)
