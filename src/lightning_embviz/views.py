@@ -88,11 +88,14 @@ class ViewBuilder:
         seed: seed for subsampling, t-SNE and UMAP; same inputs and seed give the same picture.
         coverage_view: also draw the k-NN-ball coverage picture (key ``"<method>_coverage"``
             for PCA if requested, else for the first method).
+        tsne_backend: ``"auto"`` (openTSNE if installed, else scikit-learn), ``"opentsne"``
+            (error if missing) or ``"sklearn"``.
 
     Raises:
         ValueError: unknown or repeated method, ``max_samples`` < 10, negative seed.
         TypeError: arguments of the wrong type.
-        ModuleNotFoundError: ``"umap"`` requested without umap-learn installed.
+        ModuleNotFoundError: ``"umap"`` requested without umap-learn installed, or
+            ``tsne_backend="opentsne"`` without openTSNE.
 
     Figures returned by :meth:`build` (keys, without prefix):
 
@@ -114,6 +117,8 @@ class ViewBuilder:
         max_samples: int = DEFAULT_MAX_SAMPLES,
         seed: int = 0,
         coverage_view: bool = True,
+        *,
+        tsne_backend: str = "auto",
     ) -> None:
         self.methods = _parse_methods(methods)
         if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)):
@@ -128,7 +133,7 @@ class ViewBuilder:
         self.seed = int(seed)
         self.coverage_view = coverage_view
         self._projections: dict[str, Projection] = {
-            m: make_projection(m, seed=self.seed) for m in self.methods
+            m: make_projection(m, seed=self.seed, tsne_backend=tsne_backend) for m in self.methods
         }
         self._lock = threading.RLock()
         self.calls = 0

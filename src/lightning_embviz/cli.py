@@ -1,0 +1,459 @@
+"""The ``embviz`` command: embedding files in, metrics and 2-D views out.
+
+``embviz report REAL FAKE`` writes ``metrics.json`` and one PNG per view;
+``embviz compare REAL FAKE1 FAKE2 ...`` draws several fake sets in one frame fitted on the
+real set and writes a metrics table. Bad input ends with a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["main"]
+
+PROG = "embviz"
+EXIT_USAGE = 2
+
+_REPORT_EXAMPLE = """\
+examples:
+  embviz report real.npy fake.npy -o out/
+  embviz report real.pt fake.pt -k 3 --projection pca,tsne,umap --max-samples 3000 --seed 1
+  embviz report real.npz fake.npz --labels real_labels.npy --fake-labels fake_labels.npy
+
+Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
+.pt/.pth (a tensor, a list of tensors or a dict holding 'embeddings'), .csv (one row
+per sample, optional header). Shape (N, D); both files need the same D.
+
+Writes DIR/metrics.json with precision, recall, density, coverage (the compute_prdc
+keys), fd (Fréchet distance), num_real, num_fake, nearest_k (and per_class with
+--labels), and PNGs: DIR/<method>.png, DIR/<method>_coverage.png and, with labels,
+DIR/<method>_classes.png and DIR/class_metrics.png.
+"""
+
+_COMPARE_EXAMPLE = """\
+example:
+  embviz compare real.npy ckpt_epoch10.npy ckpt_epoch20.npy ckpt_epoch30.npy -o cmp/
+
+Every fake set is placed into one frame fitted on the real set, so the panels are
+directly comparable. Writes DIR/compare_<method>.png (one panel per fake set),
+DIR/metrics.json and DIR/metrics.csv (one row per fake set: num_fake, precision,
+recall, density, coverage, fd).
+"""
+
+
+class _Progress:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"{PROG}: {message}\n")
+            sys.stderr.flush()
+
+
+def _out(text: str) -> None:
+    # The command's own report goes to stdout (library modules never print).
+    sys.stdout.write(text + "\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _sample_cap(text: str) -> int:
+    value = _positive_int(text)
+    if value < 10:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 10, got {text!r}")
+    return value
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    from lightning_embviz.projection import METHODS
+
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in METHODS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown projection {','.join(bad) or text!r}; choose from {','.join(METHODS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
+    from lightning_embviz.views import DEFAULT_MAX_SAMPLES
+
+    p.add_argument(
+        "-k",
+        "--nearest-k",
+        type=_positive_int,
+        default=5,
+        metavar="K",
+        help="k of the k-NN balls (default: 5)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=default_out,
+        metavar="DIR",
+        help=f"output directory, created if needed (default: ./{default_out})",
+    )
+    p.add_argument(
+        "--projection",
+        type=_methods,
+        default=("pca", "tsne"),
+        metavar="LIST",
+        help="comma-separated projections from pca,tsne,umap (default: pca,tsne)",
+    )
+    p.add_argument(
+        "--max-samples",
+        type=_sample_cap,
+        default=DEFAULT_MAX_SAMPLES,
+        metavar="N",
+        help="points per set projected and drawn, a deterministic subsample; metrics always "
+        f"use every point (default: {DEFAULT_MAX_SAMPLES})",
+    )
+    p.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        metavar="S",
+        help="seed for subsampling, t-SNE and UMAP (default: 0)",
+    )
+    p.add_argument(
+        "--tsne-backend",
+        choices=("auto", "opentsne", "sklearn"),
+        default="auto",
+        help="t-SNE implementation: openTSNE when installed (auto), or force one (default: auto)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from lightning_embviz import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Precision, recall, density, coverage, Fréchet distance and 2-D views "
+        "(PCA, t-SNE, UMAP) of real vs generated embeddings.",
+        epilog="Run `embviz report -h` or `embviz compare -h` for each command's options.\n\n"
+        + _REPORT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{report,compare}")
+    report = sub.add_parser(
+        "report",
+        help="metrics and figures for one real and one fake embedding file",
+        description="Compute precision, recall, density, coverage (Naeem et al., 2020) and the "
+        "Fréchet distance of FAKE against REAL, draw 2-D views, and print a summary.",
+        epilog=_REPORT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("real", metavar="REAL", help="real embeddings, shape (N, D)")
+    report.add_argument("fake", metavar="FAKE", help="generated embeddings, shape (M, D)")
+    _add_common(report, "embviz_report")
+    report.add_argument(
+        "--labels", metavar="FILE", help="class label per real sample, shape (N,): class views"
+    )
+    report.add_argument(
+        "--fake-labels",
+        metavar="FILE",
+        help="class label per fake sample, shape (M,) (e.g. a conditional GAN's conditions)",
+    )
+    compare = sub.add_parser(
+        "compare",
+        help="several fake sets (e.g. checkpoints) in one frame, side by side",
+        description="Compare several generated embedding sets against one real set: metrics for "
+        "each, and one figure with a panel per set, all in a frame fitted on REAL.",
+        epilog=_COMPARE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("real", metavar="REAL", help="real embeddings, shape (N, D)")
+    compare.add_argument("fakes", metavar="FAKE", nargs="+", help="generated embedding files")
+    _add_common(compare, "embviz_compare")
+    compare.add_argument(
+        "--names",
+        metavar="LIST",
+        help="comma-separated panel names, one per FAKE (default: the file names)",
+    )
+    return parser
+
+
+def _load_pair_width(real: np.ndarray, fake: np.ndarray, real_path: str, fake_path: str) -> None:
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(
+            f"{fake_path} has width D={fake.shape[1]} but {real_path} has D={real.shape[1]}; "
+            "both sets must come from the same embedding."
+        )
+
+
+def _check_k(k: int, counts: dict[str, int]) -> None:
+    for path, n in counts.items():
+        if k >= n:
+            raise ValueError(
+                f"-k {k} needs more than {k} samples, {path} has {n}; use -k {max(n - 1, 1)} "
+                "or more samples."
+            )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _write_figures(figures: dict[str, Any], out: Path, prefix: str = "") -> list[Path]:
+    from lightning_embviz.plotting import figure_to_png
+
+    written = []
+    for key, fig in figures.items():
+        path = out / f"{prefix}{key}.png"
+        path.write_bytes(figure_to_png(fig))
+        written.append(path)
+    return written
+
+
+def _json_key(value: Any) -> str:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _report(args: argparse.Namespace, progress: _Progress) -> int:
+    from lightning_embviz._io import load_embeddings, load_labels
+    from lightning_embviz.metrics import compute_prdc_details, frechet_distance
+    from lightning_embviz.plotting import class_metrics
+    from lightning_embviz.views import ViewBuilder
+
+    # Construct first: a bad option or a missing optional backend fails before slow work.
+    views = ViewBuilder(
+        methods=args.projection,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        tsne_backend=args.tsne_backend,
+    )
+    progress(f"reading {args.real} and {args.fake}")
+    real = load_embeddings(args.real)
+    fake = load_embeddings(args.fake)
+    _load_pair_width(real, fake, args.real, args.fake)
+    _check_k(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
+    real_labels = load_labels(args.labels, len(real)) if args.labels else None
+    fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
+    if fake_labels is not None and real_labels is None:
+        raise ValueError("--fake-labels needs --labels for the real set too.")
+
+    progress(f"computing PRDC (k={args.nearest_k}) on {len(real)} real x {len(fake)} fake")
+    start = time.perf_counter()
+    details = compute_prdc_details(real, fake, args.nearest_k)
+    fd = frechet_distance(real, fake)
+    progress(f"metrics done in {time.perf_counter() - start:.1f} s")
+    metrics: dict[str, Any] = dict(details.as_dict())
+    metrics.update(fd=fd, num_real=len(real), num_fake=len(fake), nearest_k=args.nearest_k)
+    if real_labels is not None:
+        per_class = class_metrics(
+            real_labels,
+            details.real_covered,
+            details.real_recalled,
+            fake_labels,
+            details.fake_ball_count if fake_labels is not None else None,
+            args.nearest_k,
+        )
+        metrics["per_class"] = {str(_json_key(c)): row for c, row in per_class.items()}
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = views.build(
+        real,
+        fake,
+        details,
+        real_labels=real_labels,
+        fake_labels=fake_labels,
+        title=f"{Path(args.fake).name} vs {Path(args.real).name}",
+        progress=progress,
+    )
+    progress(f"writing {len(figures)} figures to {out}")
+    written = _write_figures(figures, out)
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+
+    width = real.shape[1]
+    _out(f"{args.fake} vs {args.real}: {len(fake)} fake, {len(real)} real, D={width}")
+    for key in ("precision", "recall", "density", "coverage", "fd"):
+        _out(f"  {key:<10} {_fmt(metrics[key])}")
+    _out(f"  {'nearest_k':<10} {args.nearest_k}")
+    _out(f"wrote {metrics_path} and {', '.join(p.name for p in written)}")
+    return 0
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    if args.names:
+        names = [n.strip() for n in args.names.split(",")]
+        if len(names) != len(args.fakes):
+            raise ValueError(
+                f"--names has {len(names)} names for {len(args.fakes)} FAKE files; give one each."
+            )
+        return names
+    names = [Path(f).stem for f in args.fakes]
+    if len(set(names)) != len(names):
+        names = [str(f) for f in args.fakes]
+    return names
+
+
+def _compare(args: argparse.Namespace, progress: _Progress) -> int:
+    from lightning_embviz._io import load_embeddings
+    from lightning_embviz.metrics import compute_prdc_details, frechet_distance
+    from lightning_embviz.plotting import comparison_figure, figure_to_png
+    from lightning_embviz.projection import make_projection, subsample_indices
+
+    projections = {
+        m: make_projection(m, seed=args.seed, tsne_backend=args.tsne_backend)
+        for m in args.projection
+    }
+    names = _names(args)
+    progress(f"reading {args.real} and {len(args.fakes)} fake set(s)")
+    real = load_embeddings(args.real)
+    fakes = []
+    for path in args.fakes:
+        fake = load_embeddings(path)
+        _load_pair_width(real, fake, args.real, path)
+        fakes.append(fake)
+    _check_k(
+        args.nearest_k,
+        {args.real: len(real), **{p: len(f) for p, f in zip(args.fakes, fakes)}},
+    )
+    rows: list[dict[str, Any]] = []
+    all_details = []
+    for name, path, fake in zip(names, args.fakes, fakes):
+        progress(f"computing PRDC (k={args.nearest_k}) for {name}")
+        details = compute_prdc_details(real, fake, args.nearest_k)
+        all_details.append(details)
+        row: dict[str, Any] = {"name": name, "file": str(path), "num_fake": len(fake)}
+        row.update(details.as_dict())
+        row["fd"] = frechet_distance(real, fake)
+        rows.append(row)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ri = subsample_indices(len(real), args.max_samples, args.seed)
+    fis = [subsample_indices(len(f), args.max_samples, args.seed + 1) for f in fakes]
+    written = []
+    for method, proj in projections.items():
+        progress(f"projecting with {method} ({len(ri)} real points, {len(fakes)} fake sets)")
+        start = time.perf_counter()
+        coords = proj.project(real[ri], *[f[i] for f, i in zip(fakes, fis)])
+        progress(f"{method} done in {time.perf_counter() - start:.1f} s")
+        fig = comparison_figure(
+            coords[0],
+            coords[1:],
+            names,
+            real_covered=[d.real_covered.numpy()[ri] for d in all_details],
+            fake_in_real_manifold=[
+                d.fake_in_real_manifold.numpy()[i] for d, i in zip(all_details, fis)
+            ],
+            metrics=rows,
+            nearest_k=args.nearest_k,
+            method=method,
+            title=f"{len(fakes)} fake sets in one {method} frame fitted on {Path(args.real).name}",
+        )
+        path = out / f"compare_{method}.png"
+        path.write_bytes(figure_to_png(fig))
+        written.append(path)
+
+    table = {"nearest_k": args.nearest_k, "num_real": len(real), "real": str(args.real)}
+    table["sets"] = rows
+    (out / "metrics.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    columns = ["name", "file", "num_fake", "precision", "recall", "density", "coverage", "fd"]
+    with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row[c] for c in columns})
+
+    width = max(len("name"), *(len(n) for n in names))
+    header = f"{'name':<{width}}  " + "  ".join(
+        f"{c:>9}" for c in ("precision", "recall", "density", "coverage", "fd")
+    )
+    _out(f"{len(fakes)} fake set(s) vs {args.real} ({len(real)} real, k={args.nearest_k})")
+    _out(header)
+    for row in rows:
+        values = "  ".join(
+            f"{row[c]:>9.4f}" for c in ("precision", "recall", "density", "coverage", "fd")
+        )
+        _out(f"{row['name']:<{width}}  {values}")
+    files = ", ".join(p.name for p in written)
+    _out(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {files}")
+    return 0
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``embviz`` command.
+
+    Args:
+        argv: the arguments without the program name; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 on success, 2 on bad input or usage (with a one-line message on
+        stderr), 130 when interrupted.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write(f"{PROG}: error: choose a command: report or compare (see --help)\n")
+        return EXIT_USAGE
+    progress = _Progress(args.quiet)
+    try:
+        if args.command == "report":
+            return _report(args, progress)
+        return _compare(args, progress)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except (ValueError, TypeError, ModuleNotFoundError, OSError) as err:
+        sys.stderr.write(f"{PROG}: error: {_one_line(err)}\n")
+        return EXIT_USAGE
+    except Exception as err:
+        if os.environ.get("EMBVIZ_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"{PROG}: unexpected error: {type(err).__name__}: {_one_line(err)} "
+            "(set EMBVIZ_DEBUG=1 for the traceback)\n"
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
