@@ -16,6 +16,7 @@ W&B                    an image ``tag`` logged with ``trainer/global_step = step
                        convention as ``WandbLogger.log_metrics``, so images line up with scalars)
 any other logger       one warning per logger class, then PNG files under the logger's
                        ``log_dir`` (or ``save_dir``, or ``fallback_dir``)
+``DummyLogger``        nothing (``fast_dev_run`` replaces the loggers with it)
 no logger              PNG files under ``fallback_dir`` (the callback passes
                        ``trainer.default_root_dir``)
 =====================  ======================================================================
@@ -48,6 +49,7 @@ _KIND_BY_CLASS_NAME = {
     "CSVLogger": "csv",
     "MLFlowLogger": "mlflow",
     "WandbLogger": "wandb",
+    "DummyLogger": "dummy",
 }
 _STEP_DIGITS = 6
 # TensorBoard's projector refuses sprite sheets larger than this many pixels per side.
@@ -67,7 +69,8 @@ def logger_kind(logger: Any) -> Optional[str]:
         logger: Any object, usually an element of ``trainer.loggers``.
 
     Returns:
-        ``"tensorboard"``, ``"csv"``, ``"mlflow"``, ``"wandb"``, or ``None`` for anything else.
+        ``"tensorboard"``, ``"csv"``, ``"mlflow"``, ``"wandb"``, ``"dummy"`` (Lightning's
+        ``DummyLogger``, which ``fast_dev_run`` installs), or ``None`` for anything else.
     """
     for cls in type(logger).__mro__:
         namespace = cls.__module__.split(".", 1)[0]
@@ -127,6 +130,8 @@ def log_figures(
             destinations += _log_mlflow(logger, rendered, step)
         elif kind == "wandb":
             destinations += _log_wandb(logger, rendered, step)
+        elif kind == "dummy":  # fast_dev_run: Lightning logs nothing, neither do we
+            continue
         else:
             base = Path(_logger_dir(logger) or fallback_dir or Path.cwd())
             _warn_unknown_logger(logger, base)
