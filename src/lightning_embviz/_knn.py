@@ -79,7 +79,11 @@ def round_key(sq: Tensor, mode: PairMode) -> Tensor:
     """
     sq = sq.clamp_min(0.0)
     if mode == "f32":
-        return torch.sqrt(sq.to(torch.float32)).to(torch.float64)
+        # fl32(s), then a correctly rounded float32 square root. torch's float32 sqrt on the
+        # CPU is not correctly rounded (1 ulp off for ~15% of inputs); the float64 sqrt
+        # rounded to float32 is (double rounding is innocuous for sqrt from binary64).
+        rounded = sq.to(torch.float32).to(torch.float64)
+        return torch.sqrt(rounded).to(torch.float32).to(torch.float64)
     return torch.sqrt(sq)
 
 
@@ -192,13 +196,21 @@ def _up32(x: Tensor) -> Tensor:
 
 
 def _kth_smallest_per_row(row_ids: Tensor, values: Tensor, order: Tensor, n_rows: int) -> Tensor:
-    """``values`` grouped by ``row_ids``: pick, per row r, the ``order[r]``-th smallest (1-based)."""
+    """Per row r of ``row_ids``, the ``order[r]``-th smallest (1-based) of its ``values``."""
     srt = torch.argsort(values, stable=True)
     grp = torch.argsort(row_ids[srt], stable=True)
     perm = srt[grp]
     counts = torch.bincount(row_ids, minlength=n_rows)
     offsets = torch.cumsum(counts, 0) - counts
     return values[perm[offsets + order - 1]]
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _smallest(values: Tensor, count: int, dim: int) -> tuple[Tensor, Tensor]:
+    return torch.topk(values, min(count, values.shape[dim]), dim=dim, largest=False, sorted=False)
 
 
 def kth_neighbour_radii(x: Tensor, k: int, mode: PairMode, chunk_size: int) -> Tensor:
@@ -208,62 +220,89 @@ def kth_neighbour_radii(x: Tensor, k: int, mode: PairMode, chunk_size: int) -> T
     (the reference takes the (k+1)-th smallest value of a row that includes the zero
     self-distance).
 
+    The distance matrix is symmetric, so only blocks on and above the diagonal are computed:
+    each block gives candidate neighbours to its rows and, transposed, to its columns.
+
     Args:
         x: (N, D) tensor with N > k.
         k: neighbour rank, 1 <= k < N.
         mode: key rounding, see :func:`pair_mode`.
-        chunk_size: rows per block; memory is O(chunk_size * N).
+        chunk_size: rows per block; memory is O(chunk_size * (chunk_size + N)).
 
     Returns:
         (N,) float64 tensor of radii.
     """
     n = x.shape[0]
+    device = x.device
     frame = _make_frame(x, None, chunk_size)
     a32, sq = frame.a32, frame.a_sq
     sq32 = sq.to(torch.float32)
+    kk = min(k + _TOPK_SLACK, n - 1)
+    blocks = _blocks(n, chunk_size)
+    parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in blocks]
+    for bi, (r0, r1) in enumerate(blocks):
+        for bj in range(bi, len(blocks)):
+            c0, c1 = blocks[bj]
+            s = torch.addmm(sq32[c0:c1].unsqueeze(0), a32[r0:r1], a32[c0:c1].T, alpha=-2.0)
+            s += sq32[r0:r1].unsqueeze(1)
+            if bi == bj:
+                s.fill_diagonal_(math.inf)  # not itself
+            vals, idx = _smallest(s, kk, dim=1)
+            parts[bi].append((vals, idx + c0))
+            if bi != bj:
+                vals, idx = _smallest(s, kk, dim=0)
+                parts[bj].append((vals.T, idx.T + r0))
+    radii_sq = torch.empty(n, dtype=torch.float64, device=device)
     tau = _gemm_tau(x.shape[1])
     sq_max = float(sq.max())
-    kk = min(k + _TOPK_SLACK, n - 1)
-    key_margin = _KEY_MARGIN[mode]
-    abs_margin = _KEY_ABS_MARGIN[mode] * frame.scale**2
-    radii_sq = torch.empty(n, dtype=torch.float64, device=x.device)
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        rows = torch.arange(start, stop, device=x.device)
-        # t[i, j] = |x_j|^2 - 2 x_i.x_j  ==  s_ij - |x_i|^2 (row shift does not change order)
-        t = torch.addmm(sq32.unsqueeze(0), a32[start:stop], a32.T, beta=1.0, alpha=-2.0)
-        t[torch.arange(stop - start, device=x.device), rows] = math.inf  # not itself
-        vals, idx = torch.topk(t, kk, dim=1, largest=False, sorted=True)
-        vals64 = vals.to(torch.float64)
-        err = tau * (sq[start:stop] + sq_max)
-        tk = vals64[:, k - 1]
-        # exact s_kth lies in [tk - err, tk + err] (row-shifted); a pair is undecided when its
-        # interval overlaps that one, i.e. |t - tk| <= 2 err.
-        lo = tk - 2.0 * err
-        hi = tk + 2.0 * err
-        below = (vals64 < lo.unsqueeze(1)).sum(dim=1)
-        need = k - below  # rank of s_kth among undecided pairs
-        undecided = (vals64 >= lo.unsqueeze(1)) & (vals64 <= hi.unsqueeze(1))
-        overflow = vals64[:, -1] <= hi  # undecided pairs may continue past the top-kk
-        if kk == n - 1:
-            overflow = torch.zeros_like(overflow)
-        loc_rows, pos = undecided.nonzero(as_tuple=True)
-        cols = idx[loc_rows, pos]
-        if bool(overflow.any()):
-            keep = ~overflow[loc_rows]
-            loc_rows, cols = loc_rows[keep], cols[keep]
-            over_rows = overflow.nonzero(as_tuple=True)[0]
-            t_over = t[over_rows].to(torch.float64)
-            mask = (t_over >= _down32(lo[over_rows]).to(torch.float64).unsqueeze(1)) & (
-                t_over <= _up32(hi[over_rows]).to(torch.float64).unsqueeze(1)
-            )
-            r2, c2 = mask.nonzero(as_tuple=True)
-            loc_rows = torch.cat([loc_rows, over_rows[r2]])
-            cols = torch.cat([cols, c2])
-        s = exact_squared_distances(x, x, loc_rows + start, cols)
-        radii_sq[start:stop] = _kth_smallest_per_row(loc_rows, s, need, stop - start)
-    del key_margin, abs_margin  # radii are exact values: no threshold margin needed here
+    for bi, (r0, r1) in enumerate(blocks):
+        vals = torch.cat([v for v, _ in parts[bi]], dim=1)
+        cols = torch.cat([i for _, i in parts[bi]], dim=1)
+        parts[bi] = []
+        vals, pos = torch.topk(vals, kk, dim=1, largest=False, sorted=True)
+        cols = cols.gather(1, pos)
+        radii_sq[r0:r1] = _resolve_kth(x, r0, r1, vals, cols, k, tau * (sq[r0:r1] + sq_max), frame)
     return round_key(radii_sq, mode)
+
+
+def _resolve_kth(
+    x: Tensor, r0: int, r1: int, vals: Tensor, cols: Tensor, k: int, err: Tensor, frame: _Frame
+) -> Tensor:
+    """Exact k-th smallest squared distance for rows ``r0:r1`` from their float32 candidates.
+
+    ``vals`` (rows, kk) are the sorted float32 estimates of the smallest squared distances
+    and ``cols`` their columns; every estimate is within ``err`` (per row) of the truth.
+    """
+    n = x.shape[0]
+    vals64 = vals.to(torch.float64)
+    tk = vals64[:, k - 1]
+    # The exact k-th value lies in [tk - err, tk + err]; a pair is undecided when its own
+    # interval overlaps that one, i.e. when |estimate - tk| <= 2 err. Pairs below the band
+    # are certainly among the k nearest, so the answer is the (k - below)-th undecided one.
+    lo = (tk - 2.0 * err).unsqueeze(1)
+    hi = (tk + 2.0 * err).unsqueeze(1)
+    below = (vals64 < lo).sum(dim=1)
+    undecided = (vals64 >= lo) & (vals64 <= hi)
+    # Undecided pairs may continue past the candidates we kept: scan those rows in full.
+    overflow = (vals64[:, -1:] <= hi).squeeze(1) if vals.shape[1] < n - 1 else None
+    loc, pos = undecided.nonzero(as_tuple=True)
+    pair_cols = cols[loc, pos]
+    if overflow is not None and bool(overflow.any()):
+        keep = ~overflow[loc]
+        loc, pair_cols = loc[keep], pair_cols[keep]
+        over = overflow.nonzero(as_tuple=True)[0]
+        a32, sq32 = frame.a32, frame.a_sq.to(torch.float32)
+        rows = over + r0
+        full = torch.addmm(sq32.unsqueeze(0), a32[rows], a32.T, alpha=-2.0)
+        full += sq32[rows].unsqueeze(1)
+        full[torch.arange(rows.numel(), device=x.device), rows] = math.inf
+        full64 = full.to(torch.float64)
+        mask = (full64 >= lo[over]) & (full64 <= hi[over])
+        r2, c2 = mask.nonzero(as_tuple=True)
+        loc = torch.cat([loc, over[r2]])
+        pair_cols = torch.cat([pair_cols, c2])
+    exact = exact_squared_distances(x, x, loc + r0, pair_cols)
+    return _kth_smallest_per_row(loc, exact, k - below, r1 - r0)
 
 
 def cross_ball_tests(
@@ -304,7 +343,13 @@ def cross_ball_tests(
     b_sq32 = b_sq.to(torch.float32)
     a_max, b_max = float(frame.a_sq.max()), float(b_sq.max())
 
-    # Column (fake) thresholds, in scaled squared units.
+    # A pair is inside a ball of squared radius theta (scaled units) for certain when its
+    # float32 estimate is below lo, and outside for certain when above hi; in between it is
+    # re-checked exactly. The band covers the GEMM error and the rounding of the key.
+    theta_r = (real_radii * frame.scale) ** 2
+    err_r = tau * (frame.a_sq + b_max)
+    lo_r64 = theta_r * (1.0 - key_margin) - abs_margin - err_r
+    hi_r = _up32(theta_r * (1.0 + key_margin) + abs_margin + err_r)
     theta_f = (fake_radii * frame.scale) ** 2
     err_f = tau * (a_max + b_sq)
     lo_f = _down32(theta_f * (1.0 - key_margin) - abs_margin - err_f).unsqueeze(0)
@@ -313,52 +358,42 @@ def cross_ball_tests(
     fake_count = torch.zeros(m, dtype=torch.int64, device=device)
     covered = torch.zeros(n, dtype=torch.bool, device=device)
     recalled = torch.zeros(n, dtype=torch.bool, device=device)
-    und_rows: list[Tensor] = []
-    und_cols: list[Tensor] = []
-    und_kind: list[Tensor] = []  # 1: real-ball test undecided, 2: fake-ball test, 3: both
+    check_rows: list[Tensor] = []  # pairs to re-check exactly
+    check_cols: list[Tensor] = []
+    check_kind: list[Tensor] = []  # bit 1: real-ball test, bit 2: fake-ball test
 
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        a_sq = frame.a_sq[start:stop]
-        s = torch.addmm(b_sq32.unsqueeze(0), frame.a32[start:stop], b32.T, beta=1.0, alpha=-2.0)
-        s += a_sq.to(torch.float32).unsqueeze(1)
-        theta_r = (real_radii[start:stop] * frame.scale) ** 2
-        err_r = tau * (a_sq + b_max)
-        lo_r = _down32(theta_r * (1.0 - key_margin) - abs_margin - err_r).unsqueeze(1)
-        hi_r = _up32(theta_r * (1.0 + key_margin) + abs_margin + err_r).unsqueeze(1)
+    for r0, r1 in _blocks(n, chunk_size):
+        s = torch.addmm(b_sq32.unsqueeze(0), frame.a32[r0:r1], b32.T, alpha=-2.0)
+        s += frame.a_sq[r0:r1].to(torch.float32).unsqueeze(1)
 
-        inside_r = s < lo_r
-        fake_count += inside_r.sum(dim=0)
-        covered[start:stop] = inside_r.any(dim=1)
-        maybe_r = s <= hi_r
-        n_und_r = maybe_r.sum(dim=1) - inside_r.sum(dim=1)
-        rows_r = (n_und_r > 0).nonzero(as_tuple=True)[0]
+        # Real balls (precision, density, coverage): pairs that may be inside are few.
+        rows, cols = (s <= hi_r[r0:r1].unsqueeze(1)).nonzero(as_tuple=True)
+        sure = s[rows, cols].to(torch.float64) < lo_r64[rows + r0]
+        fake_count += torch.bincount(cols[sure], minlength=m)
+        covered[rows[sure] + r0] = True
+        check_rows.append(rows[~sure] + r0)
+        check_cols.append(cols[~sure])
+        check_kind.append(torch.ones_like(check_cols[-1], dtype=torch.int8))
 
-        inside_f = s < lo_f
-        rec = inside_f.any(dim=1)
-        recalled[start:stop] = rec
-        # Recall only needs a decision for rows not already recalled.
-        maybe_f = (s <= hi_f) & ~inside_f
-        maybe_f &= ~rec.unsqueeze(1)
-        rows_f = maybe_f.any(dim=1).nonzero(as_tuple=True)[0]
+        # Fake balls (recall): only rows not already recalled for certain need a re-check.
+        rec = (s < lo_f).any(dim=1)
+        recalled[r0:r1] = rec
+        open_rows = (~rec).nonzero(as_tuple=True)[0]
+        if open_rows.numel():
+            sub = s[open_rows]
+            r2, c2 = (sub <= hi_f).nonzero(as_tuple=True)
+            check_rows.append(open_rows[r2] + r0)
+            check_cols.append(c2)
+            check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
+        del s
 
-        if rows_r.numel() or rows_f.numel():
-            rows_u = torch.unique(torch.cat([rows_r, rows_f]))
-            kind = (maybe_r[rows_u] & ~inside_r[rows_u]).to(torch.int8) + 2 * maybe_f[rows_u].to(
-                torch.int8
-            )
-            r_loc, c = kind.nonzero(as_tuple=True)
-            und_rows.append(rows_u[r_loc] + start)
-            und_cols.append(c)
-            und_kind.append(kind[r_loc, c])
-
-    if und_rows:
-        rows = torch.cat(und_rows)
-        cols = torch.cat(und_cols)
-        kind = torch.cat(und_kind)
+    rows = torch.cat(check_rows)
+    if rows.numel():
+        cols = torch.cat(check_cols)
+        kind = torch.cat(check_kind)
         key = round_key(exact_squared_distances(real, fake, rows, cols), mode)
-        in_r = ((kind & 1) > 0) & (key < real_radii[rows])
-        in_f = ((kind & 2) > 0) & (key < fake_radii[cols])
+        in_r = (kind == 1) & (key < real_radii[rows])
+        in_f = (kind == 2) & (key < fake_radii[cols])
         fake_count += torch.bincount(cols[in_r], minlength=m)
         covered[rows[in_r]] = True
         recalled[rows[in_f]] = True

@@ -1,0 +1,297 @@
+"""compute_prdc against the reference `prdc` package; frechet_distance against SciPy."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import prdc
+import pytest
+import scipy.linalg
+import scipy.spatial
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lightning_embviz import compute_prdc, compute_prdc_details, frechet_distance
+
+KEYS = ("precision", "recall", "density", "coverage")
+
+
+def reference(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
+        out = prdc.compute_prdc(real, fake, k)
+    return {key: float(out[key]) for key in KEYS}
+
+
+def make_sets(kind: str, n: int, m: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Data sets on which naive float32 distance arithmetic is known to go wrong."""
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        return rng.normal(size=(n, d)), rng.normal(0.2, 1.2, size=(m, d))
+    if kind == "far":  # far from the origin: |x|^2 swamps the distances
+        off = 10.0 ** rng.uniform(2, 5)
+        return rng.normal(size=(n, d)) + off, rng.normal(size=(m, d)) + off
+    if kind == "tiny":  # squares underflow float32
+        sc = 10.0 ** rng.uniform(-30, -12)
+        return rng.normal(size=(n, d)) * sc, rng.normal(size=(m, d)) * sc
+    if kind == "huge":  # squares overflow float32
+        sc = 10.0 ** rng.uniform(12, 18)
+        return rng.normal(size=(n, d)) * sc, rng.normal(size=(m, d)) * sc
+    if kind == "discrete":  # many exact ties at the radius
+        return (
+            rng.integers(0, 3, size=(n, d)).astype(float),
+            rng.integers(0, 3, size=(m, d)).astype(float),
+        )
+    if kind == "discrete_far":  # ties far from the origin (e.g. 8-bit codes with an offset)
+        return (
+            rng.integers(0, 3, size=(n, d)).astype(float) + 3000.0,
+            rng.integers(0, 3, size=(m, d)).astype(float) + 3000.0,
+        )
+    if kind == "quantized":
+        return np.round(rng.normal(size=(n, d)) * 4) / 4, np.round(rng.normal(size=(m, d)) * 4) / 4
+    if kind == "duplicates":  # exact duplicate rows inside and across the sets
+        base = rng.integers(-3, 4, size=(max(n // 3, 2), d)).astype(float)
+        real = base[rng.integers(0, len(base), n)]
+        fake = np.concatenate(
+            [base[rng.integers(0, len(base), m // 2)], rng.integers(-3, 4, size=(m - m // 2, d))]
+        ).astype(float)
+        return real, fake
+    if kind == "near_copies":  # a memorising generator
+        real = rng.normal(size=(n, d))
+        return real, real[rng.integers(0, n, m)] + rng.normal(size=(m, d)) * 1e-3
+    raise AssertionError(kind)
+
+
+KINDS = [
+    "normal",
+    "far",
+    "tiny",
+    "huge",
+    "discrete",
+    "discrete_far",
+    "quantized",
+    "duplicates",
+    "near_copies",
+]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(KINDS),
+    n=st.integers(4, 90),
+    m=st.integers(4, 90),
+    d=st.sampled_from([1, 2, 3, 7, 16, 40]),
+    k=st.integers(1, 6),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_matches_reference_exactly(kind, n, m, d, k, dtype, seed):
+    k = min(k, n - 2, m - 2)  # the reference needs k + 1 < N
+    if k < 1:
+        return
+    real, fake = (a.astype(dtype) for a in make_sets(kind, n, m, d, seed))
+    assert compute_prdc(real, fake, k) == reference(real, fake, k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    chunk=st.integers(1, 64),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_independent_of_chunk_size_and_row_order(kind, chunk, seed):
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 70, 55, 5, seed))
+    rng = np.random.default_rng(seed)
+    expected = compute_prdc(real, fake, 3)
+    shuffled = compute_prdc(
+        real[rng.permutation(len(real))], fake[rng.permutation(len(fake))], 3, chunk_size=chunk
+    )
+    assert shuffled == expected
+    assert expected == reference(real, fake, 3)
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "d", "k"),
+    [(400, 300, 2048, 5), (300, 500, 512, 1), (600, 200, 64, 10), (150, 150, 3000, 3)],
+)
+def test_high_dimensions_unequal_sizes_and_k(n, m, d, k):
+    rng = np.random.default_rng(n + d)
+    real = rng.normal(size=(n, d)).astype(np.float32)
+    fake = (rng.normal(size=(m, d)) * 1.03 + 0.02).astype(np.float32)
+    assert compute_prdc(real, fake, k) == reference(real, fake, k)
+
+
+def naive_float32_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    """What a plain float32 torch.cdist implementation gets."""
+    r = torch.from_numpy(real.astype(np.float32))
+    f = torch.from_numpy(fake.astype(np.float32))
+    rr, ff, rf = torch.cdist(r, r), torch.cdist(f, f), torch.cdist(r, f)
+    rr.fill_diagonal_(0)
+    ff.fill_diagonal_(0)
+    r_rad = rr.kthvalue(k + 1, dim=1).values
+    f_rad = ff.kthvalue(k + 1, dim=1).values
+    inside = rf < r_rad[:, None]
+    return {
+        "precision": float(inside.any(0).double().mean()),
+        "recall": float((rf < f_rad[None, :]).any(1).double().mean()),
+        "density": float(inside.sum(0).double().mean() / k),
+        "coverage": float((rf.min(1).values < r_rad).double().mean()),
+    }
+
+
+@pytest.mark.parametrize("kind", ["far", "discrete_far", "huge"])
+def test_exact_where_naive_float32_fails(kind):
+    # These inputs make the GEMM-based float32 distances wrong; ours must still be exact.
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 300, 300, 32, seed=3))
+    expected = reference(real, fake, 5)
+    assert naive_float32_prdc(real, fake, 5) != expected
+    assert compute_prdc(real, fake, 5) == expected
+
+
+def test_torch_tensors_and_half_precision():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 24)).astype(np.float16).astype(np.float32)
+    fake = rng.normal(size=(150, 24)).astype(np.float16).astype(np.float32)
+    expected = reference(real, fake, 4)
+    assert compute_prdc(torch.from_numpy(real), torch.from_numpy(fake), 4) == expected
+    assert compute_prdc(torch.from_numpy(real).half(), torch.from_numpy(fake).half(), 4) == expected
+    assert compute_prdc(real.astype(np.float16), fake.astype(np.float16), 4) == expected
+
+
+def test_integer_input_is_treated_like_the_reference():
+    rng = np.random.default_rng(1)
+    real = rng.integers(0, 5, size=(120, 6))
+    fake = rng.integers(0, 5, size=(100, 6))
+    assert compute_prdc(real, fake, 3) == reference(real, fake, 3)
+
+
+def test_returns_python_floats_and_default_k():
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(60, 4)).astype(np.float32)
+    fake = rng.normal(size=(60, 4)).astype(np.float32)
+    out = compute_prdc(real, fake)
+    assert list(out) == list(KEYS)
+    assert all(type(v) is float for v in out.values())
+    assert out == reference(real, fake, 5)
+
+
+def test_details_are_consistent_with_the_metrics():
+    rng = np.random.default_rng(4)
+    real = rng.normal(size=(300, 8)).astype(np.float32)
+    fake = rng.normal(0.5, 1.0, size=(250, 8)).astype(np.float32)
+    det = compute_prdc_details(real, fake, 5)
+    assert det.as_dict() == reference(real, fake, 5)
+    assert det.real_radii.shape == (300,) and det.fake_radii.shape == (250,)
+    assert det.precision == float(det.fake_in_real_manifold.double().mean())
+    assert det.coverage == float(det.real_covered.double().mean())
+    assert det.recall == float(det.real_recalled.double().mean())
+    assert det.density == pytest.approx(float(det.fake_ball_count.double().mean() / 5))
+    # radii equal the reference's: squared distances rounded to float32, then a float32 sqrt
+    sq = scipy.spatial.distance.cdist(real, real, "sqeuclidean")
+    expected_radii = np.sqrt(np.sort(sq, axis=1)[:, 5].astype(np.float32))
+    np.testing.assert_array_equal(det.real_radii.numpy().astype(np.float32), expected_radii)
+
+
+def test_largest_k_is_accepted():
+    # The reference needs k + 1 < N; k = N - 1 (radius = farthest other point) is valid here.
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(10, 3))
+    fake = rng.normal(size=(12, 3))
+    out = compute_prdc(real, fake, 9)
+    assert out["coverage"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("real", "fake", "k", "exc", "match"),
+    [
+        (np.zeros(10), np.zeros((10, 2)), 3, ValueError, r"must be 2-D with shape \(N, D\)"),
+        (np.zeros((10, 2, 2)), np.zeros((10, 2)), 3, ValueError, r"got shape \(10, 2, 2\)"),
+        (np.zeros((10, 3)), np.zeros((10, 2)), 3, ValueError, "same width D, got 3 and 2"),
+        (np.zeros((0, 3)), np.zeros((10, 3)), 3, ValueError, "is empty"),
+        (np.zeros((10, 0)), np.zeros((10, 0)), 3, ValueError, "zero features"),
+        (np.zeros((10, 3)), np.zeros((10, 3)), 0, ValueError, "must be >= 1, got 0"),
+        (np.zeros((10, 3)), np.zeros((10, 3)), 10, ValueError, "needs more than 10 samples"),
+        (np.zeros((10, 3)), np.zeros((4, 3)), 5, ValueError, "`fake_features`, got 4"),
+        (np.zeros((10, 3)), np.zeros((10, 3)), 2.5, TypeError, "must be an int"),
+        (np.zeros((10, 3)), np.zeros((10, 3)), True, TypeError, "must be an int"),
+        ([[0.0, 1.0]] * 5, np.zeros((10, 2)), 2, TypeError, "torch.Tensor or a numpy.ndarray"),
+        (np.array([["a", "b"]] * 5), np.zeros((5, 2)), 2, TypeError, "must hold numbers"),
+    ],
+)
+def test_input_errors(real, fake, k, exc, match):
+    with pytest.raises(exc, match=match):
+        compute_prdc(real, fake, k)
+
+
+def test_non_finite_rows_are_counted_in_the_error():
+    real = np.zeros((10, 3))
+    real[[1, 4], 0] = np.nan
+    real[7, 2] = np.inf
+    with pytest.raises(ValueError, match=r"`real_features` has 3 row\(s\) with NaN or Inf"):
+        compute_prdc(real, np.ones((10, 3)), 2)
+
+
+def test_bad_chunk_size():
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive int"):
+        compute_prdc(np.zeros((10, 3)), np.zeros((10, 3)), 2, chunk_size=0)
+
+
+# --- Fréchet distance -----------------------------------------------------------------------
+
+
+def scipy_frechet(real: np.ndarray, fake: np.ndarray) -> float:
+    mu1, mu2 = real.mean(0), fake.mean(0)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2)
+    covmean = np.real(covmean)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+@pytest.mark.parametrize(("n", "m", "d"), [(500, 400, 8), (2000, 1500, 64), (300, 300, 32)])
+def test_frechet_matches_scipy(n, m, d):
+    rng = np.random.default_rng(d)
+    real = rng.normal(size=(n, d))
+    fake = rng.normal(0.3, 1.5, size=(m, d)) @ rng.normal(size=(d, d)) / np.sqrt(d)
+    assert frechet_distance(real, fake) == pytest.approx(scipy_frechet(real, fake), rel=1e-8)
+    assert frechet_distance(real.astype(np.float32), fake.astype(np.float32)) == pytest.approx(
+        scipy_frechet(real.astype(np.float32), fake.astype(np.float32)), rel=1e-5
+    )
+
+
+def test_frechet_singular_covariances():
+    # N < D: both covariances are singular; the nuclear-norm route stays exact.
+    rng = np.random.default_rng(7)
+    real = rng.normal(size=(40, 128))
+    fake = rng.normal(0.1, 1.3, size=(30, 128))
+    ours = frechet_distance(real, fake)
+    # Reference via the full D x D symmetric route in float64.
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    mid = root @ s2 @ root
+    tr = np.sqrt(np.clip(np.linalg.eigvalsh((mid + mid.T) / 2), 0, None)).sum()
+    expected = ((real.mean(0) - fake.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr
+    assert ours == pytest.approx(expected, rel=1e-7)
+    assert ours == pytest.approx(scipy_frechet(real, fake), rel=1e-6)
+
+
+def test_frechet_properties():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(300, 16))
+    y = rng.normal(size=(250, 16)) * 2
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
+    shift = np.arange(16) / 10
+    assert frechet_distance(x, x + shift) == pytest.approx(float(shift @ shift), rel=1e-9)
+    assert frechet_distance(x, y) == pytest.approx(frechet_distance(y, x), rel=1e-9)
+    assert frechet_distance(torch.from_numpy(x), torch.from_numpy(y)) == frechet_distance(x, y)
+
+
+def test_frechet_errors():
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="same width D, got 3 and 4"):
+        frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match=r"1 row\(s\) with NaN"):
+        frechet_distance(np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), np.zeros((5, 2)))
