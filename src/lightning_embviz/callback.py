@@ -78,14 +78,9 @@ def _loop_step(trainer: Any) -> int:
 
 
 def _checkpoint_step(checkpoint: Mapping[str, Any]) -> Optional[int]:
-    """The step of a checkpoint's last logged metrics (see :func:`_loop_step`)."""
-    try:
-        return int(
-            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
-        )
-    except (KeyError, TypeError, ValueError):
-        step = checkpoint.get("global_step")
-        return int(step) if isinstance(step, (int, np.integer)) else None
+    """The checkpoint's ``global_step`` (the ``{step}`` of its file name), if it has one."""
+    step = checkpoint.get("global_step")
+    return int(step) if isinstance(step, (int, np.integer)) else None
 
 
 def _distributed(trainer: Any) -> bool:
@@ -524,10 +519,13 @@ class _EmbeddingMonitorImpl:
         try:
             counts = list(getattr(trainer, "num_val_batches", []) or [])
             n_loaders = max(len(counts), max(self._buffers, default=-1) + 1, 1)
+            # Outside `fit`, Lightning logs epoch metrics at the fit loop's step (0 on a fresh
+            # Trainer). Under `trainer.validate` the callback writes its scalars to the loggers
+            # itself, at the checkpoint's step when one was loaded, so that several
+            # checkpoints line up in TensorBoard.
             fitting = _is_fitting(trainer)
-            if fitting or self._ckpt_step is None:
-                step = _loop_step(trainer)
-            else:
+            step = _loop_step(trainer)
+            if not fitting and self._ckpt_step is not None:
                 step = self._ckpt_step
             for idx in range(n_loaders):
                 self._finish_dataloader(trainer, pl_module, idx, n_loaders, step, fitting)
@@ -597,8 +595,6 @@ class _EmbeddingMonitorImpl:
                 batch_size=1,
             )
         if trainer.is_global_zero and not fitting:
-            # `trainer.validate`: Lightning would log at the fit loop's step (0 on a fresh
-            # Trainer); log at the checkpoint's step so checkpoints line up in TensorBoard.
             for logger in trainer.loggers:
                 logger.log_metrics(keyed, step=step)
                 logger.save()
@@ -764,6 +760,7 @@ class _EmbeddingMonitorImpl:
                 self._executor.shutdown(wait=True)
                 self._executor = None
             self._reset_run_state()
+            self._ckpt_step = None
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         """Stop the worker without logging: the run is failing."""

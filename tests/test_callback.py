@@ -1,0 +1,491 @@
+"""EmbeddingMonitor in real (tiny) Trainer runs on CPU; values read back from the log files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from conftest import WIDTH, make_data, make_module_class, trainer_kwargs
+from lightning_embviz import EmbeddingMonitor, compute_prdc, frechet_distance
+
+TinyGAN = make_module_class(pl)
+KEYS = ("precision", "recall", "density", "coverage", "fd")
+
+
+def reference(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
+    out = compute_prdc(real, fake, nearest_k=k)
+    out["fd"] = frechet_distance(real, fake)
+    return out
+
+
+def tb_events(log_dir: str | Path) -> Any:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def tb_scalars(log_dir: str | Path, tag: str) -> dict[int, float]:
+    return {e.step: e.value for e in tb_events(log_dir).Scalars(tag)}
+
+
+def assert_metrics(logged: dict[str, float], expected: dict[str, float], prefix: str = "embviz/"):
+    for name in KEYS:
+        assert logged[f"{prefix}{name}"] == pytest.approx(expected[name], rel=1e-6, abs=1e-6), name
+
+
+def fit(tmp_path: Path, model: Any, monitor: Any, val: Any, train: Any, **kw: Any) -> pl.Trainer:
+    callbacks = kw.pop("callbacks", [])
+    trainer = pl.Trainer(callbacks=[monitor, *callbacks], **trainer_kwargs(tmp_path, **kw))
+    trainer.fit(model, train, val)
+    return trainer
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_scalars_and_figures_in_tensorboard_and_csv(tmp_path, train_loader, val_loader):
+    model = TinyGAN(shifts=(0.5, 2.0))
+    tb = TensorBoardLogger(tmp_path, name="tb", version=0)
+    csv_logger = CSVLogger(tmp_path, name="csv", version=0)
+    fit(
+        tmp_path,
+        model,
+        EmbeddingMonitor(views=("pca",)),
+        val_loader,
+        train_loader,
+        logger=[tb, csv_logger],
+        num_sanity_val_steps=2,
+    )
+    assert sorted(model.seen) == [(0, 0), (1, 0)]  # the sanity check recorded nothing
+
+    scalars = {f"embviz/{name}": tb_scalars(tb.log_dir, f"embviz/{name}") for name in KEYS}
+    steps = sorted(tb_scalars(tb.log_dir, "val_marker"))  # where Lightning logs epoch metrics
+    assert len(steps) == 2
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("embviz/coverage")]
+    assert [int(r["step"]) for r in rows] == steps  # one point per validation run
+    epochs = tb_scalars(tb.log_dir, "epoch")
+    for step, row in zip(steps, rows):
+        at = int(epochs[step])
+        assert sorted(scalars["embviz/coverage"]) == steps
+        expected = reference(model.collected("real", at), model.collected("fake", at))
+        assert_metrics({k: v[step] for k, v in scalars.items()}, expected)
+        assert_metrics({k: float(row[k]) for k in scalars}, expected)
+
+    images = tb_events(tb.log_dir).Images("embviz/pca")
+    assert sorted(e.step for e in images) == steps  # figures at the scalars' steps
+    png_dir = Path(csv_logger.log_dir) / "embviz" / "pca"
+    assert len(list(png_dir.glob("*.png"))) == 2
+
+
+def test_lightning_pytorch_namespace(tmp_path, train_loader, val_loader):
+    lp = pytest.importorskip("lightning.pytorch")
+    from lightning.pytorch.loggers import TensorBoardLogger as LTensorBoardLogger
+
+    monitor = EmbeddingMonitor(views=("pca",))
+    assert isinstance(monitor, lp.Callback) and isinstance(monitor, pl.Callback)
+    model = make_module_class(lp)(shifts=(1.0,))
+    tb = LTensorBoardLogger(tmp_path, name="tb", version=0)
+    trainer = lp.Trainer(callbacks=[monitor], logger=tb, **trainer_kwargs(tmp_path, max_epochs=1))
+    trainer.fit(model, train_loader, val_loader)
+    expected = reference(model.collected("real", 0), model.collected("fake", 0))
+    (step,) = tb_scalars(tb.log_dir, "val_marker")
+    assert_metrics(
+        {f"embviz/{k}": tb_scalars(tb.log_dir, f"embviz/{k}")[step] for k in KEYS}, expected
+    )
+    assert [e.step for e in tb_events(tb.log_dir).Images("embviz/pca")] == [step]
+
+
+def test_model_checkpoint_picks_best_coverage(tmp_path, train_loader, val_loader):
+    def outputs(module, out, batch):
+        shift = (3.0, 0.0, 1.5)[module.current_epoch]
+        return {
+            "real": out["real"],
+            "fake": out["real"] + shift + 0.01 * module.generator(out["real"]),
+        }
+
+    model = TinyGAN(outputs=outputs)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="embviz/coverage", mode="max")
+    fit(
+        tmp_path,
+        model,
+        EmbeddingMonitor(views=None),
+        val_loader,
+        train_loader,
+        max_epochs=3,
+        callbacks=[best],
+        logger=False,
+    )
+    coverages = {
+        epoch: reference(model.collected("real", epoch), model.collected("fake", epoch))["coverage"]
+        for epoch, _ in model.seen
+    }
+    best_epoch = max(coverages, key=coverages.__getitem__)
+    assert best_epoch == 1 and len(set(coverages.values())) == 3
+    assert float(best.best_model_score) == pytest.approx(coverages[best_epoch])
+    assert "epoch=1" in Path(best.best_model_path).name
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_resume_continues_series_and_restores_state(tmp_path, train_loader, val_loader):
+    tb_kwargs = {"save_dir": tmp_path, "name": "tb", "version": 0}
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = EmbeddingMonitor(views=("pca",))
+    fit(
+        tmp_path,
+        TinyGAN(shifts=(1.0,)),
+        first,
+        val_loader,
+        train_loader,
+        callbacks=[ckpt],
+        logger=TensorBoardLogger(**tb_kwargs),
+    )
+    saved = torch.load(ckpt.last_model_path, weights_only=True)  # plain tensors/scalars only
+    state = saved["callbacks"][first.state_key]
+    assert state["runs"] == 2 and state["last_step"] >= 2 and "0" in state["views"]
+
+    restored: dict[str, Any] = {}
+
+    class Spy(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            restored.update(second.state_dict())
+
+    second = EmbeddingMonitor(views=("pca",))
+    model = TinyGAN(shifts=(1.0,))
+    trainer = pl.Trainer(
+        callbacks=[second, Spy()],
+        logger=TensorBoardLogger(**tb_kwargs),
+        **trainer_kwargs(tmp_path, max_epochs=3),
+    )
+    trainer.fit(model, train_loader, val_loader, ckpt_path=ckpt.last_model_path)
+    assert restored["runs"] == 2 and restored["last_step"] == state["last_step"]
+    assert_nested_equal(restored["views"], state["views"])
+    log_dir = Path(tmp_path) / "tb" / "version_0"
+    series = tb_scalars(log_dir, "embviz/coverage")
+    assert sorted(series) == sorted(tb_scalars(log_dir, "val_marker")) and len(series) == 3
+    expected = reference(model.collected("real", 2), model.collected("fake", 2))
+    assert series[max(series)] == pytest.approx(expected["coverage"])
+    assert second.state_dict()["runs"] == 3
+
+
+def assert_nested_equal(a: Any, b: Any) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_nested_equal(a[key], b[key])
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_nested_equal(x, y)
+    else:
+        assert a == b
+
+
+def test_validate_logs_each_checkpoint_at_its_step(tmp_path, train_loader, val_loader):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, filename="{step}")
+    fit(
+        tmp_path,
+        TinyGAN(shifts=(0.3,), lr=0.5),
+        EmbeddingMonitor(views=None),
+        val_loader,
+        train_loader,
+        callbacks=[ckpt],
+        logger=False,
+    )
+    paths = sorted((tmp_path / "ckpt").glob("step=*.ckpt"))
+    assert [p.stem for p in paths] == ["step=2", "step=4"]
+
+    tb = TensorBoardLogger(tmp_path, name="compare", version=0)
+    trainer = pl.Trainer(
+        callbacks=[EmbeddingMonitor(views=("pca",))], logger=tb, **trainer_kwargs(tmp_path)
+    )
+    real = torch.cat([b[0] for b in val_loader])
+    for path in paths:
+        results = trainer.validate(TinyGAN(shifts=(0.3,)), val_loader, ckpt_path=path)
+        step = int(path.stem.split("=")[1])
+        weights = TinyGAN(shifts=(0.3,))
+        weights.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+        with torch.no_grad():
+            expected = reference(real, weights.fake(real))
+        assert_metrics({k: float(v) for k, v in trainer.callback_metrics.items()}, expected)
+        # the scalars go to the loggers at the checkpoint's step, not through Lightning's
+        assert "embviz/coverage" not in results[0] and "val_marker" in results[0]
+        logged = {f"embviz/{k}": tb_scalars(tb.log_dir, f"embviz/{k}")[step] for k in KEYS}
+        assert_metrics(logged, expected)
+    assert sorted(e.step for e in tb_events(tb.log_dir).Images("embviz/pca")) == [2, 4]
+    assert sorted(tb_scalars(tb.log_dir, "embviz/fd")) == [2, 4]
+
+    # The same Trainer without a checkpoint: logged at the Trainer's own step (0 here).
+    trainer.validate(TinyGAN(shifts=(0.3,)), val_loader)
+    with torch.no_grad():
+        expected = reference(real, TinyGAN(shifts=(0.3,)).fake(real))
+    assert tb_scalars(tb.log_dir, "embviz/coverage")[0] == pytest.approx(expected["coverage"])
+
+
+def test_two_instances_share_a_trainer_and_a_checkpoint(tmp_path, train_loader, val_loader):
+    a = EmbeddingMonitor(nearest_k=3, views=None)
+    b = EmbeddingMonitor(nearest_k=5, prefix="k5/", views=None)
+    assert a.state_key != b.state_key
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    model = TinyGAN(shifts=(0.5,))
+    trainer = fit(
+        tmp_path,
+        model,
+        a,
+        val_loader,
+        train_loader,
+        callbacks=[b, ckpt],
+        max_epochs=1,
+        logger=False,
+    )
+    real, fake = model.collected("real", 0), model.collected("fake", 0)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert_metrics(logged, reference(real, fake, k=3))
+    assert_metrics(logged, reference(real, fake, k=5), prefix="k5/")
+    saved = torch.load(ckpt.last_model_path, weights_only=True)["callbacks"]
+    assert a.state_key in saved and b.state_key in saved
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def test_several_dataloaders_use_lightning_suffix(tmp_path, train_loader):
+    loaders = [
+        DataLoader(make_data(40, seed=2), batch_size=16),
+        DataLoader(make_data(24, seed=3), batch_size=8),
+    ]
+    model = TinyGAN(shifts=(0.5,))
+    tb = TensorBoardLogger(tmp_path, name="tb", version=0)
+    trainer = fit(
+        tmp_path,
+        model,
+        EmbeddingMonitor(views=("pca",)),
+        loaders,
+        train_loader,
+        max_epochs=1,
+        logger=tb,
+    )
+    for idx in (0, 1):
+        expected = reference(model.collected("real", 0, idx), model.collected("fake", 0, idx))
+        logged = {
+            f"embviz/{k}": float(trainer.callback_metrics[f"embviz/{k}/dataloader_idx_{idx}"])
+            for k in KEYS
+        }
+        assert_metrics(logged, expected)
+        tag = f"embviz/pca/dataloader_idx_{idx}"
+        steps = list(tb_scalars(tb.log_dir, f"val_marker/dataloader_idx_{idx}"))
+        assert [e.step for e in tb_events(tb.log_dir).Images(tag)] == steps
+    assert "embviz/coverage" not in trainer.callback_metrics
+
+
+def test_embed_callable_runs_without_grad(tmp_path, train_loader, val_loader):
+    grad_enabled = []
+
+    def embed(module, batch):
+        grad_enabled.append(torch.is_grad_enabled())
+        x = batch[0]
+        return {"real": x.reshape(len(x), 2, WIDTH // 2), "fake": module.fake(x)}
+
+    model = TinyGAN(shifts=(0.7,), outputs=lambda m, out, batch: None)
+    trainer = fit(
+        tmp_path,
+        model,
+        EmbeddingMonitor(embed=embed, views=None),
+        val_loader,
+        train_loader,
+        max_epochs=1,
+        logger=False,
+    )
+    assert grad_enabled and not any(grad_enabled)
+    real = torch.cat([b[0] for b in val_loader])
+    with torch.no_grad():
+        expected = reference(real, model.fake(real))
+    assert_metrics({k: float(v) for k, v in trainer.callback_metrics.items()}, expected)
+
+
+def test_half_precision_cap_and_every_n_epochs(tmp_path, train_loader, val_loader):
+    def outputs(module, out, batch):
+        return {"real": out["real"].half(), "fake": out["fake"].half()}
+
+    model = TinyGAN(shifts=(0.2, 0.4, 0.6), outputs=outputs)
+    csv_logger = CSVLogger(tmp_path, name="csv", version=0)
+    fit(
+        tmp_path,
+        model,
+        EmbeddingMonitor(views=None, max_samples=40, every_n_epochs=2),
+        val_loader,
+        train_loader,
+        max_epochs=4,
+        logger=csv_logger,
+    )
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("embviz/fd")]
+    assert [int(r["epoch"]) for r in rows] == [1, 3]
+    for row in rows:
+        epoch = int(row["epoch"])
+        real = model.collected("real", epoch)[:40]
+        fake = model.collected("fake", epoch)[:40]
+        assert_metrics(
+            {k: float(row[k]) for k in row if k.startswith("embviz/")}, reference(real, fake)
+        )
+
+
+def test_no_logger_saves_figures_under_default_root_dir(tmp_path, train_loader, val_loader):
+    fit(
+        tmp_path,
+        TinyGAN(),
+        EmbeddingMonitor(views=("pca",), background=False),
+        val_loader,
+        train_loader,
+        max_epochs=1,
+        logger=False,
+    )
+    assert [p.name for p in (tmp_path / "embviz" / "pca").glob("*.png")] == ["step_000001.png"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_nan_rows_are_dropped_with_one_warning(tmp_path, train_loader, val_loader):
+    def outputs(module, out, batch):
+        real = out["real"].clone()
+        if batch[1].sum() >= 0 and module.trainer.current_epoch == 0:
+            real[:1] = float("nan")  # first row of each of the 4 batches
+        return {"real": real, "fake": out["fake"]}
+
+    model = TinyGAN(shifts=(0.5,), outputs=outputs)
+    with pytest.warns(UserWarning, match=r"dropped 4 of 64 real rows") as record:
+        trainer = fit(
+            tmp_path,
+            model,
+            EmbeddingMonitor(views=None),
+            val_loader,
+            train_loader,
+            max_epochs=1,
+            logger=False,
+        )
+    assert sum("dropped" in str(w.message) for w in record) == 1
+    real = model.collected("real", 0)
+    finite = torch.isfinite(real).all(dim=1)
+    expected = reference(real[finite], model.collected("fake", 0))
+    assert_metrics({k: float(v) for k, v in trainer.callback_metrics.items()}, expected)
+
+
+def test_too_few_samples_warns_and_training_goes_on(tmp_path, train_loader):
+    tiny = DataLoader(make_data(4), batch_size=2)
+    with pytest.warns(UserWarning, match=r"skipped the metrics: 4 real and 4 fake usable rows"):
+        trainer = fit(
+            tmp_path,
+            TinyGAN(),
+            EmbeddingMonitor(views=("pca",)),
+            tiny,
+            train_loader,
+            logger=False,
+        )
+    assert trainer.current_epoch == 2  # both epochs ran
+    assert not [k for k in trainer.callback_metrics if k.startswith("embviz/")]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "error", "match"),
+    [
+        (lambda m, out, b: None, ValueError, r"`validation_step` returned None"),
+        (lambda m, out, b: out["real"].sum(), TypeError, r"returned a Tensor"),
+        (
+            lambda m, out, b: {"real": out["real"], "gen": out["fake"]},
+            ValueError,
+            r"keys \['gen', 'real'\].*missing \['fake'\]",
+        ),
+        (
+            lambda m, out, b: {"real": out["real"], "fake": out["fake"][:, :3]},
+            ValueError,
+            r"same width D.*\(16, 6\) and \(16, 3\)",
+        ),
+        (
+            lambda m, out, b: {"real": out["real"][0], "fake": out["fake"]},
+            ValueError,
+            r"'real' must have shape \(B, D\)",
+        ),
+    ],
+)
+def test_bad_validation_outputs_raise_clear_errors(tmp_path, val_loader, outputs, error, match):
+    trainer = pl.Trainer(
+        callbacks=[EmbeddingMonitor(views=None)],
+        logger=False,
+        num_sanity_val_steps=0,
+        **trainer_kwargs(tmp_path),
+    )
+    with pytest.raises(error, match=match):
+        trainer.validate(TinyGAN(outputs=outputs), val_loader)
+
+
+def test_figure_errors_are_reported_not_swallowed(tmp_path, train_loader, val_loader, monkeypatch):
+    from lightning_embviz import views
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("projection exploded")
+
+    monkeypatch.setattr(views.ViewBuilder, "build", broken)
+    with pytest.warns(RuntimeWarning, match="projection exploded"):
+        trainer = fit(
+            tmp_path,
+            TinyGAN(),
+            EmbeddingMonitor(views=("pca",)),
+            val_loader,
+            train_loader,
+            max_epochs=1,
+            logger=False,
+        )
+    assert "embviz/coverage" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"nearest_k": 0}, ValueError, r"`EmbeddingMonitor\(nearest_k=0\)` is not valid"),
+        ({"nearest_k": 2.5}, TypeError, r"nearest_k=2.5"),
+        ({"nearest_k": True}, TypeError, r"nearest_k=True"),
+        ({"every_n_epochs": 0}, ValueError, r"every_n_epochs=0"),
+        ({"max_samples": 5}, ValueError, r"max_samples=5.*> nearest_k=5"),
+        ({"max_samples": "all"}, TypeError, r"max_samples='all'"),
+        ({"views": "pca"}, TypeError, r"views='pca'.*\('pca',\)"),
+        ({"views": ("pca", "spiral")}, ValueError, r"views=\('pca', 'spiral'\).*spiral"),
+        ({"view_max_samples": 1}, ValueError, r"view_max_samples=1"),
+        ({"real_key": ""}, ValueError, r"real_key=''"),
+        ({"fake_key": 3}, TypeError, r"fake_key=3"),
+        ({"fake_key": "real"}, ValueError, r"four different keys"),
+        ({"embed": "features"}, TypeError, r"embed='features'"),
+        ({"prefix": None}, TypeError, r"prefix=None"),
+        ({"background": 1}, TypeError, r"background=1"),
+        ({"seed": 1.5}, TypeError, r"seed=1.5"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        EmbeddingMonitor(**kwargs)
+
+
+def test_default_arguments_and_docstring_keys():
+    monitor = EmbeddingMonitor()
+    assert monitor.views == ("pca", "tsne") and monitor.max_samples == 10000
+    doc = EmbeddingMonitor.__doc__ or ""
+    for key in KEYS:
+        assert f"embviz/{key}" in doc
+    state = monitor.state_dict()
+    assert state["runs"] == 0 and state["views"]  # never empty, even before any run
+    assert EmbeddingMonitor(nearest_k=np.int64(3)).nearest_k == 3
