@@ -104,7 +104,7 @@ def _new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
 
 def _marker_size(n: int) -> float:
     # Area in points^2: big for a few hundred points, small for tens of thousands.
-    return float(np.clip(4000.0 / max(n, 1), 1.5, 25.0))
+    return float(np.clip(15000.0 / max(n, 1), 3.0, 36.0))
 
 
 def metrics_title(metrics: Mapping[str, Any] | None, nearest_k: int | None = None) -> str:
