@@ -228,17 +228,19 @@ def _check_tag(tag: Any) -> str:
 
 
 def _render(fig: Any, tag: str) -> tuple[np.ndarray, bytes]:
-    """Draw ``fig`` once with the Agg canvas; return (H, W, 3) uint8 pixels and PNG bytes."""
+    """Draw ``fig`` once with the Agg canvas; return (H, W, 3) uint8 pixels and PNG bytes.
+
+    The PNG is encoded from the same pixels, so every logger receives identical images.
+    """
     if not isinstance(fig, Figure):
         raise TypeError(
             f"Figure {tag!r} must be a matplotlib.figure.Figure, got {type(fig).__name__}."
         )
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    pixels = np.array(canvas.buffer_rgba(), dtype=np.uint8)[..., :3]
+    from lightning_embviz.plotting import figure_to_array
+
+    pixels = figure_to_array(fig)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return pixels, buffer.getvalue()
