@@ -413,7 +413,7 @@ def test_log_figures_bad_arguments(tmp_path, step, figs, error, match):
 
 def read_projector(log_dir: Path, step: int, tag: str) -> tuple[str, list[list[str]], Path]:
     config = (log_dir / "projector_config.pbtxt").read_text()
-    folder = log_dir / f"{step:05d}" / tag.replace("/", "%2f")
+    folder = log_dir / f"{step:05d}" / tag.replace("%", "%25").replace("/", "%2f")
     rows = [line.split("\t") for line in (folder / "metadata.tsv").read_text().splitlines()]
     return config, rows, folder
 
@@ -468,6 +468,20 @@ def test_projector_float_labels_and_a_second_step(tmp_path):
     assert not (folder / "sprite.png").exists()
     _, rows_1, _ = read_projector(Path(logger.log_dir), 1, "emb")
     assert [row[1] for row in rows_1[1:4]] == ["1", "0", "2"]
+
+
+def test_projector_same_step_twice_warns_and_keeps_the_first(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb")
+    first, second = torch.zeros(2, 3), torch.ones(2, 3)
+    assert log_embedding_projector([logger], first, first, 5, tag="embviz/e%1")
+    with pytest.warns(UserWarning, match=r"already has 'embviz/e%1' at step 5"):
+        assert not log_embedding_projector([logger], second, second, 5, tag="embviz/e%1")
+    config, _, folder = read_projector(Path(logger.log_dir), 5, "embviz/e%1")
+    assert folder.name == "embviz%2fe%251"
+    assert config.count("embeddings {") == 1
+    np.testing.assert_array_equal(np.loadtxt(folder / "tensors.tsv"), np.zeros((4, 3)))
 
 
 def test_projector_shrinks_large_thumbnails(tmp_path, monkeypatch):

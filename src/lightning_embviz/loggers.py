@@ -172,7 +172,9 @@ def log_embedding_projector(
             the sprite sheet fits TensorBoard's 8192-pixel limit.
 
     Returns:
-        ``True`` if at least one TensorBoard logger received the embeddings.
+        ``True`` if at least one TensorBoard logger received the embeddings. An entry
+        that already exists for this ``step`` and ``tag`` (e.g. validating the same
+        checkpoint twice) is left as it is, with a warning.
 
     Raises:
         ValueError: On mismatched widths, label or image counts, image shapes, a negative
@@ -194,8 +196,18 @@ def log_embedding_projector(
     if not boards:
         return False
     mat = torch.cat([real_mat, fake_mat])
+    logged = False
     for logger in boards:
         experiment = logger.experiment
+        existing = _projector_entry_dir(experiment, step, tag)
+        if existing is not None and existing.exists():
+            warnings.warn(
+                f"The Embedding Projector already has {tag!r} at step {step} in "
+                f"{str(existing)!r}; the embeddings of this run were not written again.",
+                UserWarning,
+                stacklevel=2,
+            )
+            continue
         experiment.add_embedding(
             mat,
             metadata=metadata,
@@ -205,7 +217,8 @@ def log_embedding_projector(
             tag=tag,
         )
         _flush(experiment)
-    return True
+        logged = True
+    return logged
 
 
 # --------------------------------------------------------------------------- helpers
@@ -357,6 +370,18 @@ def _log_wandb(
     for tag, (pixels, _) in rendered.items():
         logger.log_image(key=tag, images=[pixels], step=step, caption=[f"step {step}"])
     return [f"wandb:{tag}@{step}" for tag in rendered]
+
+
+def _projector_entry_dir(experiment: Any, step: int, tag: str) -> Optional[Path]:
+    """Folder ``add_embedding`` writes to: ``<logdir>/<step:05d>/<tag, '/' and '%' escaped>``."""
+    get_logdir = getattr(experiment, "get_logdir", None)
+    if not callable(get_logdir):
+        return None
+    logdir = get_logdir()
+    if not isinstance(logdir, (str, os.PathLike)):
+        return None
+    encoded = tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
+    return Path(logdir) / f"{step:05d}" / encoded
 
 
 def _as_matrix(values: Any, name: str) -> Tensor:
