@@ -378,6 +378,27 @@ def test_each_figure_rendered_once_for_all_loggers(tmp_path, fresh_warnings):
     assert_png_file(Path(destinations[2]), RED)
 
 
+def test_prerendered_arrays_log_like_figures(tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_embviz.plotting import figure_to_array
+
+    rgb = figure_to_array(solid_figure(RED))
+    rgba = np.concatenate([figure_to_array(solid_figure(BLUE)), np.zeros((HEIGHT, WIDTH, 1))], 2)
+    tb = TensorBoardLogger(save_dir=str(tmp_path), name="tb")
+    arrays = {"embviz/pca": rgb, "embviz/tsne": rgba.astype(np.uint8)}
+    destinations = log_figures([tb, None], arrays, 4, fallback_dir=tmp_path / "unused")
+    assert destinations == ["tensorboard:embviz/pca@4", "tensorboard:embviz/tsne@4"]
+    files = log_figures([], arrays, 4, fallback_dir=tmp_path / "files")
+    assert_png_file(Path(files[0]), RED)
+    assert_png_file(Path(files[1]), BLUE)  # alpha dropped, not transparent
+    events = EventAccumulator(tb.log_dir, size_guidance={"images": 0})
+    events.Reload()
+    (image,) = events.Images("embviz/pca")
+    np.testing.assert_array_equal(decode_png(image.encoded_image_string), rgb)
+
+
 def test_tags_become_safe_folders(tmp_path):
     tags = {
         "embviz/pca/dataloader_idx_1": solid_figure(RED),
@@ -397,7 +418,14 @@ def test_tags_become_safe_folders(tmp_path):
         (-1, {"embviz/pca": None}, ValueError, r"`step` must be >= 0, got -1"),
         (1.5, {"embviz/pca": None}, TypeError, r"`step` must be an int, got 1.5"),
         (True, {"embviz/pca": None}, TypeError, r"`step` must be an int"),
-        (1, {"embviz/pca": np.zeros((4, 4, 3))}, TypeError, r"'embviz/pca'.*got ndarray"),
+        (1, {"embviz/pca": "fig"}, TypeError, r"'embviz/pca' must be a matplotlib.*got str"),
+        (
+            1,
+            {"embviz/pca": np.zeros((4, 4, 3))},
+            TypeError,
+            r"uint8 array, got ndarray of shape \(4, 4, 3\) and dtype float64",
+        ),
+        (1, {"embviz/pca": np.zeros((4, 4), np.uint8)}, TypeError, r"shape \(4, 4\)"),
         (1, {"": "fig"}, ValueError, r"tag must name something"),
         (1, {3: "fig"}, TypeError, r"tag must be a str, got 3"),
     ],
