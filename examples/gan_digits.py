@@ -394,7 +394,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         "--epochs",
         type=int,
         default=None,
-        help="epochs of 100 steps (default 30; --quick: 2 of 5 steps)",
+        help="epochs of 100 steps (default 30; --quick: 2 of 50 steps)",
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/gan_digits"))
     parser.add_argument(
@@ -430,7 +430,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
     # callback's background projections.
     torch.set_num_threads(1)
     n_val = 200 if args.quick else 500
-    data = DigitsData(n_val=n_val, steps_per_epoch=5 if args.quick else 100, seed=args.seed)
+    data = DigitsData(n_val=n_val, steps_per_epoch=50 if args.quick else 100, seed=args.seed)
 
     t0 = time.perf_counter()
     classifier, accuracy = train_classifier(
