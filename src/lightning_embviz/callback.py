@@ -181,8 +181,8 @@ class _EmbeddingMonitorImpl:
                 )
             if max_samples <= nearest_k:
                 bad("max_samples", max_samples, f"None or an int > nearest_k={nearest_k}")
-        if view_max_samples is not None and (not is_int(view_max_samples) or view_max_samples < 2):
-            bad("view_max_samples", view_max_samples, "None or an int >= 2")
+        if view_max_samples is not None and (not is_int(view_max_samples) or view_max_samples < 10):
+            bad("view_max_samples", view_max_samples, "None or an int >= 10")
         for arg, flag in (
             ("background", background),
             ("log_projector", log_projector),
@@ -191,7 +191,9 @@ class _EmbeddingMonitorImpl:
             if not isinstance(flag, bool):
                 bad(arg, flag, "True or False", TypeError)
         if not is_int(seed):
-            bad("seed", seed, "an int", TypeError)
+            bad("seed", seed, "an int >= 0", TypeError)
+        if seed < 0:
+            bad("seed", seed, "an int >= 0")
         if views is None:
             views = ()
         if isinstance(views, str):
@@ -262,8 +264,6 @@ class _EmbeddingMonitorImpl:
             prefix=self.prefix,
             real_key=self.real_key,
             fake_key=self.fake_key,
-            views=self.views,
-            every_n_epochs=self.every_n_epochs,
         )
 
     def _reset_run_state(self) -> None:
@@ -273,11 +273,20 @@ class _EmbeddingMonitorImpl:
         self._sampler_info: dict[int, Optional[_SamplerInfo]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        # `ddp_spawn` pickles the Trainer with its callbacks: leave out threads and futures.
+        # `ddp_spawn` pickles the Trainer with its callbacks: leave out threads and futures,
+        # and carry the view builders (which hold a lock) as their plain state.
         state = self.__dict__.copy()
         state["_executor"] = None
         state["_pending"] = []
+        state["_view_builders"] = {i: vb.state_dict() for i, vb in self._view_builders.items()}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        views = state.pop("_view_builders", {})
+        self.__dict__.update(state)
+        self._view_builders = {}
+        for idx, view_state in views.items():
+            self._view_builder(idx).load_state_dict(view_state)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -378,7 +387,7 @@ class _EmbeddingMonitorImpl:
                 f"EmbeddingMonitor: {key!r} must have shape (B, D) or (B, ...), got shape "
                 f"{tuple(value.shape)} ({where})."
             )
-        x = value.detach().reshape(value.shape[0], -1)
+        x = value.detach().reshape(value.shape[0], math.prod(value.shape[1:]))
         if x.dtype != torch.float64:
             x = x.to(torch.float32)
         if not self.keep_on_device:
@@ -586,7 +595,7 @@ class _EmbeddingMonitorImpl:
                 on_step=False,
                 on_epoch=True,
                 prog_bar=False,
-                logger=fitting,
+                logger=fitting and bool(trainer.loggers),
                 # Every rank holds the same value: a "max" sync keeps it exact and tells
                 # Lightning the value is synchronised.
                 sync_dist=distributed,

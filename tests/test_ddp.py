@@ -1,0 +1,174 @@
+"""EmbeddingMonitor under DDP: 2 CPU processes (gloo), results equal the single-process ones.
+
+Each spawned rank writes what it logged to a JSON file; the test compares every rank's values
+with the metrics computed in this process on the full validation sets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_embviz import EmbeddingMonitor, compute_prdc, frechet_distance
+
+pytestmark = pytest.mark.slow
+
+WIDTH = 6
+KEYS = ("precision", "recall", "density", "coverage", "fd")
+
+
+def dataset(n: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    x = torch.randn(3, WIDTH, generator=g)[labels] * 3 + torch.randn(n, WIDTH, generator=g)
+    return TensorDataset(x, labels, torch.arange(n))
+
+
+class DDPGAN(pl.LightningModule):
+    """Deterministic "generator"; per-dataloader modes simulate awkward ranks."""
+
+    def __init__(self, modes: dict[int, str] | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.generator = torch.nn.Linear(WIDTH, WIDTH)
+        self.modes = modes or {}
+
+    def fake(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x) + 0.5
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return (self.generator(batch[0]) - batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        x, y, index = batch
+        real, fake = x, self.fake(x)
+        mode = self.modes.get(dataloader_idx)
+        if mode == "nan" and self.global_rank == 1:
+            real = torch.full_like(real, float("nan"))
+        if mode == "empty" and self.global_rank == 1:
+            real, fake, y = real[:0], fake[:0], y[:0]
+        out = {"real": real, "fake": fake, "labels": y}
+        if mode == "index":
+            out["index"] = index
+        return out
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+class Record(pl.Callback):
+    """Each rank writes its callback metrics (and best checkpoint score) after validation."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        values = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        name = (
+            f"rank{trainer.global_rank}_epoch{trainer.current_epoch}_{trainer.state.fn.value}.json"
+        )
+        (self.out_dir / name).write_text(json.dumps(values))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        best = trainer.checkpoint_callback
+        score = None if best is None or best.best_model_score is None else best.best_model_score
+        (self.out_dir / f"rank{trainer.global_rank}_best.json").write_text(
+            json.dumps({"score": None if score is None else float(score)})
+        )
+
+
+def reference(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    out = compute_prdc(real, fake, nearest_k=5)
+    out["fd"] = frechet_distance(real, fake)
+    return out
+
+
+def ddp_trainer(tmp_path: Path, **kwargs: Any) -> pl.Trainer:
+    kwargs.setdefault("logger", False)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        **kwargs,
+    )
+
+
+def read(tmp_path: Path, pattern: str) -> list[dict[str, float]]:
+    files = sorted(tmp_path.glob(pattern))
+    assert [f.name.split("_")[0] for f in files] == ["rank0", "rank1"], files
+    return [json.loads(f.read_text()) for f in files]
+
+
+def test_validate_under_ddp_equals_single_process(tmp_path):
+    # 0: 64 samples, batches of 16 split evenly; 1: 37 samples, the sampler repeats one and
+    # the last batches are short; 2: rank 1 returns only NaN rows; 3: rank 1 returns no rows;
+    # 4: like 1 but with dataset indices returned under "index".
+    sizes = {0: (64, 16), 1: (37, 8), 2: (40, 8), 3: (40, 8), 4: (37, 5)}
+    data = {i: dataset(n, seed=i) for i, (n, _) in sizes.items()}
+    loaders = [DataLoader(data[i], batch_size=b) for i, (_, b) in sizes.items()]
+    modes = {2: "nan", 3: "empty", 4: "index"}
+    model = DDPGAN(modes)
+    monitor = EmbeddingMonitor(views=None)
+    trainer = ddp_trainer(tmp_path, callbacks=[monitor, Record(tmp_path)])
+    trainer.validate(model, loaders)
+
+    ranks = read(tmp_path, "rank*_epoch0_validate.json")
+    with torch.no_grad():
+        for idx, ds in data.items():
+            x = ds.tensors[0]
+            fake = model.fake(x)
+            if modes.get(idx) == "nan":  # rank 1 holds the odd positions
+                expected = reference(x[0::2], fake)
+            elif modes.get(idx) == "empty":
+                expected = reference(x[0::2], fake[0::2])
+            else:
+                expected = reference(x, fake)
+            for rank, logged in enumerate(ranks):
+                for key in KEYS:
+                    value = logged[f"embviz/{key}/dataloader_idx_{idx}"]
+                    assert value == pytest.approx(expected[key], rel=1e-6), (idx, rank, key)
+
+
+def test_fit_under_ddp_every_rank_logs_the_same_and_rank_zero_draws(tmp_path):
+    train = DataLoader(dataset(32, seed=9), batch_size=8)
+    val = DataLoader(dataset(45, seed=1), batch_size=8)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="embviz/coverage", mode="max")
+    tb = TensorBoardLogger(tmp_path, name="tb", version=0)
+    trainer = ddp_trainer(
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=2,
+        callbacks=[EmbeddingMonitor(views=("pca",)), best, Record(tmp_path)],
+        logger=tb,
+    )
+    trainer.fit(DDPGAN(), train, val)
+
+    for epoch in (0, 1):
+        rank0, rank1 = read(tmp_path, f"rank*_epoch{epoch}_fit.json")
+        assert {k: v for k, v in rank0.items() if k.startswith("embviz/")} == {
+            k: v for k, v in rank1.items() if k.startswith("embviz/")
+        }
+        assert set(KEYS) <= {k.split("/")[1] for k in rank0 if k.startswith("embviz/")}
+    best0, best1 = read(tmp_path, "rank*_best.json")
+    assert best0 == best1 and best0["score"] is not None  # every rank's ModelCheckpoint agrees
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb" / "version_0"), size_guidance={"images": 0})
+    acc.Reload()
+    scalar_steps = [e.step for e in acc.Scalars("embviz/coverage")]
+    assert len(scalar_steps) == 2
+    assert [e.step for e in acc.Images("embviz/pca")] == scalar_steps  # drawn once, by rank 0
