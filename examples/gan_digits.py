@@ -359,8 +359,11 @@ def make_logger(kind: str, out: Path) -> Any:
     if kind == "mlflow":
         from pytorch_lightning.loggers import MLFlowLogger
 
+        # A local SQLite store (MLflow's file store is deprecated); artifacts next to it.
         return MLFlowLogger(
-            experiment_name="gan_digits", tracking_uri=(out / "mlruns").resolve().as_uri()
+            experiment_name="gan_digits",
+            tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}",
+            artifact_location=(out / "mlartifacts").resolve().as_uri(),
         )
     if kind == "wandb":
         from pytorch_lightning.loggers import WandbLogger
@@ -379,11 +382,11 @@ def open_command(kind: str, out: Path) -> Optional[str]:
     if kind == "tensorboard":
         return f"tensorboard --logdir {out / 'tensorboard'}"
     if kind == "mlflow":
-        return f"mlflow ui --backend-store-uri {(out / 'mlruns').resolve().as_uri()}"
+        return f"mlflow ui --backend-store-uri sqlite:///{(out / 'mlflow.db').resolve()}"
     if kind == "csv":
         return f"ls {out / 'csv'}  # metrics.csv and the PNG figures"
     if kind == "wandb":
-        return f"wandb sync {out / 'wandb'}  # offline run; uploads it"
+        return f"wandb sync {out / 'wandb'}/offline-run-*  # offline run: uploads it"
     return None
 
 
