@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import numpy as np
 
@@ -50,6 +50,13 @@ directly comparable. Writes DIR/compare_<method>.png (one panel per fake set),
 DIR/metrics.json and DIR/metrics.csv (one row per fake set: num_fake, precision,
 recall, density, coverage, fd).
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
 class _Progress:
@@ -107,7 +114,7 @@ def _methods(text: str) -> tuple[str, ...]:
 
 
 def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
-    from lightning_embviz.views import DEFAULT_MAX_SAMPLES
+    from lightning_embviz.projection import DEFAULT_MAX_SAMPLES
 
     p.add_argument(
         "-k",
@@ -158,7 +165,7 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     from lightning_embviz import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Precision, recall, density, coverage, Fréchet distance and 2-D views "
         "(PCA, t-SNE, UMAP) of real vs generated embeddings.",
@@ -247,16 +254,7 @@ def _json_key(value: Any) -> str:
 def _report(args: argparse.Namespace, progress: _Progress) -> int:
     from lightning_embviz._io import load_embeddings, load_labels
     from lightning_embviz.metrics import compute_prdc_details, frechet_distance
-    from lightning_embviz.plotting import class_metrics
-    from lightning_embviz.views import ViewBuilder
 
-    # Construct first: a bad option or a missing optional backend fails before slow work.
-    views = ViewBuilder(
-        methods=args.projection,
-        max_samples=args.max_samples,
-        seed=args.seed,
-        tsne_backend=args.tsne_backend,
-    )
     progress(f"reading {args.real} and {args.fake}")
     real = load_embeddings(args.real)
     fake = load_embeddings(args.fake)
@@ -266,6 +264,17 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
     fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
     if fake_labels is not None and real_labels is None:
         raise ValueError("--fake-labels needs --labels for the real set too.")
+
+    from lightning_embviz.plotting import class_metrics
+    from lightning_embviz.views import ViewBuilder
+
+    # Before the slow work: a missing optional backend fails now.
+    views = ViewBuilder(
+        methods=args.projection,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        tsne_backend=args.tsne_backend,
+    )
 
     progress(f"computing PRDC (k={args.nearest_k}) on {len(real)} real x {len(fake)} fake")
     start = time.perf_counter()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DEFAULT_MAX_SAMPLES",
     "METHODS",
     "PCAProjection",
     "Projection",
@@ -39,6 +40,11 @@ __all__ = [
 ArrayLike = Union[Tensor, np.ndarray]
 
 METHODS = ("pca", "tsne", "umap")
+
+#: Points per set that views project and draw by default (a deterministic subsample). Chosen
+#: with ``benchmarks/bench_projection.py`` so that the whole epoch-end work for 5 000 + 5 000
+#: embeddings of width 512 stays within about 10 s on 2 CPU cores (see the README).
+DEFAULT_MAX_SAMPLES = 2000
 TSNE_BACKENDS = ("auto", "opentsne", "sklearn")
 
 

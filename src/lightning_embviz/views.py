@@ -19,16 +19,18 @@ from torch import Tensor
 
 from lightning_embviz import plotting
 from lightning_embviz.metrics import PRDCResult
-from lightning_embviz.projection import METHODS, Projection, make_projection, subsample_indices
+from lightning_embviz.projection import (
+    DEFAULT_MAX_SAMPLES,
+    METHODS,
+    Projection,
+    make_projection,
+    subsample_indices,
+)
 
 __all__ = ["DEFAULT_MAX_SAMPLES", "ViewBuilder"]
 
 ArrayLike = Union[Tensor, np.ndarray]
 
-#: Points per set drawn and projected. Chosen with ``benchmarks/bench_projection.py`` so that
-#: the whole epoch-end work for 5 000 + 5 000 embeddings of width 512 stays within about 10 s
-#: on 2 CPU cores (see the README).
-DEFAULT_MAX_SAMPLES = 2000
 
 _STATE_VERSION = 1
 

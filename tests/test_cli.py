@@ -1,0 +1,264 @@
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_embviz import compute_prdc, frechet_distance
+from lightning_embviz.cli import main
+
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+def make_sets(n: int = 200, m: int = 160, width: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    real = rng.normal(size=(n, width)).astype(np.float32)
+    fake = (rng.normal(size=(m, width)) * 1.2 + 0.3).astype(np.float32)
+    return real, fake
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_embviz", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def save(path: Path, arr) -> str:
+    suffix = path.suffix
+    if suffix == ".npy":
+        np.save(path, arr)
+    elif suffix == ".npz":
+        np.savez(path, embeddings=arr)
+    elif suffix == ".pt":
+        torch.save(torch.as_tensor(arr), path)
+    elif suffix == ".csv":
+        header = ",".join(f"f{i}" for i in range(arr.shape[1]))
+        np.savetxt(path, arr, delimiter=",", header=header, comments="", fmt="%.9g")
+    else:
+        path.write_bytes(np.asarray(arr).tobytes())
+    return str(path)
+
+
+# ---------------------------------------------------------------- the command as a subprocess
+
+
+def test_report_subprocess_writes_metrics_equal_to_compute_prdc_and_pngs(tmp_path):
+    real, fake = make_sets()
+    r = save(tmp_path / "real.npy", real)
+    f = save(tmp_path / "fake.npy", fake)
+    out = tmp_path / "out"
+    proc = run_cli("report", r, f, "-k", "3", "-o", str(out), "--projection", "pca,tsne")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = compute_prdc(real, fake, nearest_k=3)
+    assert {k: metrics[k] for k in PRDC_KEYS} == expected
+    assert metrics["fd"] == pytest.approx(frechet_distance(real, fake), rel=1e-9)
+    assert metrics["num_real"] == 200 and metrics["num_fake"] == 160
+    assert metrics["nearest_k"] == 3
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["pca.png", "pca_coverage.png", "tsne.png"]
+    for name in pngs:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+        assert (out / name).stat().st_size > 10_000
+    # A short table on stdout, progress on stderr.
+    assert f"precision  {expected['precision']:.4f}" in proc.stdout
+    assert "computing PRDC" in proc.stderr and "projecting" in proc.stderr
+
+
+BAD_CASES = {
+    "missing": ("no such file", lambda d: str(d / "nope.npy")),
+    "three_d": ("embeddings need shape", lambda d: save(d / "x3.npy", np.zeros((5, 2, 2)))),
+    "one_d": ("is 1-D", lambda d: save(d / "x1.npy", np.arange(10.0))),
+    "nan_rows": ("rows hold NaN", lambda d: save(d / "nan.npy", np.full((20, 8), np.nan))),
+    "unknown_format": ("unknown format '.txt'", lambda d: save(d / "x.txt", np.zeros((4, 8)))),
+    "width": ("width D=5", lambda d: save(d / "w5.npy", np.zeros((30, 5), np.float32))),
+    "corrupt": ("cannot read as .npy", lambda d: _write(d / "bad.npy", b"not an array")),
+    "text_csv": ("cannot parse as numbers", lambda d: _write(d / "t.csv", b"1,2\na,b\n")),
+}
+
+
+def _write(path: Path, content: bytes) -> str:
+    path.write_bytes(content)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CASES))
+def test_bad_input_in_process_one_line_no_traceback(tmp_path, capsys, name):
+    real, _ = make_sets()
+    r = save(tmp_path / "real.npy", real)
+    message, make = BAD_CASES[name]
+    code = main(["report", r, make(tmp_path), "-o", str(tmp_path / "out"), "-q"])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("embviz: error: "), captured.err
+    assert message in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+SUBPROCESS_CASES = ("missing", "three_d", "one_d", "nan_rows", "unknown_format", "width")
+
+
+def test_bad_input_subprocess_exits_nonzero_with_one_line_and_no_traceback(tmp_path):
+    real, _ = make_sets()
+    r = save(tmp_path / "real.npy", real)
+    procs = {}
+    env = dict(os.environ, MPLBACKEND="Agg")
+    for name in SUBPROCESS_CASES:
+        make = BAD_CASES[name][1]
+        args = ["report", r, make(tmp_path), "-o", str(tmp_path / name), "-q"]
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "lightning_embviz", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode != 0, name
+        assert "Traceback" not in stderr and "Traceback" not in stdout, name
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1, (name, stderr)
+        assert lines[0].startswith("embviz: error: "), (name, stderr)
+        assert BAD_CASES[name][0] in lines[0], (name, stderr)
+        assert not (tmp_path / name / "metrics.json").exists()
+
+
+def test_help_documents_everything(capsys):
+    assert main(["report", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in (
+        "-k",
+        "--out",
+        "--projection",
+        "--max-samples",
+        "--seed",
+        "--labels",
+        "--fake-labels",
+        "--tsne-backend",
+        "embviz report real.npy fake.npy",
+        ".npz",
+        ".csv",
+        "metrics.json",
+    ):
+        assert option in text, option
+    assert main(["compare", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "embviz compare real.npy" in text and "metrics.csv" in text and "--names" in text
+
+
+def test_console_script_entry_point():
+    exe = shutil.which("embviz")
+    if exe is None:
+        pytest.skip("the embviz console script is not on PATH")
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "report" in proc.stdout and "compare" in proc.stdout
+
+
+# ---------------------------------------------------------------- main() in process
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".pt", ".csv"])
+def test_formats_give_the_same_metrics(tmp_path, suffix, capsys):
+    real, fake = make_sets(120, 100)
+    r = save(tmp_path / f"real{suffix}", real)
+    f = save(tmp_path / f"fake{suffix}", fake)
+    out = tmp_path / "out"
+    assert main(["report", r, f, "-o", str(out), "--projection", "pca", "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {k: metrics[k] for k in PRDC_KEYS} == compute_prdc(real, fake, 5)
+    assert "coverage" in capsys.readouterr().out
+
+
+def test_report_with_labels_writes_class_views(tmp_path, capsys):
+    real, fake = make_sets(150, 120)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    rl = save(tmp_path / "rl.npy", np.arange(150) % 3)
+    fl = tmp_path / "fl.csv"
+    fl.write_text("label\n" + "\n".join(str(i % 3) for i in range(120)) + "\n")
+    out = tmp_path / "out"
+    argv = ["report", r, f, "-o", str(out), "--projection", "pca", "--labels", rl]
+    code = main([*argv, "--fake-labels", str(fl), "-q"])
+    assert code == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["class_metrics.png", "pca.png", "pca_classes.png", "pca_coverage.png"]
+    per_class = json.loads((out / "metrics.json").read_text())["per_class"]
+    assert sorted(per_class) == ["0", "1", "2"]
+    assert per_class["1"]["num_real"] == 50 and per_class["1"]["num_fake"] == 40
+    assert 0.0 <= per_class["2"]["coverage"] <= 1.0
+
+
+def test_compare_writes_side_by_side_figure_and_tables(tmp_path, capsys):
+    real, fake = make_sets(150, 120)
+    r = save(tmp_path / "real.npy", real)
+    fakes = [save(tmp_path / f"ep{i}.npy", fake * (1 + 0.5 * i)) for i in range(3)]
+    out = tmp_path / "cmp"
+    assert main(["compare", r, *fakes, "-o", str(out), "--projection", "pca", "-q"]) == 0
+    table = json.loads((out / "metrics.json").read_text())
+    assert [row["name"] for row in table["sets"]] == ["ep0", "ep1", "ep2"]
+    for i, row in enumerate(table["sets"]):
+        expected = compute_prdc(real, fake * (1 + 0.5 * i), 5)
+        assert {k: row[k] for k in PRDC_KEYS} == expected
+    with open(out / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in rows] == ["ep0", "ep1", "ep2"]
+    assert float(rows[2]["coverage"]) == table["sets"][2]["coverage"]
+    assert (out / "compare_pca.png").stat().st_size > 10_000
+    stdout = capsys.readouterr().out
+    assert "ep1" in stdout and "precision" in stdout
+
+
+def test_usage_errors_are_one_line(tmp_path, capsys):
+    real, fake = make_sets(30, 30)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    cases = [
+        (["report", r, f, "--projection", "pca,isomap"], "unknown projection 'isomap'"),
+        (["report", r, f, "-k", "0"], "expected a positive integer"),
+        (["report", r, f, "-k", "30"], "-k 30 needs more than 30 samples"),
+        (["report", r, f, "--max-samples", "5"], "expected an integer >= 10"),
+        (["report", r], "required: FAKE"),
+        (["report", r, f, "--labels", save(tmp_path / "l.npy", np.zeros(7))], "has 7 labels"),
+        (["report", r, f, "--fake-labels", save(tmp_path / "fl.npy", np.zeros(30))], "needs"),
+        (["compare", r, f, f, "--names", "a"], "--names has 1 names for 2"),
+        ([], "choose a command"),
+    ]
+    for argv, message in cases:
+        code = main([*argv, "-q", "-o", str(tmp_path / "o")] if argv else argv)
+        err = capsys.readouterr().err
+        assert code == 2, argv
+        assert message in err, (argv, err)
+        assert "Traceback" not in err
+        assert len([ln for ln in err.splitlines() if ln.startswith("embviz")]) == 1, err
+
+
+def test_npz_and_pt_containers(tmp_path, capsys):
+    real, fake = make_sets(40, 40)
+    np.savez(tmp_path / "two.npz", a=real, b=real)
+    torch.save({"features": torch.from_numpy(fake), "step": torch.tensor(3)}, tmp_path / "d.pt")
+    code = main(["report", str(tmp_path / "two.npz"), str(tmp_path / "d.pt"), "-q"])
+    assert code == 2
+    assert "holds several arrays ['a', 'b']" in capsys.readouterr().err
+    np.savez(tmp_path / "one.npz", whatever=real)
+    out = tmp_path / "o"
+    argv = ["report", str(tmp_path / "one.npz"), str(tmp_path / "d.pt"), "-o", str(out)]
+    code = main([*argv, "--projection", "pca", "-q"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["precision"] == compute_prdc(real, fake)["precision"]
