@@ -295,3 +295,22 @@ def test_frechet_errors():
         frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
     with pytest.raises(ValueError, match=r"1 row\(s\) with NaN"):
         frechet_distance(np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), np.zeros((5, 2)))
+
+
+def test_independent_of_thread_count():
+    real, fake = (a.astype(np.float32) for a in make_sets("far", 400, 350, 24, seed=11))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = compute_prdc(real, fake, 4)
+    finally:
+        torch.set_num_threads(threads)
+    assert compute_prdc(real, fake, 4) == one == reference(real, fake, 4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_the_tensors_device():
+    real, fake = (a.astype(np.float32) for a in make_sets("normal", 500, 400, 64, seed=12))
+    det = compute_prdc_details(torch.from_numpy(real).cuda(), torch.from_numpy(fake).cuda(), 5)
+    assert det.real_covered.device.type == "cuda"
+    assert det.as_dict() == reference(real, fake, 5)

@@ -239,7 +239,22 @@ def kth_neighbour_radii(x: Tensor, k: int, mode: PairMode, chunk_size: int) -> T
     sq32 = sq.to(torch.float32)
     kk = min(k + _TOPK_SLACK, n - 1)
     blocks = _blocks(n, chunk_size)
-    parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in blocks]
+    # Running k+slack smallest candidates of each row block, merged as blocks arrive.
+    best: list[tuple[Tensor, Tensor] | None] = [None] * len(blocks)
+
+    def merge(block: int, vals: Tensor, cols: Tensor) -> None:
+        held = best[block]
+        if held is not None:
+            vals = torch.cat([held[0], vals], dim=1)
+            cols = torch.cat([held[1], cols], dim=1)
+            if vals.shape[1] > kk:
+                vals, pos = _smallest(vals, kk, dim=1)
+                cols = cols.gather(1, pos)
+        best[block] = (vals, cols)
+
+    radii_sq = torch.empty(n, dtype=torch.float64, device=device)
+    tau = _gemm_tau(x.shape[1])
+    sq_max = float(sq.max())
     for bi, (r0, r1) in enumerate(blocks):
         for bj in range(bi, len(blocks)):
             c0, c1 = blocks[bj]
@@ -248,19 +263,16 @@ def kth_neighbour_radii(x: Tensor, k: int, mode: PairMode, chunk_size: int) -> T
             if bi == bj:
                 s.fill_diagonal_(math.inf)  # not itself
             vals, idx = _smallest(s, kk, dim=1)
-            parts[bi].append((vals, idx + c0))
+            merge(bi, vals, idx + c0)
             if bi != bj:
                 vals, idx = _smallest(s, kk, dim=0)
-                parts[bj].append((vals.T, idx.T + r0))
-    radii_sq = torch.empty(n, dtype=torch.float64, device=device)
-    tau = _gemm_tau(x.shape[1])
-    sq_max = float(sq.max())
-    for bi, (r0, r1) in enumerate(blocks):
-        vals = torch.cat([v for v, _ in parts[bi]], dim=1)
-        cols = torch.cat([i for _, i in parts[bi]], dim=1)
-        parts[bi] = []
-        vals, pos = torch.topk(vals, kk, dim=1, largest=False, sorted=True)
-        cols = cols.gather(1, pos)
+                merge(bj, vals.T, idx.T + r0)
+        # Row block bi has now seen every column: settle its radii and free its candidates.
+        held = best[bi]
+        assert held is not None
+        best[bi] = None
+        vals, pos = torch.sort(held[0], dim=1)
+        cols = held[1].gather(1, pos)
         radii_sq[r0:r1] = _resolve_kth(x, r0, r1, vals, cols, k, tau * (sq[r0:r1] + sq_max), frame)
     return round_key(radii_sq, mode)
 

@@ -92,11 +92,15 @@ def _validate_pair(real: Any, fake: Any, nearest_k: Any) -> tuple[Tensor, Tensor
     return r, f, k
 
 
-def _default_chunk(n_cols: int, width: int) -> int:
-    # ~64 MiB of float32 distances per block keeps memory O((N + M) * chunk) and the GEMM
-    # large enough to run near peak throughput.
-    rows = (16 << 20) // max(n_cols, 1)
-    return int(min(max(rows, 64), 4096))
+# Default block sizes: square blocks of 2048 for the symmetric radius pass (16 MiB of
+# float32 distances) and ~64 MiB row blocks for the real-fake pass. Large enough for the
+# GEMM to run near peak throughput, small enough to keep memory O((N + M) * chunk).
+_RADIUS_BLOCK = 2048
+_CROSS_BLOCK_ELEMENTS = 16 << 20
+
+
+def _cross_chunk(n_cols: int) -> int:
+    return int(min(max(_CROSS_BLOCK_ELEMENTS // max(n_cols, 1), 64), 8192))
 
 
 @dataclass(frozen=True)
@@ -156,18 +160,16 @@ def compute_prdc_details(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}.")
-    n, m, width = real.shape[0], fake.shape[0], real.shape[1]
-    chunk_rr = chunk_size or _default_chunk(n, width)
-    chunk_ff = chunk_size or _default_chunk(m, width)
-    real_radii = kth_neighbour_radii(real, k, pair_mode(real.dtype, real.dtype), chunk_rr)
-    fake_radii = kth_neighbour_radii(fake, k, pair_mode(fake.dtype, fake.dtype), chunk_ff)
+    radius_block = chunk_size or _RADIUS_BLOCK
+    real_radii = kth_neighbour_radii(real, k, pair_mode(real.dtype, real.dtype), radius_block)
+    fake_radii = kth_neighbour_radii(fake, k, pair_mode(fake.dtype, fake.dtype), radius_block)
     fake_count, covered, recalled = cross_ball_tests(
         real,
         fake,
         real_radii,
         fake_radii,
         pair_mode(real.dtype, fake.dtype),
-        chunk_rr if chunk_size else _default_chunk(m, width),
+        chunk_size or _cross_chunk(fake.shape[0]),
     )
     # Final reductions in NumPy with the reference's own operations, so that the floats are
     # bit-identical to prdc's, not just the counts.
