@@ -208,9 +208,6 @@ def _gather_padded(
     return torch.cat([part[:size].to(out_device) for part, size in zip(parts, sizes)])
 
 
-_META_FIELDS = 7  # n_real, n_fake, width_real, width_fake, real_labels, fake_labels, float64
-
-
 def gather_embeddings(
     real: EmbeddingSet,
     fake: EmbeddingSet,
@@ -240,7 +237,6 @@ def gather_embeddings(
     out = out_device or real.features.device
     if all_gather is None:
         all_gather = _dist_all_gather(collective_device(real.features.device))
-    wide = real.features.dtype == torch.float64 or fake.features.dtype == torch.float64
     meta = torch.tensor(
         [
             len(real),
@@ -249,7 +245,8 @@ def gather_embeddings(
             fake.features.shape[1] if len(fake) else -1,
             int(real.labels is not None and len(real) > 0),
             int(fake.labels is not None and len(fake) > 0),
-            int(wide),
+            int(real.features.dtype == torch.float64),
+            int(fake.features.dtype == torch.float64),
         ],
         dtype=torch.int64,
     )
@@ -266,7 +263,6 @@ def gather_embeddings(
             "Real and fake embeddings must have one width D on every rank; got " + seen + "."
         )
     width = widths.pop() if widths else 0
-    dtype = torch.float64 if any(int(m[6]) for m in metas) else torch.float32
 
     def labels_wanted(column: int, counts: list[int]) -> bool:
         # Labels travel only if every rank that has rows has labels.
@@ -275,6 +271,8 @@ def gather_embeddings(
 
     gathered = []
     for rows, counts, column in ((real, n_real, 4), (fake, n_fake, 5)):
+        # float32 unless a rank holds float64 for this set
+        dtype = torch.float64 if any(int(m[column + 2]) for m in metas) else torch.float32
         features = rows.features.to(dtype)
         if features.shape[0] == 0:
             features = features.new_zeros((0, width))

@@ -699,7 +699,9 @@ class _EmbeddingMonitorImpl:
         if n_loaders > 1:
             title += f", dataloader {idx}"
         builder = self._view_builder(idx)
-        job = _FigureJob(builder, real_x, fake_x, details_cpu, real_y, fake_y, title)
+        job = _FigureJob(
+            builder, real_x, fake_x, details_cpu, real_y, fake_y, title, render=self.background
+        )
         rename = {"__suffix__": suffix}
         if self.background:
             if self._executor is None:
@@ -805,7 +807,11 @@ class _EmbeddingMonitorImpl:
 
 
 class _FigureJob:
-    """A picklable, self-contained call of ``ViewBuilder.build`` (runs in the worker)."""
+    """One self-contained call of ``ViewBuilder.build`` (runs in the worker thread).
+
+    With ``render``, the figures are also drawn to (H, W, 3) uint8 arrays here, so that the
+    training thread only writes pixels when it logs them.
+    """
 
     def __init__(
         self,
@@ -816,14 +822,22 @@ class _FigureJob:
         real_labels: Optional[Tensor],
         fake_labels: Optional[Tensor],
         title: str,
+        *,
+        render: bool,
     ) -> None:
         self.args = (builder, real, fake, details, real_labels, fake_labels, title)
+        self.render = render
 
     def __call__(self) -> dict[str, Any]:
         builder, real, fake, details, real_labels, fake_labels, title = self.args
-        return builder.build(
+        figures = builder.build(
             real, fake, details, real_labels=real_labels, fake_labels=fake_labels, title=title
         )
+        if not self.render:
+            return dict(figures)
+        from lightning_embviz.plotting import figure_to_array
+
+        return {key: figure_to_array(fig) for key, fig in figures.items()}
 
 
 class EmbeddingMonitor(_EmbeddingMonitorImpl, _pl.Callback, _LightningCallback):  # type: ignore[misc]
