@@ -141,7 +141,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     for row in rows:
         values = [row.get("embviz/" + n, float("nan")) for n in names]
         values.append(row.get(MODES_KEY, float("nan")))
-        cells = " ".join(f"{v:>9.3f}" for v in values)
+        cells = " ".join(f"{v:>9.3f}" for v in values[:-1]) + f" {values[-1]:>9.0f}"
         print(f"{row['step']:>7d} {row['epoch']:>6d} {cells}  {Path(row['checkpoint']).name}")
 
     command = [
