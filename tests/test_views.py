@@ -157,3 +157,12 @@ def test_build_errors():
         views.build(real, fake, details, real_labels=rl[:10])
     with pytest.raises(TypeError, match=r"numpy\.ndarray"):
         views.build(real.tolist(), fake, details)
+
+
+def test_sklearn_tsne_fallback_warns_and_still_draws():
+    real, fake, _, _ = data(n=40, m=30, width=6)
+    with pytest.warns(UserWarning, match=r"pip install lightning-embviz\[tsne\]"):
+        views = ViewBuilder(methods=("tsne",), tsne_backend="sklearn")
+    figures = views.build(real, fake, compute_prdc_details(real, fake, 5))
+    assert sorted(figures) == ["tsne", "tsne_coverage"]
+    assert len(figures["tsne"].axes[0].collections[0].get_offsets()) == 40

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -137,6 +138,15 @@ class ViewBuilder:
         self._projections: dict[str, Projection] = {
             m: make_projection(m, seed=self.seed, tsne_backend=tsne_backend) for m in self.methods
         }
+        tsne = self._projections.get("tsne")
+        if tsne is not None and not tsne.inductive:
+            warnings.warn(
+                "openTSNE is not installed: t-SNE views fall back to scikit-learn, which refits "
+                "the map on every call (much slower, and the frame changes between calls). "
+                "Install it with `pip install lightning-embviz[tsne]`.",
+                UserWarning,
+                stacklevel=2,
+            )
         self._lock = threading.RLock()
         self.calls = 0
 
