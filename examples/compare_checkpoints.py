@@ -90,6 +90,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     if not checkpoints:
         raise SystemExit(f"no checkpoints under {args.run / 'checkpoints'}; run gan_digits.py")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # torch vs Lightning
     # Training's ModelCheckpoint callbacks are not needed to evaluate a checkpoint.
     warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint.*")
     torch.set_num_threads(1)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -428,6 +427,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
     pl.seed_everything(args.seed, workers=True, verbose=False)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # torch vs Lightning
 
     # The networks are tiny: one thread is fastest, and it leaves the other cores to the
     # callback's background projections.
@@ -497,10 +497,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
     command = open_command(args.logger, out)
     if command:
         print(f"\nopen the run with:\n    {command}")
-    print(
-        "compare the checkpoints with:\n    "
-        f"{Path(sys.executable).name} examples/compare_checkpoints.py --run {out}"
-    )
+    compare = os.path.relpath(Path(__file__).resolve().with_name("compare_checkpoints.py"))
+    print(f"compare the checkpoints with:\n    python {compare} --run {out}")
     return history.rows
 
 
