@@ -449,11 +449,12 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
     model = DigitsGAN(seed=args.seed, n_val=n_val)
     model.set_classifier(classifier)
 
-    monitor = EmbeddingMonitor(
-        nearest_k=5,
-        views=("pca",) if args.quick else ("pca", "tsne"),
-        background=not args.quick,
-    )
+    views = ("pca",) if args.quick else ("pca", "tsne")
+    try:
+        monitor = EmbeddingMonitor(nearest_k=5, views=views, background=not args.quick)
+    except ModuleNotFoundError as err:  # t-SNE needs the [tsne] extra
+        print(f"note: {err} Drawing PCA views only.")
+        monitor = EmbeddingMonitor(nearest_k=5, views=("pca",), background=not args.quick)
     history = MetricsHistory()
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
