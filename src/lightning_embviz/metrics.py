@@ -73,6 +73,8 @@ def _validate_pair(real: Any, fake: Any, nearest_k: Any) -> tuple[Tensor, Tensor
         raise ValueError(f"`nearest_k` must be >= 1, got {k}.")
     r = _check_features(real, "real_features")
     f = _check_features(fake, "fake_features")
+    if r.device.type == "mps":  # no float64 on MPS: the exact re-checks run on the CPU
+        r, f = r.cpu(), f.cpu()
     if r.shape[1] != f.shape[1]:
         raise ValueError(
             f"`real_features` and `fake_features` must have the same width D, got "
