@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,10 @@ def test_half_precision_cap_and_every_n_epochs(tmp_path, train_loader, val_loade
 
     model = TinyGAN(shifts=(0.2, 0.4, 0.6), outputs=outputs)
     csv_logger = CSVLogger(tmp_path, name="csv", version=0)
+    # A monitor of the metric must share the period (the key exists on measured epochs only).
+    best = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="embviz/fd", mode="min", every_n_epochs=2
+    )
     fit(
         tmp_path,
         model,
@@ -332,6 +337,7 @@ def test_half_precision_cap_and_every_n_epochs(tmp_path, train_loader, val_loade
         train_loader,
         max_epochs=4,
         logger=csv_logger,
+        callbacks=[best],
     )
     with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("embviz/fd")]
@@ -343,6 +349,8 @@ def test_half_precision_cap_and_every_n_epochs(tmp_path, train_loader, val_loade
         assert_metrics(
             {k: float(row[k]) for k in row if k.startswith("embviz/")}, reference(real, fake)
         )
+    best_fd = min(float(row["embviz/fd"]) for row in rows)
+    assert float(best.best_model_score) == pytest.approx(best_fd)
 
 
 def test_no_logger_saves_figures_under_default_root_dir(tmp_path, train_loader, val_loader):
@@ -356,6 +364,85 @@ def test_no_logger_saves_figures_under_default_root_dir(tmp_path, train_loader, 
         logger=False,
     )
     assert [p.name for p in (tmp_path / "embviz" / "pca").glob("*.png")] == ["step_000001.png"]
+
+
+def test_mlflow_end_to_end(tmp_path, train_loader, val_loader, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file:{tmp_path / 'mlruns'}"
+    logger = MLFlowLogger(experiment_name="embviz", tracking_uri=uri)
+    model = TinyGAN(shifts=(0.5, 1.0))
+    fit(tmp_path, model, EmbeddingMonitor(views=("pca",)), val_loader, train_loader, logger=logger)
+    client = MlflowClient(tracking_uri=uri)
+    marker = [m.step for m in client.get_metric_history(logger.run_id, "val_marker")]
+    history = client.get_metric_history(logger.run_id, "embviz/coverage")
+    assert [m.step for m in history] == marker and len(marker) == 2
+    for epoch, metric in enumerate(history):
+        expected = reference(model.collected("real", epoch), model.collected("fake", epoch))
+        assert metric.value == pytest.approx(expected["coverage"], rel=1e-6)
+    pngs = [a.path for a in client.list_artifacts(logger.run_id, "embviz/pca")]
+    assert pngs == [f"embviz/pca/step_{step:06d}.png" for step in marker]
+
+
+def test_wandb_offline_end_to_end(tmp_path, train_loader, val_loader, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from pytorch_lightning.loggers import WandbLogger
+
+    from test_loggers import read_wandb_history
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="embviz")
+    model = TinyGAN(shifts=(0.5,))
+    try:
+        fit(
+            tmp_path,
+            model,
+            EmbeddingMonitor(views=("pca",)),
+            val_loader,
+            train_loader,
+            max_epochs=1,
+            logger=logger,
+        )
+        run_dir = Path(logger.experiment.dir).parent
+    finally:
+        wandb.finish()
+    (run_file,) = run_dir.glob("run-*.wandb")
+    deadline = time.monotonic() + 20.0
+    while True:  # W&B's service may still be writing the run file
+        history = read_wandb_history(str(run_file))
+        scalars = [row for row in history if "embviz/coverage" in row]
+        images = [row for row in history if "embviz/pca/filenames" in row]
+        if (scalars and images) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    expected = reference(model.collected("real", 0), model.collected("fake", 0))
+    (row,) = scalars
+    assert row["embviz/coverage"] == pytest.approx(expected["coverage"], rel=1e-6)
+    assert [r["trainer/global_step"] for r in images] == [row["trainer/global_step"]]
+
+
+def test_embedding_projector(tmp_path, train_loader, val_loader):
+    tb = TensorBoardLogger(tmp_path, name="tb", version=0)
+    fit(
+        tmp_path,
+        TinyGAN(),
+        EmbeddingMonitor(views=None, log_projector=True),
+        val_loader,
+        train_loader,
+        max_epochs=1,
+        logger=tb,
+    )
+    config = (Path(tb.log_dir) / "projector_config.pbtxt").read_text()
+    assert "embviz/embeddings" in config
+    (step,) = tb_scalars(tb.log_dir, "val_marker")
+    (tsv,) = Path(tb.log_dir).glob(f"{step:05d}/*/metadata.tsv")
+    lines = tsv.read_text().splitlines()
+    assert lines[0].split("\t") == ["source", "label"] and len(lines) == 1 + 64 + 64
 
 
 # --------------------------------------------------------------------------- bad input

@@ -16,6 +16,7 @@ so the same ``EmbeddingMonitor`` works with ``import pytorch_lightning as pl`` a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import traceback
 import warnings
@@ -225,9 +226,13 @@ class _EmbeddingMonitorImpl:
         # Build one ViewBuilder now, so that a bad view name or a missing optional
         # dependency fails at construction, not after the first epoch.
         self._view_builders: dict[int, Any] = {}
+        # Last known state of each builder. The worker refreshes it after each build, so
+        # that `state_dict()` (a checkpoint save right after validation) never waits for
+        # the builder's lock while a projection is being fitted.
+        self._view_states: dict[int, dict[str, Any]] = {}
         if self.views:
             try:
-                self._view_builders[0] = self._new_view_builder()
+                self._view_builder(0)
             except ValueError as err:
                 raise ValueError(
                     f"`EmbeddingMonitor(views={views!r})` is not valid: {err}"
@@ -253,7 +258,9 @@ class _EmbeddingMonitorImpl:
 
     def _view_builder(self, dataloader_idx: int) -> Any:
         if dataloader_idx not in self._view_builders:
-            self._view_builders[dataloader_idx] = self._new_view_builder()
+            builder = self._new_view_builder()
+            self._view_builders[dataloader_idx] = builder
+            self._view_states[dataloader_idx] = builder.state_dict()
         return self._view_builders[dataloader_idx]
 
     @property
@@ -278,15 +285,18 @@ class _EmbeddingMonitorImpl:
         state = self.__dict__.copy()
         state["_executor"] = None
         state["_pending"] = []
-        state["_view_builders"] = {i: vb.state_dict() for i, vb in self._view_builders.items()}
+        state["_view_builders"] = dict(self._view_states)
+        del state["_view_states"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         views = state.pop("_view_builders", {})
         self.__dict__.update(state)
         self._view_builders = {}
+        self._view_states = {}
         for idx, view_state in views.items():
             self._view_builder(idx).load_state_dict(view_state)
+            self._view_states[idx] = view_state
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -700,7 +710,15 @@ class _EmbeddingMonitorImpl:
             title += f", dataloader {idx}"
         builder = self._view_builder(idx)
         job = _FigureJob(
-            builder, real_x, fake_x, details_cpu, real_y, fake_y, title, render=self.background
+            builder,
+            real_x,
+            fake_x,
+            details_cpu,
+            real_y,
+            fake_y,
+            title,
+            render=self.background,
+            on_state=functools.partial(self._view_states.__setitem__, idx),
         )
         rename = {"__suffix__": suffix}
         if self.background:
@@ -794,7 +812,7 @@ class _EmbeddingMonitorImpl:
             "version": _STATE_VERSION,
             "runs": self._runs,
             "last_step": self._last_step,
-            "views": {str(idx): vb.state_dict() for idx, vb in self._view_builders.items()},
+            "views": {str(idx): state for idx, state in self._view_states.items()},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -804,6 +822,7 @@ class _EmbeddingMonitorImpl:
         if self.views:
             for idx, state in dict(state_dict.get("views", {})).items():
                 self._view_builder(int(idx)).load_state_dict(state)
+                self._view_states[int(idx)] = state
 
 
 class _FigureJob:
@@ -824,15 +843,18 @@ class _FigureJob:
         title: str,
         *,
         render: bool,
+        on_state: Callable[[dict[str, Any]], None],
     ) -> None:
         self.args = (builder, real, fake, details, real_labels, fake_labels, title)
         self.render = render
+        self.on_state = on_state
 
     def __call__(self) -> dict[str, Any]:
         builder, real, fake, details, real_labels, fake_labels, title = self.args
         figures = builder.build(
             real, fake, details, real_labels=real_labels, fake_labels=fake_labels, title=title
         )
+        self.on_state(builder.state_dict())
         if not self.render:
             return dict(figures)
         from lightning_embviz.plotting import figure_to_array
