@@ -115,10 +115,12 @@ def read(tmp_path: Path, pattern: str) -> list[dict[str, float]]:
 def test_validate_under_ddp_equals_single_process(tmp_path):
     # 0: 64 samples, batches of 16 split evenly; 1: 37 samples, the sampler repeats one and
     # the last batches are short; 2: rank 1 returns only NaN rows; 3: rank 1 returns no rows;
-    # 4: like 1 but with dataset indices returned under "index".
-    sizes = {0: (64, 16), 1: (37, 8), 2: (40, 8), 3: (40, 8), 4: (37, 5)}
+    # 4: like 1 but with dataset indices returned under "index"; 5: a sampler of the user's
+    # (reversed order), which Lightning wraps in a DistributedSamplerWrapper.
+    sizes = {0: (64, 16), 1: (37, 8), 2: (40, 8), 3: (40, 8), 4: (37, 5), 5: (29, 4)}
     data = {i: dataset(n, seed=i) for i, (n, _) in sizes.items()}
-    loaders = [DataLoader(data[i], batch_size=b) for i, (_, b) in sizes.items()]
+    loaders = [DataLoader(data[i], batch_size=b) for i, (_, b) in sizes.items() if i != 5]
+    loaders.append(DataLoader(data[5], batch_size=4, sampler=list(range(28, -1, -1))))
     modes = {2: "nan", 3: "empty", 4: "index"}
     model = DDPGAN(modes)
     monitor = EmbeddingMonitor(views=None)

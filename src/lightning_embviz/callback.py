@@ -546,9 +546,13 @@ class _EmbeddingMonitorImpl:
             step = _loop_step(trainer)
             if not fitting and self._ckpt_step is not None:
                 step = self._ckpt_step
-            for idx in range(n_loaders):
+            logged = [
                 self._finish_dataloader(trainer, pl_module, idx, n_loaders, step, fitting)
-            self._last_step = step
+                for idx in range(n_loaders)
+            ]
+            if any(logged):
+                self._runs += 1
+                self._last_step = step
         finally:
             self._reset_run_state()
 
@@ -560,7 +564,7 @@ class _EmbeddingMonitorImpl:
         n_loaders: int,
         step: int,
         fitting: bool,
-    ) -> None:
+    ) -> bool:
         buffer = self._buffers.get(idx) or EmbeddingBuffer(self.max_samples)
         device = getattr(pl_module, "device", None) if self.keep_on_device else None
         device = torch.device(device) if device is not None else torch.device("cpu")
@@ -595,7 +599,7 @@ class _EmbeddingMonitorImpl:
                 "EmbeddingMonitor: computing the metrics failed on global rank 0; see its error."
             )
         if status[0] != _OK:
-            return
+            return False
         metrics = dict(zip(METRIC_NAMES, status[1:]))
         keyed = {f"{self.prefix}{name}{suffix}": value for name, value in metrics.items()}
         for key, value in keyed.items():
@@ -617,11 +621,10 @@ class _EmbeddingMonitorImpl:
             for logger in trainer.loggers:
                 logger.log_metrics(keyed, step=step)
                 logger.save()
-        if idx == n_loaders - 1:
-            self._runs += 1
         if trainer.is_global_zero and result is not None:
             _, details, real, fake = result
             self._emit_views(trainer, idx, n_loaders, step, details, real, fake, suffix)
+        return True
 
     def _compute(
         self, real: EmbeddingSet, fake: EmbeddingSet, idx: int, n_loaders: int
@@ -952,8 +955,15 @@ class EmbeddingMonitor(_EmbeddingMonitorImpl, _pl.Callback, _LightningCallback):
         the other epochs: prefer ``Trainer(check_val_every_n_epoch=n)``, or give the
         monitor the same period (``ModelCheckpoint(every_n_epochs=n)``,
         ``EarlyStopping(check_on_train_epoch_end=False, strict=False)``).
-        Scalars are logged at the step Lightning uses for epoch-level metrics (the number
-        of batches that stepped the optimizers, which equals ``trainer.global_step`` with
-        one optimizer). Under ``trainer.validate(ckpt_path=...)`` the step is the
-        checkpoint's, so several checkpoints can be compared side by side.
+        During ``fit``, scalars and figures go to the step at which Lightning logs every
+        epoch-level validation metric (its count of batches that stepped the optimizers).
+        Under ``trainer.validate`` the callback writes the scalars to the loggers itself, at
+        the loaded checkpoint's ``global_step`` (``validate(ckpt_path=...)``, so several
+        checkpoints line up in TensorBoard) or at the Trainer's current step; they are then
+        in ``trainer.callback_metrics`` but not in the dicts ``validate`` returns.
+
+        Under DDP (``strategy="ddp"``, ``"ddp_spawn"``, multi-node DDP) the duplicates that
+        ``DistributedSampler`` pads in are found from the sampler itself; with a sampler of
+        your own and ``use_distributed_sampler=False``, return each sample's dataset index
+        under ``index_key`` (otherwise a warning says duplicates cannot be ruled out).
     """
