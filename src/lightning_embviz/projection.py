@@ -4,7 +4,7 @@ Every projection here is fitted on a *reference* set (the real embeddings) and t
 other sets (the generated embeddings) into the same frame, so that pictures drawn at
 different epochs, or for different checkpoints, are comparable.
 
-- :class:`PCAProjection`: exact, fast, deterministic signs; its fitted state is plain tensors.
+- :class:`PCAProjection`: fast, deterministic signs; its fitted state is plain tensors.
 - :class:`TSNEProjection`: openTSNE when installed (the real map is fitted once, new points
   are placed into it), scikit-learn's ``TSNE`` otherwise (fitted jointly on every call).
 - :class:`UMAPProjection`: umap-learn (optional extra ``umap``).
@@ -244,7 +244,8 @@ class PCAProjection(Projection):
 
     Each component's sign is fixed so that its largest-magnitude loading is positive (the
     rule of scikit-learn's ``svd_flip`` on the right singular vectors), so a picture never
-    mirrors between epochs. Computed in float64 by an SVD of the centred reference.
+    mirrors between epochs. Computed in float64 from the eigenvectors of the smaller Gram
+    matrix of the centred reference (the same subspace as its SVD).
 
     Args:
         n_components: number of output dimensions (2 for pictures; 50 as a t-SNE pre-step).
@@ -265,10 +266,22 @@ class PCAProjection(Projection):
         n, d = reference.shape
         mean = reference.mean(axis=0)
         centred = reference - mean
-        _, s, vt = np.linalg.svd(centred, full_matrices=False)
-        keep = min(self.n_components, vt.shape[0])
-        vt = vt[:keep]
-        s = s[:keep]
+        # Top directions from the smaller Gram matrix (D x D or N x N) with a symmetric eigen
+        # solver: the same subspace as an SVD of the centred data, many times faster for the
+        # tall (N >> D) or wide (D >> N) matrices seen here.
+        keep = min(self.n_components, n, d)
+        if d <= n:
+            evals, evecs = np.linalg.eigh(centred.T @ centred)
+            top = np.argsort(evals)[::-1][:keep]
+            vt = evecs[:, top].T
+            s = np.sqrt(np.clip(evals[top], 0.0, None))
+        else:
+            evals, u = np.linalg.eigh(centred @ centred.T)
+            top = np.argsort(evals)[::-1][:keep]
+            s = np.sqrt(np.clip(evals[top], 0.0, None))
+            safe = np.where(s > 0, s, 1.0)
+            vt = (centred.T @ u[:, top] / safe).T
+            vt[s <= 0] = 0.0
         # Fix signs: the largest |loading| of each component is positive.
         pivot = np.argmax(np.abs(vt), axis=1)
         signs = np.sign(vt[np.arange(keep), pivot])
