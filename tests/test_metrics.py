@@ -58,6 +58,8 @@ def make_sets(kind: str, n: int, m: int, d: int, seed: int) -> tuple[np.ndarray,
             [base[rng.integers(0, len(base), m // 2)], rng.integers(-3, 4, size=(m - m // 2, d))]
         ).astype(float)
         return real, fake
+    if kind == "collapsed":  # a generator stuck in a tight clump far from the data
+        return rng.normal(size=(n, d)), rng.normal(size=(m, d)) * 1e-3 + 20.0
     if kind == "near_copies":  # a memorising generator
         real = rng.normal(size=(n, d))
         return real, real[rng.integers(0, n, m)] + rng.normal(size=(m, d)) * 1e-3
@@ -74,6 +76,7 @@ KINDS = [
     "quantized",
     "duplicates",
     "near_copies",
+    "collapsed",
 ]
 
 

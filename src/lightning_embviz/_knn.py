@@ -39,6 +39,7 @@ __all__ = [
     "kth_neighbour_radii",
     "pair_mode",
     "round_key",
+    "shared_frames",
 ]
 
 PairMode = str  # "f32" or "f64": the precision the reference rounds a pair's distance to
@@ -171,6 +172,25 @@ def _make_frame(a: Tensor, b: Tensor | None, chunk: int) -> _Frame:
     return _Frame(a32, b32, a_sq, b_sq, scale)
 
 
+def shared_frames(real: Tensor, fake: Tensor, chunk: int) -> tuple[_Frame, _Frame, _Frame]:
+    """Frames for the real-real, fake-fake and real-fake passes, built with one conversion.
+
+    All three share the real set's centre. The fake set gets a frame of its own only when
+    it sits far from that centre compared with its own spread (say, a collapsed generator
+    early in training): there the shared frame would widen the GEMM error band.
+    """
+    cross = _make_frame(real, fake, chunk)
+    real_view = _Frame(cross.a32, cross.a32, cross.a_sq, cross.a_sq, cross.scale)
+    fake_mean = _mean64(cross.b32, chunk)
+    offset2 = float(fake_mean @ fake_mean)
+    mean_sq = float(cross.b_sq.mean())
+    if offset2 <= 0.75 * mean_sq:  # offset^2 <= 3 * spread^2
+        fake_view = _Frame(cross.b32, cross.b32, cross.b_sq, cross.b_sq, cross.scale)
+    else:
+        fake_view = _make_frame(fake, None, chunk)
+    return real_view, fake_view, cross
+
+
 def _gemm_tau(width: int) -> float:
     """Bound on |float32 value - exact| of ``|a|^2 + |b|^2 - 2 a.b``, per unit of norms.
 
@@ -213,7 +233,9 @@ def _smallest(values: Tensor, count: int, dim: int) -> tuple[Tensor, Tensor]:
     return torch.topk(values, min(count, values.shape[dim]), dim=dim, largest=False, sorted=False)
 
 
-def kth_neighbour_radii(x: Tensor, k: int, mode: PairMode, chunk_size: int) -> Tensor:
+def kth_neighbour_radii(
+    x: Tensor, k: int, mode: PairMode, chunk_size: int, frame: _Frame | None = None
+) -> Tensor:
     """Distance from each row of ``x`` to its k-th nearest other row, as the reference rounds it.
 
     The point itself is not counted; exact duplicates count as neighbours at distance 0
@@ -228,13 +250,15 @@ def kth_neighbour_radii(x: Tensor, k: int, mode: PairMode, chunk_size: int) -> T
         k: neighbour rank, 1 <= k < N.
         mode: key rounding, see :func:`pair_mode`.
         chunk_size: rows per block; memory is O(chunk_size * (chunk_size + N)).
+        frame: ``x`` already converted by :func:`shared_frames` (built here if None).
 
     Returns:
         (N,) float64 tensor of radii.
     """
     n = x.shape[0]
     device = x.device
-    frame = _make_frame(x, None, chunk_size)
+    if frame is None:
+        frame = _make_frame(x, None, chunk_size)
     a32, sq = frame.a32, frame.a_sq
     sq32 = sq.to(torch.float32)
     kk = min(k + _TOPK_SLACK, n - 1)
@@ -324,6 +348,7 @@ def cross_ball_tests(
     fake_radii: Tensor,
     mode: PairMode,
     chunk_size: int,
+    frame: _Frame | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Ball-membership tests between two sets, decided exactly.
 
@@ -340,13 +365,15 @@ def cross_ball_tests(
         fake_radii: (M,) float64 radii of the fake points.
         mode: key rounding of real-fake pairs.
         chunk_size: real rows per block; memory is O(chunk_size * M).
+        frame: both sets converted by :func:`shared_frames` (built here if None).
 
     Returns:
         ``(fake_ball_count (M,) int64, real_covered (N,) bool, real_recalled (N,) bool)``.
     """
     device = real.device
     n, m = real.shape[0], fake.shape[0]
-    frame = _make_frame(real, fake, chunk_size)
+    if frame is None:
+        frame = _make_frame(real, fake, chunk_size)
     tau = _gemm_tau(real.shape[1])
     scale2 = frame.scale**2
     key_margin = _KEY_MARGIN[mode]

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_embviz._knn import cross_ball_tests, kth_neighbour_radii, pair_mode
+from lightning_embviz._knn import (
+    cross_ball_tests,
+    kth_neighbour_radii,
+    pair_mode,
+    shared_frames,
+)
 
 __all__ = ["PRDCResult", "compute_prdc", "compute_prdc_details", "frechet_distance"]
 
@@ -163,15 +168,22 @@ def compute_prdc_details(
     ):
         raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}.")
     radius_block = chunk_size or _RADIUS_BLOCK
-    real_radii = kth_neighbour_radii(real, k, pair_mode(real.dtype, real.dtype), radius_block)
-    fake_radii = kth_neighbour_radii(fake, k, pair_mode(fake.dtype, fake.dtype), radius_block)
+    cross_block = chunk_size or _cross_chunk(fake.shape[0])
+    real_frame, fake_frame, cross_frame = shared_frames(real, fake, cross_block)
+    real_radii = kth_neighbour_radii(
+        real, k, pair_mode(real.dtype, real.dtype), radius_block, real_frame
+    )
+    fake_radii = kth_neighbour_radii(
+        fake, k, pair_mode(fake.dtype, fake.dtype), radius_block, fake_frame
+    )
     fake_count, covered, recalled = cross_ball_tests(
         real,
         fake,
         real_radii,
         fake_radii,
         pair_mode(real.dtype, fake.dtype),
-        chunk_size or _cross_chunk(fake.shape[0]),
+        cross_block,
+        cross_frame,
     )
     # Final reductions in NumPy with the reference's own operations, so that the floats are
     # bit-identical to prdc's, not just the counts.
