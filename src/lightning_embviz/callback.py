@@ -15,9 +15,11 @@ so the same ``EmbeddingMonitor`` works with ``import pytorch_lightning as pl`` a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import os
 import traceback
 import warnings
 from collections.abc import Mapping, Sequence
@@ -58,6 +60,13 @@ def _warn(message: str, category: type[Warning] = UserWarning) -> None:
     # Callers only warn on global rank 0 (or about their own rank's data), so a plain
     # warnings.warn is what rank_zero_warn would do, without tying us to one namespace.
     warnings.warn(message, category, stacklevel=3)
+
+
+def _lower_priority() -> None:
+    """Run the figure worker at a lower CPU priority than the training thread (Linux)."""
+    # On Linux the nice value belongs to the thread: this lowers the worker only.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, min(os.getpriority(os.PRIO_PROCESS, 0) + 10, 19))
 
 
 def _is_fitting(trainer: Any) -> bool:
@@ -726,7 +735,9 @@ class _EmbeddingMonitorImpl:
         rename = {"__suffix__": suffix}
         if self.background:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embviz")
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="embviz", initializer=_lower_priority
+                )
             self._pending.append(_Pending(self._executor.submit(job), step, rename))
         else:
             done: Future = Future()
