@@ -84,8 +84,12 @@ def test_scalars_and_figures_in_tensorboard_and_csv(tmp_path, train_loader, val_
         assert_metrics({k: v[step] for k, v in scalars.items()}, expected)
         assert_metrics({k: float(row[k]) for k in scalars}, expected)
 
-    images = tb_events(tb.log_dir).Images("embviz/pca")
-    assert sorted(e.step for e in images) == steps  # figures at the scalars' steps
+    events = tb_events(tb.log_dir)
+    # the views for ("pca",), with the coverage view and, as labels were returned, the classes
+    tags = {"embviz/pca", "embviz/pca_coverage", "embviz/pca_classes", "embviz/class_metrics"}
+    assert tags <= set(events.Tags()["images"])
+    for tag in tags:
+        assert sorted(e.step for e in events.Images(tag)) == steps  # at the scalars' steps
     png_dir = Path(csv_logger.log_dir) / "embviz" / "pca"
     assert len(list(png_dir.glob("*.png"))) == 2
 
@@ -239,7 +243,7 @@ def test_validate_logs_each_checkpoint_at_its_step(tmp_path, train_loader, val_l
 
 
 def test_two_instances_share_a_trainer_and_a_checkpoint(tmp_path, train_loader, val_loader):
-    a = EmbeddingMonitor(nearest_k=3, views=None)
+    a = EmbeddingMonitor(nearest_k=3, views=None, keep_on_device=True)
     b = EmbeddingMonitor(nearest_k=5, prefix="k5/", views=None)
     assert a.state_key != b.state_key
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
