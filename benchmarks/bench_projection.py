@@ -44,8 +44,14 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def bench_methods(sizes: list[int], methods: list[str], sklearn: bool) -> None:
-    print(f"\n## Projections, width {WIDTH}: fit on N real, place N fake (seconds)\n")
+def best_of(repeats: int, fn) -> float:
+    # The minimum over repeats: the machine is shared, and noise only ever adds time.
+    return min(timed(fn)[0] for _ in range(repeats))
+
+
+def bench_methods(sizes: list[int], methods: list[str], sklearn: bool, repeats: int) -> None:
+    print(f"\n## Projections, width {WIDTH}: fit on N real, place N fake (seconds, best of")
+    print(f"{repeats}; umap at 5000 once)\n")
     print("| method | N | fit | place fakes | total |")
     print("|---|---:|---:|---:|---:|")
     # Warm-up: numba JIT (openTSNE, umap) and BLAS start-up are not part of the numbers.
@@ -55,9 +61,10 @@ def bench_methods(sizes: list[int], methods: list[str], sklearn: bool) -> None:
     for n in sizes:
         real, fake = mixture(n, 0), mixture(n, 1, shift=0.2)
         for method in methods:
-            proj = make_projection(method)
-            t_fit, _ = timed(lambda proj=proj, real=real: proj.fit(real))
-            t_tr, _ = timed(lambda proj=proj, fake=fake: proj.transform(fake))
+            reps = 1 if (method == "umap" and n >= 5000) else repeats
+            fitted = make_projection(method).fit(real)
+            t_fit = best_of(reps, lambda m=method, r=real: make_projection(m).fit(r))
+            t_tr = best_of(reps, lambda p=fitted, f=fake: p.transform(f))
             name = f"{method} (openTSNE)" if method == "tsne" else method
             print(f"| {name} | {n} | {t_fit:.2f} | {t_tr:.2f} | {t_fit + t_tr:.2f} |", flush=True)
         if sklearn:
@@ -66,34 +73,39 @@ def bench_methods(sizes: list[int], methods: list[str], sklearn: bool) -> None:
             print(f"| tsne (scikit-learn, joint) | {n} | {t_joint:.2f} | - | {t_joint:.2f} |")
 
 
+def epoch_end(real: np.ndarray, fake: np.ndarray, views: ViewBuilder) -> list[float]:
+    t_prdc, details = timed(lambda: compute_prdc_details(real, fake, 5))
+    t_fd, _ = timed(lambda: frechet_distance(real, fake))
+    t_views, figures = timed(lambda: views.build(real, fake, details))
+    t_png, _ = timed(lambda: [figure_to_png(f) for f in figures.values()])
+    return [t_prdc, t_fd, t_views, t_png, t_prdc + t_fd + t_views + t_png]
+
+
 def bench_epoch_end(n: int, repeats: int) -> None:
     real, fake = mixture(n, 0), mixture(n, 1, shift=0.2)
     print(
         f"\n## Epoch end, {n} real + {n} fake, width {WIDTH}, defaults "
-        f"(max_samples={DEFAULT_MAX_SAMPLES}, methods pca,tsne) (seconds)\n"
+        f"(max_samples={DEFAULT_MAX_SAMPLES}, methods pca,tsne) (seconds, best of {repeats})\n"
     )
     print("| step | first call (fits frames) | later call (frames kept) |")
     print("|---|---:|---:|")
-    views = ViewBuilder()
-    rows: dict[str, list[float]] = {"prdc": [], "fd": [], "views": [], "png": [], "total": []}
-    for _ in range(1 + repeats):
-        t_prdc, details = timed(lambda: compute_prdc_details(real, fake, 5))
-        t_fd, _ = timed(lambda: frechet_distance(real, fake))
-        t_views, figures = timed(lambda details=details: views.build(real, fake, details))
-        t_png, _ = timed(lambda figures=figures: [figure_to_png(f) for f in figures.values()])
-        for key, value in zip(rows, (t_prdc, t_fd, t_views, t_png)):
-            rows[key].append(value)
-        rows["total"].append(t_prdc + t_fd + t_views + t_png)
-    labels = {
-        "prdc": "compute_prdc_details (k=5)",
-        "fd": "frechet_distance",
-        "views": "ViewBuilder.build (project + draw)",
-        "png": "render figures to PNG",
-        "total": "**total**",
-    }
-    for key, values in rows.items():
-        later = min(values[1:]) if len(values) > 1 else float("nan")
-        print(f"| {labels[key]} | {values[0]:.2f} | {later:.2f} |")
+    first: list[list[float]] = []
+    later: list[list[float]] = []
+    for _ in range(repeats):
+        views = ViewBuilder()  # a fresh builder: its first call fits the frames
+        first.append(epoch_end(real, fake, views))
+        later.append(epoch_end(real, fake, views))
+    labels = (
+        "compute_prdc_details (k=5)",
+        "frechet_distance",
+        "ViewBuilder.build (project + draw)",
+        "render figures to PNG",
+        "**total**",
+    )
+    best_first = min(first, key=lambda row: row[-1])
+    best_later = min(later, key=lambda row: row[-1])
+    for i, label in enumerate(labels):
+        print(f"| {label} | {best_first[i]:.2f} | {best_later[i]:.2f} |")
 
 
 def main() -> None:
@@ -102,7 +114,7 @@ def main() -> None:
     parser.add_argument("--methods", default="pca,tsne,umap")
     parser.add_argument("--sklearn", action="store_true", help="also time scikit-learn's t-SNE")
     parser.add_argument("--epoch-n", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=2, help="later calls in the epoch test")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
     parser.add_argument("--skip-methods", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -113,7 +125,10 @@ def main() -> None:
     )
     if not args.skip_methods:
         bench_methods(
-            [int(s) for s in args.sizes.split(",")], args.methods.split(","), args.sklearn
+            [int(s) for s in args.sizes.split(",")],
+            args.methods.split(","),
+            args.sklearn,
+            args.repeats,
         )
     bench_epoch_end(args.epoch_n, args.repeats)
 
