@@ -378,10 +378,14 @@ class _EmbeddingMonitorImpl:
         real_keys, real_keep, fake_keys, fake_keep = self._row_keys(
             trainer, outputs.get(self.index_key), len(real), len(fake), batch_idx, dataloader_idx
         )
+        # keys and masks live with the features (the accelerator with keep_on_device)
+        real_keys, fake_keys = real_keys.to(real.device), fake_keys.to(fake.device)
         if real_keep is not None:
+            real_keep = real_keep.to(real.device)
             real, real_keys = real[real_keep], real_keys[real_keep]
             real_labels = None if real_labels is None else real_labels[real_keep]
         if fake_keep is not None:
+            fake_keep = fake_keep.to(fake.device)
             fake, fake_keys = fake[fake_keep], fake_keys[fake_keep]
             fake_labels = None if fake_labels is None else fake_labels[fake_keep]
         buffer.add(
