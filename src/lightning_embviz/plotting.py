@@ -636,7 +636,7 @@ def comparison_figure(
     n = len(fakes)
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
-    fig = _new_figure((4.2 * cols + 0.4, 4.3 * rows + 0.6))
+    fig = _new_figure((4.2 * cols + 0.4, 4.6 * rows + 0.9))
     axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
     handles: list[Any] = []
     for i, fake in enumerate(fakes):
@@ -661,11 +661,8 @@ def comparison_figure(
         _legend_dot(UNCOVERED_COLOR, "o", "real not covered (missed)", True),
     ]
     fig.legend(handles=generic, loc="outside lower center", ncols=4, fontsize=7)
-    _set_title(
-        fig,
-        title or "fake sets in one frame fitted on the real set",
-        f"k={nearest_k}" if nearest_k else "",
-    )
+    head = title or "fake sets in one frame fitted on the real set"
+    fig.suptitle(f"{head} · k={nearest_k}" if nearest_k else head, fontsize=10)
     return fig
 
 
