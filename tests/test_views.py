@@ -166,3 +166,18 @@ def test_sklearn_tsne_fallback_warns_and_still_draws():
     figures = views.build(real, fake, compute_prdc_details(real, fake, 5))
     assert sorted(figures) == ["tsne", "tsne_coverage"]
     assert len(figures["tsne"].axes[0].collections[0].get_offsets()) == 40
+
+
+def test_half_and_bfloat16_tensors_are_accepted():
+    real, fake, rl, _ = data(n=80, m=60)
+    details = compute_prdc_details(real, fake, 5)
+    expected = ViewBuilder(methods=("pca",)).build(real, fake, details)
+    for dtype in (torch.bfloat16, torch.float16):
+        r = torch.from_numpy(real).to(dtype)
+        f = torch.from_numpy(fake).to(dtype)
+        figures = ViewBuilder(methods=("pca",)).build(r, f, details, real_labels=torch.tensor(rl))
+        assert sorted(figures) == ["class_metrics", "pca", "pca_classes", "pca_coverage"]
+        offsets = figures["pca"].axes[0].collections[0].get_offsets()
+        ref = expected["pca"].axes[0].collections[0].get_offsets()
+        # Rounding to 8-11 bits moves the points a little, not the frame.
+        assert np.abs(np.asarray(offsets) - np.asarray(ref)).max() < 0.2

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
@@ -74,7 +75,8 @@ def _np(x: ArrayLike | None, name: str) -> np.ndarray | None:
     if x is None:
         return None
     if isinstance(x, Tensor):
-        return x.detach().cpu().numpy()
+        t = x.detach().cpu()
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
     return np.asarray(x)
 
 

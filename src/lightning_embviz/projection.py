@@ -54,7 +54,8 @@ def _module_available(name: str) -> bool:
 
 def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
     if isinstance(x, Tensor):
-        arr = x.detach().cpu().numpy()
+        t = x.detach().cpu()
+        arr = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
     elif isinstance(x, np.ndarray):
         arr = x
     else:

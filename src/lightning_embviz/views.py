@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -38,7 +39,9 @@ _STATE_VERSION = 1
 
 def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
     if isinstance(x, Tensor):
-        return x.detach().cpu().numpy()
+        t = x.detach().cpu()
+        # NumPy has no bfloat16 (mixed-precision embeddings).
+        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
     if isinstance(x, np.ndarray):
         return x
     raise TypeError(f"`{name}` must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}.")
