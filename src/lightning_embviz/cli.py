@@ -37,8 +37,11 @@ per sample, optional header). Shape (N, D); both files need the same D.
 
 Writes DIR/metrics.json with precision, recall, density, coverage (the compute_prdc
 keys), fd (Fréchet distance), num_real, num_fake, nearest_k (and per_class with
---labels), and PNGs: DIR/<method>.png, DIR/<method>_coverage.png and, with labels,
+--labels), and PNGs: DIR/<method>.png for each projection, DIR/pca_coverage.png (the
+k-NN balls, in the PCA frame or else the first method's) and, with labels,
 DIR/<method>_classes.png and DIR/class_metrics.png.
+
+Exit status: 0 on success, 2 on bad input or usage (one-line message on stderr).
 """
 
 _COMPARE_EXAMPLE = """\
