@@ -317,3 +317,28 @@ def test_runs_on_the_tensors_device():
     det = compute_prdc_details(torch.from_numpy(real).cuda(), torch.from_numpy(fake).cuda(), 5)
     assert det.real_covered.device.type == "cuda"
     assert det.as_dict() == reference(real, fake, 5)
+
+
+@pytest.fixture(params=["fp32", "bf16"])
+def gemm_precision(request, monkeypatch):
+    """Run a test with the fast pass forced to float32 or to bfloat16 GEMMs."""
+    from lightning_embviz import _knn
+
+    monkeypatch.setenv("LIGHTNING_EMBVIZ_GEMM", request.param)
+    monkeypatch.setattr(_knn, "_BF16_CHECKED", {})
+    if request.param == "bf16" and not _knn._bf16_gemm_is_fast_and_sound(torch.device("cpu")):
+        pytest.skip("this CPU's bfloat16 GEMM is not usable")
+    return request.param
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**31 - 1))
+def test_exact_with_either_gemm_precision(gemm_precision, kind, seed):
+    # The bfloat16 fast pass has a 1% error band; the band and the re-checks must still make
+    # every decision exact, on the hardest inputs too.
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 80, 70, 12, seed))
+    assert compute_prdc(real, fake, 3) == reference(real, fake, 3)

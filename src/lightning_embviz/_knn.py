@@ -27,7 +27,10 @@ answers do not depend on chunk size, thread count, device or row order.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -50,8 +53,6 @@ _U32 = 2.0**-24  # unit round-off of float32
 _KEY_MARGIN = {"f32": 2.0**-19, "f64": 2.0**-47}
 # Absolute margin on squared distances (unscaled units) for the float32 subnormal range.
 _KEY_ABS_MARGIN = {"f32": 2.0**-140, "f64": 0.0}
-# Extra neighbours fetched beyond k so that near-ties are usually resolved without a full row.
-_TOPK_SLACK = 8
 
 
 def pair_mode(a_dtype: torch.dtype, b_dtype: torch.dtype) -> PairMode:
@@ -125,6 +126,21 @@ class _Frame:
     a_sq: Tensor  # (N,) float64 squared norms of a32
     b_sq: Tensor  # (M,) float64 squared norms of b32
     scale: float  # a power of two
+    _half: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def a16(self) -> Tensor:
+        """``a32`` in bfloat16, made once."""
+        if "a" not in self._half:
+            self._half["a"] = self.a32.to(torch.bfloat16)
+        return self._half["a"]
+
+    def b16(self) -> Tensor:
+        """``b32`` in bfloat16, made once."""
+        if self.b32 is self.a32:
+            return self.a16()
+        if "b" not in self._half:
+            self._half["b"] = self.b32.to(torch.bfloat16)
+        return self._half["b"]
 
 
 def _to_frame(x: Tensor, center: Tensor, scale: float, chunk: int) -> tuple[Tensor, Tensor]:
@@ -180,25 +196,117 @@ def shared_frames(real: Tensor, fake: Tensor, chunk: int) -> tuple[_Frame, _Fram
     early in training): there the shared frame would widen the GEMM error band.
     """
     cross = _make_frame(real, fake, chunk)
-    real_view = _Frame(cross.a32, cross.a32, cross.a_sq, cross.a_sq, cross.scale)
+    real_view = _Frame(cross.a32, cross.a32, cross.a_sq, cross.a_sq, cross.scale, cross._half)
     fake_mean = _mean64(cross.b32, chunk)
     offset2 = float(fake_mean @ fake_mean)
     mean_sq = float(cross.b_sq.mean())
     if offset2 <= 0.75 * mean_sq:  # offset^2 <= 3 * spread^2
-        fake_view = _Frame(cross.b32, cross.b32, cross.b_sq, cross.b_sq, cross.scale)
+        half = {"a": cross.b16()} if "b" in cross._half else {}
+        fake_view = _Frame(cross.b32, cross.b32, cross.b_sq, cross.b_sq, cross.scale, half)
     else:
         fake_view = _make_frame(fake, None, chunk)
     return real_view, fake_view, cross
 
 
-def _gemm_tau(width: int) -> float:
-    """Bound on |float32 value - exact| of ``|a|^2 + |b|^2 - 2 a.b``, per unit of norms.
+_BF16_U = 2.0**-8  # unit round-off of bfloat16
+# Use bfloat16 GEMMs for a pass when the error band stays below this fraction of the
+# thresholds (typical rows); otherwise the band would hold too many pairs to re-check.
+_BF16_MAX_BAND = 0.02
+_BF16_CHECKED: dict[str, bool] = {}
 
-    Dot product: gamma_D * |a||b| <= gamma_D (|a|^2 + |b|^2) / 2, doubled by the factor 2;
-    centring/scaling into float32: <= 6u (|a|^2+|b|^2); float32 norms, additions and the
-    stored result: a few u more. We take (D + 16) u with a 2x safety factor.
+
+def _gemm_tau(width: int, bf16: bool = False) -> float:
+    """Bound on |estimate - exact| of ``|a|^2 + |b|^2 - 2 a.b``, per unit of ``|a|^2 + |b|^2``.
+
+    float32 GEMM: gamma_D |a||b| <= gamma_D (|a|^2 + |b|^2) / 2 for the dot product, doubled
+    by the factor 2; centring/scaling into float32 <= 6u; norms, additions and the stored
+    value a few u more: (D + 32) u, taken twice for safety. bfloat16 GEMM (float32
+    accumulation, bfloat16 output): the rounding of both inputs (2 u_bf16 per product) and
+    of the output (u_bf16) add 3 u_bf16. A float32 GEMM that torch may run with reduced
+    internal precision (``torch.set_float32_matmul_precision`` other than "highest", or
+    TF32 on CUDA) is bounded as if its inputs were bfloat16.
     """
-    return 2.0 * (width + 16) * _U32
+    tau = 2.0 * (width + 32) * _U32
+    if bf16:
+        return tau + 1.01 * 3.0 * _BF16_U
+    reduced = torch.get_float32_matmul_precision() != "highest" or (
+        torch.cuda.is_available() and torch.backends.cuda.matmul.allow_tf32
+    )
+    return tau + 1.01 * 2.0 * _BF16_U if reduced else tau
+
+
+def _gemm_choice() -> str:
+    return os.environ.get("LIGHTNING_EMBVIZ_GEMM", "auto").strip().lower()
+
+
+def _bf16_gemm_is_fast_and_sound(device: torch.device) -> bool:
+    """Whether bfloat16 GEMMs may serve as the fast pass on this device (checked once).
+
+    ``LIGHTNING_EMBVIZ_GEMM=fp32`` turns them off; ``=bf16`` skips the speed test and uses
+    them whatever the band (for tests: the results must stay exact). Only the
+    CPU is considered: there, with AVX512-BF16, they run several times faster than float32.
+    The check proves the two properties the error bound relies on: float32 accumulation and
+    a correctly rounded output; and it times both precisions on one block.
+    """
+    choice = _gemm_choice()
+    if choice == "fp32" or device.type != "cpu":
+        return False
+    key = f"{device.type}:{choice}"
+    if key not in _BF16_CHECKED:
+        _BF16_CHECKED[key] = _probe_bf16(device, timed=choice != "bf16")
+    return _BF16_CHECKED[key]
+
+
+def _probe_bf16(device: torch.device, timed: bool) -> bool:
+    ones = torch.ones(1, 4096, dtype=torch.bfloat16, device=device)
+    if float(ones @ ones.T) != 4096.0:  # bfloat16 accumulation would stop at 256
+        return False
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(64, 1024, generator=gen).to(device=device, dtype=torch.bfloat16)
+    b = torch.randn(256, 1024, generator=gen).to(device=device, dtype=torch.bfloat16)
+    got = (a @ b.T).to(torch.float64)
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    exact = a64 @ b64.T
+    allowed = _BF16_U * exact.abs() + 2 * 1024 * _U32 * (a64.abs() @ b64.abs().T)
+    if not bool(((got - exact).abs() <= allowed * 1.01 + 1e-30).all()):
+        return False
+    if not timed:
+        return True
+    x = torch.randn(1024, 512, generator=gen).to(device)
+    y = torch.randn(4096, 512, generator=gen).to(device)
+    x16, y16 = x.to(torch.bfloat16), y.to(torch.bfloat16)
+
+    def best(fn: Callable[[], Tensor]) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    fp32 = best(lambda: x @ y.T)
+    bf16 = best(lambda: (x16 @ y16.T).to(torch.float32))
+    return bf16 * 1.6 < fp32
+
+
+def _typical_band(tau: float, norms: Tensor, other_max: float, theta: Tensor) -> float:
+    """Median over rows of the error band relative to the row's threshold."""
+    ratio = tau * (norms + other_max) / theta.clamp_min(1e-300)
+    return float(ratio.median()) if ratio.numel() else math.inf
+
+
+def _distances(
+    a: _Frame, rows: slice, b_sq32: Tensor, cols: slice, a_sq32: Tensor, bf16: bool
+) -> Tensor:
+    """Float32 estimates of squared distances between a.a32[rows] and a.b32[cols]."""
+    if bf16:
+        s = torch.mm(a.a16()[rows], a.b16()[cols].T).to(torch.float32)
+        torch.add(b_sq32[cols].unsqueeze(0), s, alpha=-2.0, out=s)
+    else:
+        s = torch.addmm(b_sq32[cols].unsqueeze(0), a.a32[rows], a.b32[cols].T, alpha=-2.0)
+    s += a_sq32[rows].unsqueeze(1)
+    return s
 
 
 def _down32(x: Tensor) -> Tensor:
@@ -215,22 +323,14 @@ def _up32(x: Tensor) -> Tensor:
     return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.full_like(y, math.inf)), y)
 
 
-def _kth_smallest_per_row(row_ids: Tensor, values: Tensor, order: Tensor, n_rows: int) -> Tensor:
-    """Per row r of ``row_ids``, the ``order[r]``-th smallest (1-based) of its ``values``."""
-    srt = torch.argsort(values, stable=True)
-    grp = torch.argsort(row_ids[srt], stable=True)
-    perm = srt[grp]
-    counts = torch.bincount(row_ids, minlength=n_rows)
-    offsets = torch.cumsum(counts, 0) - counts
-    return values[perm[offsets + order - 1]]
-
-
 def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _smallest(values: Tensor, count: int, dim: int) -> tuple[Tensor, Tensor]:
-    return torch.topk(values, min(count, values.shape[dim]), dim=dim, largest=False, sorted=False)
+def _sort_by_row(rows: Tensor, vals: Tensor) -> Tensor:
+    """Permutation that sorts pairs by row, then by value within a row."""
+    by_val = torch.argsort(vals, stable=True)
+    return by_val[torch.argsort(rows[by_val], stable=True)]
 
 
 def kth_neighbour_radii(
@@ -242,14 +342,18 @@ def kth_neighbour_radii(
     (the reference takes the (k+1)-th smallest value of a row that includes the zero
     self-distance).
 
-    The distance matrix is symmetric, so only blocks on and above the diagonal are computed:
-    each block gives candidate neighbours to its rows and, transposed, to its columns.
+    Two passes over the blocks of the symmetric distance matrix, each block computed once:
+    the diagonal blocks give every row an upper bound on its k-th smallest estimate (the k-th
+    smallest over a subset of the columns); the blocks above the diagonal then only keep the
+    pairs under the bound of their row or of their column (one comparison, no sort). The
+    candidates of each row are finally settled exactly.
 
     Args:
         x: (N, D) tensor with N > k.
         k: neighbour rank, 1 <= k < N.
         mode: key rounding, see :func:`pair_mode`.
-        chunk_size: rows per block; memory is O(chunk_size * (chunk_size + N)).
+        chunk_size: rows per block; memory is O(chunk_size^2 + candidates), with about
+            k * N / chunk_size candidates per row.
         frame: ``x`` already converted by :func:`shared_frames` (built here if None).
 
     Returns:
@@ -259,86 +363,81 @@ def kth_neighbour_radii(
     device = x.device
     if frame is None:
         frame = _make_frame(x, None, chunk_size)
-    a32, sq = frame.a32, frame.a_sq
+    sq = frame.a_sq
     sq32 = sq.to(torch.float32)
-    kk = min(k + _TOPK_SLACK, n - 1)
-    blocks = _blocks(n, chunk_size)
-    # Running k+slack smallest candidates of each row block, merged as blocks arrive.
-    best: list[tuple[Tensor, Tensor] | None] = [None] * len(blocks)
-
-    def merge(block: int, vals: Tensor, cols: Tensor) -> None:
-        held = best[block]
-        if held is not None:
-            vals = torch.cat([held[0], vals], dim=1)
-            cols = torch.cat([held[1], cols], dim=1)
-            if vals.shape[1] > kk:
-                vals, pos = _smallest(vals, kk, dim=1)
-                cols = cols.gather(1, pos)
-        best[block] = (vals, cols)
-
-    radii_sq = torch.empty(n, dtype=torch.float64, device=device)
-    tau = _gemm_tau(x.shape[1])
     sq_max = float(sq.max())
+    width = x.shape[1]
+    # Blocks of equal size, large enough that a diagonal block holds k other rows.
+    size = min(n, max(chunk_size, 4 * (k + 1)))
+    count = -(-n // size)
+    size = -(-n // count)
+    blocks = _blocks(n, size)
+
+    def distances(r0: int, r1: int, c0: int, c1: int, bf16: bool = False) -> Tensor:
+        return _distances(frame, slice(r0, r1), sq32, slice(c0, c1), sq32, bf16)
+
+    def kth_estimate(s: Tensor) -> Tensor:
+        # (topk is several times faster than kthvalue on the CPU)
+        return torch.topk(s, k, dim=1, largest=False, sorted=False).values.amax(dim=1)
+
+    # float32 GEMMs throughout: the k-th value's own uncertainty doubles the band here, and
+    # with bfloat16 the re-checks would cost more than the GEMM saves (measured).
+    use_bf16 = False
+    # Each estimate is within err of the exact squared distance (per row bound).
+    err = _gemm_tau(width, use_bf16) * (sq + sq_max)
+
+    rows_l: list[Tensor] = []
+    cols_l: list[Tensor] = []
+    vals_l: list[Tensor] = []
+    limit = torch.empty(n, dtype=torch.float32, device=device)
+    for r0, r1 in blocks:
+        s = distances(r0, r1, r0, r1)
+        s.fill_diagonal_(math.inf)  # not itself
+        if r1 - r0 - 1 >= k:
+            bound = kth_estimate(s).to(torch.float64)
+            # Keep whatever may be below the k-th estimate plus its band: bound + 2 err.
+            limit[r0:r1] = _up32(bound + 2.0 * err[r0:r1])
+        else:  # tiny final block (only when N is small): keep everything
+            limit[r0:r1] = math.inf
+        r, c = (s <= limit[r0:r1].unsqueeze(1)).nonzero(as_tuple=True)
+        rows_l.append(r + r0)
+        cols_l.append(c + r0)
+        vals_l.append(s[r, c])
     for bi, (r0, r1) in enumerate(blocks):
-        for bj in range(bi, len(blocks)):
-            c0, c1 = blocks[bj]
-            s = torch.addmm(sq32[c0:c1].unsqueeze(0), a32[r0:r1], a32[c0:c1].T, alpha=-2.0)
-            s += sq32[r0:r1].unsqueeze(1)
-            if bi == bj:
-                s.fill_diagonal_(math.inf)  # not itself
-            vals, idx = _smallest(s, kk, dim=1)
-            merge(bi, vals, idx + c0)
-            if bi != bj:
-                vals, idx = _smallest(s, kk, dim=0)
-                merge(bj, vals.T, idx.T + r0)
-        # Row block bi has now seen every column: settle its radii and free its candidates.
-        held = best[bi]
-        assert held is not None
-        best[bi] = None
-        vals, pos = torch.sort(held[0], dim=1)
-        cols = held[1].gather(1, pos)
-        radii_sq[r0:r1] = _resolve_kth(x, r0, r1, vals, cols, k, tau * (sq[r0:r1] + sq_max), frame)
-    return round_key(radii_sq, mode)
-
-
-def _resolve_kth(
-    x: Tensor, r0: int, r1: int, vals: Tensor, cols: Tensor, k: int, err: Tensor, frame: _Frame
-) -> Tensor:
-    """Exact k-th smallest squared distance for rows ``r0:r1`` from their float32 candidates.
-
-    ``vals`` (rows, kk) are the sorted float32 estimates of the smallest squared distances
-    and ``cols`` their columns; every estimate is within ``err`` (per row) of the truth.
-    """
-    n = x.shape[0]
-    vals64 = vals.to(torch.float64)
-    tk = vals64[:, k - 1]
+        for c0, c1 in blocks[bi + 1 :]:
+            s = distances(r0, r1, c0, c1, use_bf16)
+            keep_r = s <= limit[r0:r1].unsqueeze(1)
+            keep_c = s <= limit[c0:c1].unsqueeze(0)
+            r, c = (keep_r | keep_c).nonzero(as_tuple=True)
+            v = s[r, c]
+            for_row = keep_r[r, c]
+            for_col = keep_c[r, c]
+            rows_l += [r[for_row] + r0, c[for_col] + c0]
+            cols_l += [c[for_row] + c0, r[for_col] + r0]
+            vals_l += [v[for_row], v[for_col]]
+    rows = torch.cat(rows_l)
+    cols = torch.cat(cols_l)
+    vals = torch.cat(vals_l).to(torch.float64)
+    del rows_l, cols_l, vals_l
+    order = _sort_by_row(rows, vals)
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    counts = torch.bincount(rows, minlength=n)
+    offsets = torch.cumsum(counts, 0) - counts
+    tk = vals[offsets + (k - 1)]  # k-th smallest estimate of each row
     # The exact k-th value lies in [tk - err, tk + err]; a pair is undecided when its own
     # interval overlaps that one, i.e. when |estimate - tk| <= 2 err. Pairs below the band
     # are certainly among the k nearest, so the answer is the (k - below)-th undecided one.
-    lo = (tk - 2.0 * err).unsqueeze(1)
-    hi = (tk + 2.0 * err).unsqueeze(1)
-    below = (vals64 < lo).sum(dim=1)
-    undecided = (vals64 >= lo) & (vals64 <= hi)
-    # Undecided pairs may continue past the candidates we kept: scan those rows in full.
-    overflow = (vals64[:, -1:] <= hi).squeeze(1) if vals.shape[1] < n - 1 else None
-    loc, pos = undecided.nonzero(as_tuple=True)
-    pair_cols = cols[loc, pos]
-    if overflow is not None and bool(overflow.any()):
-        keep = ~overflow[loc]
-        loc, pair_cols = loc[keep], pair_cols[keep]
-        over = overflow.nonzero(as_tuple=True)[0]
-        a32, sq32 = frame.a32, frame.a_sq.to(torch.float32)
-        rows = over + r0
-        full = torch.addmm(sq32.unsqueeze(0), a32[rows], a32.T, alpha=-2.0)
-        full += sq32[rows].unsqueeze(1)
-        full[torch.arange(rows.numel(), device=x.device), rows] = math.inf
-        full64 = full.to(torch.float64)
-        mask = (full64 >= lo[over]) & (full64 <= hi[over])
-        r2, c2 = mask.nonzero(as_tuple=True)
-        loc = torch.cat([loc, over[r2]])
-        pair_cols = torch.cat([pair_cols, c2])
-    exact = exact_squared_distances(x, x, loc + r0, pair_cols)
-    return _kth_smallest_per_row(loc, exact, k - below, r1 - r0)
+    lo = (tk - 2.0 * err)[rows]
+    hi = (tk + 2.0 * err)[rows]
+    below = torch.bincount(rows[vals < lo], minlength=n)
+    undecided = (vals >= lo) & (vals <= hi)
+    u_rows, u_cols = rows[undecided], cols[undecided]
+    exact = exact_squared_distances(x, x, u_rows, u_cols)
+    order = _sort_by_row(u_rows, exact)
+    u_counts = torch.bincount(u_rows, minlength=n)
+    u_offsets = torch.cumsum(u_counts, 0) - u_counts
+    radii_sq = exact[order][u_offsets + (k - below) - 1]
+    return round_key(radii_sq, mode)
 
 
 def cross_ball_tests(
@@ -374,22 +473,30 @@ def cross_ball_tests(
     n, m = real.shape[0], fake.shape[0]
     if frame is None:
         frame = _make_frame(real, fake, chunk_size)
-    tau = _gemm_tau(real.shape[1])
     scale2 = frame.scale**2
     key_margin = _KEY_MARGIN[mode]
     abs_margin = _KEY_ABS_MARGIN[mode] * scale2
-    b32, b_sq = frame.b32, frame.b_sq
-    b_sq32 = b_sq.to(torch.float32)
+    b_sq = frame.b_sq
+    a_sq32, b_sq32 = frame.a_sq.to(torch.float32), b_sq.to(torch.float32)
     a_max, b_max = float(frame.a_sq.max()), float(b_sq.max())
+    theta_r = (real_radii * frame.scale) ** 2
+    theta_f = (fake_radii * frame.scale) ** 2
+    use_bf16 = False
+    if _bf16_gemm_is_fast_and_sound(device):
+        tau16 = _gemm_tau(real.shape[1], bf16=True)
+        band = max(
+            _typical_band(tau16, frame.a_sq, b_max, theta_r),
+            _typical_band(tau16, b_sq, a_max, theta_f),
+        )
+        use_bf16 = band < _BF16_MAX_BAND or _gemm_choice() == "bf16"
+    tau = _gemm_tau(real.shape[1], use_bf16)
 
     # A pair is inside a ball of squared radius theta (scaled units) for certain when its
     # float32 estimate is below lo, and outside for certain when above hi; in between it is
     # re-checked exactly. The band covers the GEMM error and the rounding of the key.
-    theta_r = (real_radii * frame.scale) ** 2
     err_r = tau * (frame.a_sq + b_max)
     lo_r64 = theta_r * (1.0 - key_margin) - abs_margin - err_r
     hi_r = _up32(theta_r * (1.0 + key_margin) + abs_margin + err_r)
-    theta_f = (fake_radii * frame.scale) ** 2
     err_f = tau * (a_max + b_sq)
     lo_f = _down32(theta_f * (1.0 - key_margin) - abs_margin - err_f).unsqueeze(0)
     hi_f = _up32(theta_f * (1.0 + key_margin) + abs_margin + err_f).unsqueeze(0)
@@ -402,8 +509,7 @@ def cross_ball_tests(
     check_kind: list[Tensor] = []  # bit 1: real-ball test, bit 2: fake-ball test
 
     for r0, r1 in _blocks(n, chunk_size):
-        s = torch.addmm(b_sq32.unsqueeze(0), frame.a32[r0:r1], b32.T, alpha=-2.0)
-        s += frame.a_sq[r0:r1].to(torch.float32).unsqueeze(1)
+        s = _distances(frame, slice(r0, r1), b_sq32, slice(None), a_sq32, use_bf16)
 
         # Real balls (precision, density, coverage): pairs that may be inside are few.
         rows, cols = (s <= hi_r[r0:r1].unsqueeze(1)).nonzero(as_tuple=True)
