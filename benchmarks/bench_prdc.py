@@ -23,6 +23,7 @@ import io
 import os
 import threading
 import time
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -127,7 +128,7 @@ def main() -> None:
         ours_s = float("inf")
         ours_mem = 0
         for _ in range(args.repeat):
-            ours, seconds, mem = measure(lambda: compute_prdc(real, fake, args.k))
+            ours, seconds, mem = measure(partial(compute_prdc, real, fake, args.k))
             ours_s = min(ours_s, seconds)
             ours_mem = max(ours_mem, mem)
         flops = 2.0 * d * 2 * n * n  # N^2/2 + M^2/2 + N*M with N = M
@@ -138,7 +139,7 @@ def main() -> None:
                 f" {'':>8} {'':>9} | {100 * frac:5.0f}% | (reference does not fit in memory)"
             )
             continue
-        ref, ref_s, ref_mem = measure(lambda: reference_prdc(real, fake, args.k))
+        ref, ref_s, ref_mem = measure(partial(reference_prdc, real, fake, args.k))
         same = "yes" if ref == ours else f"NO: {ref} vs {ours}"
         print(
             f"{n:>6} {d:>5} | {ref_s:7.2f} {ref_mem / 2**20:9.0f} | {ours_s:7.2f}"
