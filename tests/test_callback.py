@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from conftest import WIDTH, make_data, make_module_class, trainer_kwargs
 from lightning_embviz import EmbeddingMonitor, compute_prdc, frechet_distance
+from lightning_embviz.callback import METRIC_NAMES
 
 TinyGAN = make_module_class(pl)
 KEYS = ("precision", "recall", "density", "coverage", "fd")
@@ -478,7 +480,10 @@ def test_nan_rows_are_dropped_with_one_warning(tmp_path, train_loader, val_loade
 
 
 def test_too_few_samples_warns_and_training_goes_on(tmp_path, train_loader):
+    # A checkpoint monitor on the metric must not crash either: the skipped runs log NaN,
+    # which ModelCheckpoint ranks last.
     tiny = DataLoader(make_data(4), batch_size=2)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="embviz/coverage", mode="max")
     with pytest.warns(UserWarning, match=r"skipped the metrics: 4 real and 4 fake usable rows"):
         trainer = fit(
             tmp_path,
@@ -487,9 +492,34 @@ def test_too_few_samples_warns_and_training_goes_on(tmp_path, train_loader):
             tiny,
             train_loader,
             logger=False,
+            callbacks=[best],
         )
     assert trainer.current_epoch == 2  # both epochs ran
-    assert not [k for k in trainer.callback_metrics if k.startswith("embviz/")]
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("embviz/")}
+    assert sorted(logged) == [f"embviz/{n}" for n in sorted(METRIC_NAMES)]
+    assert all(math.isnan(v) for v in logged.values())
+
+
+def test_a_failure_in_the_metrics_warns_and_training_goes_on(
+    tmp_path, train_loader, val_loader, monkeypatch
+):
+    import lightning_embviz.callback as callback_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine exploded")
+
+    monkeypatch.setattr(callback_module, "compute_prdc_details", broken)
+    with pytest.warns(UserWarning, match=r"computing the metrics failed(.|\n)*engine exploded"):
+        trainer = fit(
+            tmp_path,
+            TinyGAN(),
+            EmbeddingMonitor(views=("pca",)),
+            val_loader,
+            train_loader,
+            logger=False,
+        )
+    assert trainer.current_epoch == 2
+    assert math.isnan(float(trainer.callback_metrics["embviz/coverage"]))
 
 
 @pytest.mark.parametrize(

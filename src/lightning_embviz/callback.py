@@ -605,14 +605,17 @@ class _EmbeddingMonitorImpl:
                 status = [_OK] + [result[0][name] for name in METRIC_NAMES]
         if distributed:
             status = self._broadcast(status, device)
-        if status[0] == _ERROR:
-            if error is not None:
-                raise error
-            raise RuntimeError(
-                "EmbeddingMonitor: computing the metrics failed on global rank 0; see its error."
+        if error is not None:
+            # A failure here must not end a long training run: report it with its traceback
+            # and log NaN like a skipped run (rank 0 only holds the error; the others see
+            # the status and log the same NaN values).
+            _warn(
+                "EmbeddingMonitor: computing the metrics failed; logged NaN for this run. "
+                + "".join(traceback.format_exception(type(error), error, error.__traceback__))
             )
-        if status[0] != _OK:
-            return False
+        # A skipped or failed run logs NaN, so that monitors find their key (ModelCheckpoint
+        # ranks NaN last; EarlyStopping stops on it unless `check_finite=False`) and the
+        # curves show the gap.
         metrics = dict(zip(METRIC_NAMES, status[1:]))
         keyed = {f"{self.prefix}{name}{suffix}": value for name, value in metrics.items()}
         for key, value in keyed.items():
@@ -637,7 +640,7 @@ class _EmbeddingMonitorImpl:
         if trainer.is_global_zero and result is not None:
             _, details, real, fake = result
             self._emit_views(trainer, idx, n_loaders, step, details, real, fake, suffix)
-        return True
+        return status[0] == _OK
 
     def _compute(
         self, real: EmbeddingSet, fake: EmbeddingSet, idx: int, n_loaders: int
@@ -965,6 +968,11 @@ class EmbeddingMonitor(_EmbeddingMonitorImpl, _pl.Callback, _LightningCallback):
         ``embviz/embeddings`` in TensorBoard's projector.
 
     Note:
+        Bad data never ends training: NaN/Inf rows are dropped with a warning; a run with
+        too few usable samples for ``nearest_k`` (or whose computation fails) logs NaN with
+        a warning, which ``ModelCheckpoint`` ranks last (``EarlyStopping`` stops on NaN
+        unless ``check_finite=False``).
+
         The metrics exist only on measured validation runs. With ``every_n_epochs > 1`` a
         ``ModelCheckpoint``/``EarlyStopping`` monitoring ``embviz/...`` finds no value on
         the other epochs: prefer ``Trainer(check_val_every_n_epoch=n)``, or give the
