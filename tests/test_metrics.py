@@ -342,3 +342,53 @@ def test_exact_with_either_gemm_precision(gemm_precision, kind, seed):
     # every decision exact, on the hardest inputs too.
     real, fake = (a.astype(np.float32) for a in make_sets(kind, 80, 70, 12, seed))
     assert compute_prdc(real, fake, 3) == reference(real, fake, 3)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["identical", "fakes_one_point", "fakes_on_a_real_point", "binary_ties", "half_duplicates"],
+)
+def test_degenerate_sets_stay_exact_and_bounded(case):
+    # Identical rows make every pair a candidate; the per-row candidate cap, its exact
+    # fallback and the radius-0 shortcut must keep the answer exact (and memory bounded).
+    rng = np.random.default_rng(21)
+    if case == "identical":
+        real, fake = np.ones((400, 16)), np.full((350, 16), 2.0)
+    elif case == "fakes_one_point":
+        real = rng.normal(size=(400, 16))
+        fake = np.repeat(rng.normal(size=(1, 16)), 350, axis=0)
+    elif case == "fakes_on_a_real_point":
+        real = rng.normal(size=(400, 16))
+        fake = np.repeat(real[:1], 350, axis=0)
+    elif case == "binary_ties":  # Hamming distances: hundreds of exact ties per row
+        real = rng.integers(0, 2, size=(600, 6)).astype(float)
+        fake = rng.integers(0, 2, size=(500, 6)).astype(float)
+    else:
+        real = np.concatenate([np.zeros((200, 8)), rng.normal(size=(200, 8))])
+        fake = rng.normal(size=(300, 8))
+    real, fake = real.astype(np.float32), fake.astype(np.float32)
+    expected = reference(real, fake, 5)
+    assert compute_prdc(real, fake, 5) == expected
+    assert compute_prdc(real, fake, 5, chunk_size=37) == expected
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_capped_rows_fall_back_to_an_exact_row(monkeypatch, k):
+    # With a tiny candidate cap, rows with many tied neighbours are capped; the check that
+    # nothing left out could be smaller must send them through the dense exact fallback.
+    from lightning_embviz import _knn
+
+    monkeypatch.setattr(_knn, "_CAP_PER_K", 1)
+    monkeypatch.setattr(_knn, "_CAP_EXTRA", 1)
+    calls = []
+    original = _knn._exact_kth_of_row
+    monkeypatch.setattr(
+        _knn, "_exact_kth_of_row", lambda *a: calls.append(a[1]) or original(*a)
+    )
+    rng = np.random.default_rng(k)
+    real = (rng.integers(0, 2, size=(500, 6)) + rng.normal(size=(500, 6)) * 1e-3).astype(
+        np.float32
+    )
+    fake = rng.integers(0, 2, size=(400, 6)).astype(np.float32)
+    assert compute_prdc(real, fake, k) == reference(real, fake, k)
+    assert calls  # the fallback ran

@@ -213,6 +213,10 @@ _BF16_U = 2.0**-8  # unit round-off of bfloat16
 # thresholds (typical rows); otherwise the band would hold too many pairs to re-check.
 _BF16_MAX_BAND = 0.02
 _BF16_CHECKED: dict[str, bool] = {}
+# Candidates kept per row and block in the radius pass: _CAP_PER_K * k + _CAP_EXTRA.
+_CAP_PER_K, _CAP_EXTRA = 4, 64
+# Pairs collected for an exact re-check before they are settled (bounds memory).
+_MAX_PENDING_PAIRS = 1 << 22
 
 
 def _gemm_tau(width: int, bf16: bool = False) -> float:
@@ -389,6 +393,39 @@ def kth_neighbour_radii(
     rows_l: list[Tensor] = []
     cols_l: list[Tensor] = []
     vals_l: list[Tensor] = []
+    # Candidates kept per row and block. Far more than typical rows need (k * N / block in
+    # all); it bounds memory on degenerate data (many identical rows), where every pair
+    # would be a candidate. Rows that hit the cap are verified below.
+    cap = _CAP_PER_K * k + _CAP_EXTRA
+    dropped = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+
+    def collect(s: Tensor, mask: Tensor, r0: int, c0: int, transposed: bool = False) -> None:
+        """Keep the pairs of ``mask`` (a block of ``s``), at most ``cap`` per row.
+
+        With ``transposed``, the rows are the block's columns (``mask`` and ``s`` stay in
+        their contiguous layout; only the indices are swapped).
+        """
+        if transposed:
+            c, r = mask.nonzero(as_tuple=True)
+            s, mask = s.T, mask.T
+        else:
+            r, c = mask.nonzero(as_tuple=True)
+        counts = torch.bincount(r, minlength=s.shape[0])
+        heavy = counts > cap
+        if bool(heavy.any()):
+            light = ~heavy[r]
+            r, c = r[light], c[light]
+            hv = heavy.nonzero(as_tuple=True)[0]
+            masked = torch.where(mask[hv], s[hv], math.inf)
+            vals, idx = torch.topk(masked, cap + 1, dim=1, largest=False, sorted=True)
+            dropped[hv + r0] = torch.minimum(dropped[hv + r0], vals[:, cap].to(torch.float64))
+            rows_l.append(hv.repeat_interleave(cap) + r0)
+            cols_l.append(idx[:, :cap].reshape(-1) + c0)
+            vals_l.append(vals[:, :cap].reshape(-1))
+        rows_l.append(r + r0)
+        cols_l.append(c + c0)
+        vals_l.append(s[r, c])
+
     limit = torch.empty(n, dtype=torch.float32, device=device)
     for r0, r1 in blocks:
         s = distances(r0, r1, r0, r1)
@@ -399,26 +436,16 @@ def kth_neighbour_radii(
             limit[r0:r1] = _up32(bound + 2.0 * err[r0:r1])
         else:  # tiny final block (only when N is small): keep everything
             limit[r0:r1] = math.inf
-        r, c = (s <= limit[r0:r1].unsqueeze(1)).nonzero(as_tuple=True)
-        rows_l.append(r + r0)
-        cols_l.append(c + r0)
-        vals_l.append(s[r, c])
+        collect(s, s <= limit[r0:r1].unsqueeze(1), r0, r0)
     for bi, (r0, r1) in enumerate(blocks):
         for c0, c1 in blocks[bi + 1 :]:
             s = distances(r0, r1, c0, c1, use_bf16)
-            keep_r = s <= limit[r0:r1].unsqueeze(1)
-            keep_c = s <= limit[c0:c1].unsqueeze(0)
-            r, c = (keep_r | keep_c).nonzero(as_tuple=True)
-            v = s[r, c]
-            for_row = keep_r[r, c]
-            for_col = keep_c[r, c]
-            rows_l += [r[for_row] + r0, c[for_col] + c0]
-            cols_l += [c[for_row] + c0, r[for_col] + r0]
-            vals_l += [v[for_row], v[for_col]]
+            collect(s, s <= limit[r0:r1].unsqueeze(1), r0, c0)
+            collect(s, s <= limit[c0:c1].unsqueeze(0), c0, r0, transposed=True)
     rows = torch.cat(rows_l)
     cols = torch.cat(cols_l)
     vals = torch.cat(vals_l).to(torch.float64)
-    del rows_l, cols_l, vals_l
+    rows_l.clear(), cols_l.clear(), vals_l.clear()  # free the pieces
     order = _sort_by_row(rows, vals)
     rows, cols, vals = rows[order], cols[order], vals[order]
     counts = torch.bincount(rows, minlength=n)
@@ -427,17 +454,34 @@ def kth_neighbour_radii(
     # The exact k-th value lies in [tk - err, tk + err]; a pair is undecided when its own
     # interval overlaps that one, i.e. when |estimate - tk| <= 2 err. Pairs below the band
     # are certainly among the k nearest, so the answer is the (k - below)-th undecided one.
+    # Rows with err = 0 (all their points sit on the frame's centre) have exact estimates.
     lo = (tk - 2.0 * err)[rows]
     hi = (tk + 2.0 * err)[rows]
     below = torch.bincount(rows[vals < lo], minlength=n)
-    undecided = (vals >= lo) & (vals <= hi)
+    undecided = (vals >= lo) & (vals <= hi) & (err[rows] > 0)
     u_rows, u_cols = rows[undecided], cols[undecided]
     exact = exact_squared_distances(x, x, u_rows, u_cols)
     order = _sort_by_row(u_rows, exact)
     u_counts = torch.bincount(u_rows, minlength=n)
     u_offsets = torch.cumsum(u_counts, 0) - u_counts
-    radii_sq = exact[order][u_offsets + (k - below) - 1]
+    scale2 = frame.scale**2
+    exact_rows = err > 0
+    radii_sq = tk / scale2  # exact where err = 0
+    pick = (u_offsets + (k - below) - 1)[exact_rows]
+    radii_sq[exact_rows] = exact[order][pick]
+    # A capped row is right when nothing left out can be below its answer (ties are equal).
+    capped = (dropped - err < radii_sq * scale2).nonzero(as_tuple=True)[0]
+    for i in capped.tolist():
+        radii_sq[i] = _exact_kth_of_row(x, i, k)
     return round_key(radii_sq, mode)
+
+
+def _exact_kth_of_row(x: Tensor, i: int, k: int) -> Tensor:
+    """k-th smallest exact squared distance from row i to the other rows (dense fallback)."""
+    rows = torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
+    sq = exact_squared_distances(x, x, rows, torch.arange(x.shape[0], device=x.device))
+    sq[i] = math.inf
+    return torch.kthvalue(sq, k).values
 
 
 def cross_ball_tests(
@@ -500,6 +544,13 @@ def cross_ball_tests(
     err_f = tau * (a_max + b_sq)
     lo_f = _down32(theta_f * (1.0 - key_margin) - abs_margin - err_f).unsqueeze(0)
     hi_f = _up32(theta_f * (1.0 + key_margin) + abs_margin + err_f).unsqueeze(0)
+    # A ball of radius 0 (k duplicates of its centre) holds nothing: `d < 0` never holds.
+    # Ruling it out here keeps degenerate sets (many identical rows) from turning every
+    # pair into a re-check.
+    lo_r64[real_radii == 0] = -math.inf
+    hi_r[real_radii == 0] = -math.inf
+    lo_f[:, fake_radii == 0] = -math.inf
+    hi_f[:, fake_radii == 0] = -math.inf
 
     fake_count = torch.zeros(m, dtype=torch.int64, device=device)
     covered = torch.zeros(n, dtype=torch.bool, device=device)
@@ -507,6 +558,23 @@ def cross_ball_tests(
     check_rows: list[Tensor] = []  # pairs to re-check exactly
     check_cols: list[Tensor] = []
     check_kind: list[Tensor] = []  # bit 1: real-ball test, bit 2: fake-ball test
+
+    def settle() -> None:
+        """Decide the collected pairs exactly and free them."""
+        if not check_rows:
+            return
+        rows = torch.cat(check_rows)
+        cols = torch.cat(check_cols)
+        kind = torch.cat(check_kind)
+        check_rows.clear(), check_cols.clear(), check_kind.clear()
+        if not rows.numel():
+            return
+        key = round_key(exact_squared_distances(real, fake, rows, cols), mode)
+        in_r = (kind == 1) & (key < real_radii[rows])
+        in_f = (kind == 2) & (key < fake_radii[cols])
+        fake_count.add_(torch.bincount(cols[in_r], minlength=m))
+        covered[rows[in_r]] = True
+        recalled[rows[in_f]] = True
 
     for r0, r1 in _blocks(n, chunk_size):
         s = _distances(frame, slice(r0, r1), b_sq32, slice(None), a_sq32, use_bf16)
@@ -531,15 +599,8 @@ def cross_ball_tests(
             check_cols.append(c2)
             check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
         del s
-
-    rows = torch.cat(check_rows)
-    if rows.numel():
-        cols = torch.cat(check_cols)
-        kind = torch.cat(check_kind)
-        key = round_key(exact_squared_distances(real, fake, rows, cols), mode)
-        in_r = (kind == 1) & (key < real_radii[rows])
-        in_f = (kind == 2) & (key < fake_radii[cols])
-        fake_count += torch.bincount(cols[in_r], minlength=m)
-        covered[rows[in_r]] = True
-        recalled[rows[in_f]] = True
+        # Keep the pairs awaiting a re-check bounded (they pile up only on degenerate data).
+        if sum(t.numel() for t in check_rows) > _MAX_PENDING_PAIRS:
+            settle()
+    settle()
     return fake_count, covered, recalled
