@@ -382,13 +382,9 @@ def test_capped_rows_fall_back_to_an_exact_row(monkeypatch, k):
     monkeypatch.setattr(_knn, "_CAP_EXTRA", 1)
     calls = []
     original = _knn._exact_kth_of_row
-    monkeypatch.setattr(
-        _knn, "_exact_kth_of_row", lambda *a: calls.append(a[1]) or original(*a)
-    )
+    monkeypatch.setattr(_knn, "_exact_kth_of_row", lambda *a: calls.append(a[1]) or original(*a))
     rng = np.random.default_rng(k)
-    real = (rng.integers(0, 2, size=(500, 6)) + rng.normal(size=(500, 6)) * 1e-3).astype(
-        np.float32
-    )
+    real = (rng.integers(0, 2, size=(500, 6)) + rng.normal(size=(500, 6)) * 1e-3).astype(np.float32)
     fake = rng.integers(0, 2, size=(400, 6)).astype(np.float32)
     assert compute_prdc(real, fake, k) == reference(real, fake, k)
     assert calls  # the fallback ran
