@@ -17,8 +17,9 @@ first ``max_samples`` rows: the same rows, in the same order, as a single proces
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -445,7 +445,8 @@ def kth_neighbour_radii(
     rows = torch.cat(rows_l)
     cols = torch.cat(cols_l)
     vals = torch.cat(vals_l).to(torch.float64)
-    rows_l.clear(), cols_l.clear(), vals_l.clear()  # free the pieces
+    for pieces in (rows_l, cols_l, vals_l):  # free the pieces
+        pieces.clear()
     order = _sort_by_row(rows, vals)
     rows, cols, vals = rows[order], cols[order], vals[order]
     counts = torch.bincount(rows, minlength=n)
@@ -566,7 +567,8 @@ def cross_ball_tests(
         rows = torch.cat(check_rows)
         cols = torch.cat(check_cols)
         kind = torch.cat(check_kind)
-        check_rows.clear(), check_cols.clear(), check_kind.clear()
+        for pending in (check_rows, check_cols, check_kind):
+            pending.clear()
         if not rows.numel():
             return
         key = round_key(exact_squared_distances(real, fake, rows, cols), mode)

@@ -22,9 +22,9 @@ import math
 import os
 import traceback
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import pytorch_lightning as _pl
