@@ -108,7 +108,7 @@ def exact_squared_distances(a: Tensor, b: Tensor, rows: Tensor, cols: Tensor) ->
     if p == 0:
         return out
     width = max(a.shape[1], 1)
-    block = max(1, (1 << 22) // width)  # ~32 MiB of float64 per block
+    block = max(1, (1 << 20) // width)  # ~8 MiB of float64 per block
     for start in range(0, p, block):
         r = rows[start : start + block]
         c = cols[start : start + block]
@@ -300,15 +300,53 @@ def _typical_band(tau: float, norms: Tensor, other_max: float, theta: Tensor) ->
     return float(ratio.median()) if ratio.numel() else math.inf
 
 
+class _Workspace:
+    """Reusable buffers for the per-block matrices.
+
+    Allocating a fresh 16-64 MiB block for every GEMM and comparison makes glibc raise its
+    mmap threshold and keep the freed blocks in the heap: the process then holds several
+    times the memory the computation needs. Reusing one buffer per kind avoids that.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, rows: int, cols: int, dtype: torch.dtype) -> Tensor:
+        """A contiguous (rows, cols) tensor backed by the buffer ``name``."""
+        need = rows * cols
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < need or buf.dtype != dtype:
+            buf = torch.empty(need, dtype=dtype, device=self.device)
+            self._buffers[name] = buf
+        return buf[:need].view(rows, cols)
+
+    def compare(self, name: str, op: Callable[..., Tensor], a: Tensor, b: Tensor) -> Tensor:
+        """``op(a, b)`` (a comparison) into the boolean buffer ``name``."""
+        out = self.get(name, a.shape[0], a.shape[1], torch.bool)
+        return op(a, b, out=out)
+
+
 def _distances(
-    a: _Frame, rows: slice, b_sq32: Tensor, cols: slice, a_sq32: Tensor, bf16: bool
+    a: _Frame,
+    rows: slice,
+    b_sq32: Tensor,
+    cols: slice,
+    a_sq32: Tensor,
+    bf16: bool,
+    work: _Workspace,
 ) -> Tensor:
     """Float32 estimates of squared distances between a.a32[rows] and a.b32[cols]."""
+    left = a.a16()[rows] if bf16 else a.a32[rows]
+    right = a.b16()[cols] if bf16 else a.b32[cols]
+    s = work.get("s", left.shape[0], right.shape[0], torch.float32)
     if bf16:
-        s = torch.mm(a.a16()[rows], a.b16()[cols].T).to(torch.float32)
+        dot = work.get("dot16", left.shape[0], right.shape[0], torch.bfloat16)
+        torch.mm(left, right.T, out=dot)
+        s.copy_(dot)
         torch.add(b_sq32[cols].unsqueeze(0), s, alpha=-2.0, out=s)
     else:
-        s = torch.addmm(b_sq32[cols].unsqueeze(0), a.a32[rows], a.b32[cols].T, alpha=-2.0)
+        torch.addmm(b_sq32[cols].unsqueeze(0), left, right.T, alpha=-2.0, out=s)
     s += a_sq32[rows].unsqueeze(1)
     return s
 
@@ -377,8 +415,10 @@ def kth_neighbour_radii(
     size = -(-n // count)
     blocks = _blocks(n, size)
 
+    work = _Workspace(device)
+
     def distances(r0: int, r1: int, c0: int, c1: int, bf16: bool = False) -> Tensor:
-        return _distances(frame, slice(r0, r1), sq32, slice(c0, c1), sq32, bf16)
+        return _distances(frame, slice(r0, r1), sq32, slice(c0, c1), sq32, bf16, work)
 
     def kth_estimate(s: Tensor) -> Tensor:
         # (topk is several times faster than kthvalue on the CPU)
@@ -436,12 +476,14 @@ def kth_neighbour_radii(
             limit[r0:r1] = _up32(bound + 2.0 * err[r0:r1])
         else:  # tiny final block (only when N is small): keep everything
             limit[r0:r1] = math.inf
-        collect(s, s <= limit[r0:r1].unsqueeze(1), r0, r0)
+        collect(s, work.compare("mask", torch.le, s, limit[r0:r1].unsqueeze(1)), r0, r0)
     for bi, (r0, r1) in enumerate(blocks):
         for c0, c1 in blocks[bi + 1 :]:
             s = distances(r0, r1, c0, c1, use_bf16)
-            collect(s, s <= limit[r0:r1].unsqueeze(1), r0, c0)
-            collect(s, s <= limit[c0:c1].unsqueeze(0), c0, r0, transposed=True)
+            mask = work.compare("mask", torch.le, s, limit[r0:r1].unsqueeze(1))
+            collect(s, mask, r0, c0)
+            mask = work.compare("mask", torch.le, s, limit[c0:c1].unsqueeze(0))
+            collect(s, mask, c0, r0, transposed=True)
     rows = torch.cat(rows_l)
     cols = torch.cat(cols_l)
     vals = torch.cat(vals_l).to(torch.float64)
@@ -560,6 +602,8 @@ def cross_ball_tests(
     check_cols: list[Tensor] = []
     check_kind: list[Tensor] = []  # bit 1: real-ball test, bit 2: fake-ball test
 
+    work = _Workspace(device)
+
     def settle() -> None:
         """Decide the collected pairs exactly and free them."""
         if not check_rows:
@@ -579,10 +623,11 @@ def cross_ball_tests(
         recalled[rows[in_f]] = True
 
     for r0, r1 in _blocks(n, chunk_size):
-        s = _distances(frame, slice(r0, r1), b_sq32, slice(None), a_sq32, use_bf16)
+        s = _distances(frame, slice(r0, r1), b_sq32, slice(None), a_sq32, use_bf16, work)
 
         # Real balls (precision, density, coverage): pairs that may be inside are few.
-        rows, cols = (s <= hi_r[r0:r1].unsqueeze(1)).nonzero(as_tuple=True)
+        mask = work.compare("mask", torch.le, s, hi_r[r0:r1].unsqueeze(1))
+        rows, cols = mask.nonzero(as_tuple=True)
         sure = s[rows, cols].to(torch.float64) < lo_r64[rows + r0]
         fake_count += torch.bincount(cols[sure], minlength=m)
         covered[rows[sure] + r0] = True
@@ -591,7 +636,7 @@ def cross_ball_tests(
         check_kind.append(torch.ones_like(check_cols[-1], dtype=torch.int8))
 
         # Fake balls (recall): only rows not already recalled for certain need a re-check.
-        rec = (s < lo_f).any(dim=1)
+        rec = work.compare("mask", torch.lt, s, lo_f).any(dim=1)
         recalled[r0:r1] = rec
         open_rows = (~rec).nonzero(as_tuple=True)[0]
         if open_rows.numel():

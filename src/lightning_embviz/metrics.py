@@ -103,7 +103,7 @@ def _validate_pair(real: Any, fake: Any, nearest_k: Any) -> tuple[Tensor, Tensor
 # float32 distances) and ~64 MiB row blocks for the real-fake pass. Large enough for the
 # GEMM to run near peak throughput, small enough to keep memory O((N + M) * chunk).
 _RADIUS_BLOCK = 2048
-_CROSS_BLOCK_ELEMENTS = 16 << 20
+_CROSS_BLOCK_ELEMENTS = 8 << 20
 
 
 def _cross_chunk(n_cols: int) -> int:
