@@ -1,15 +1,16 @@
 """Speed and memory of compute_prdc against the reference ``prdc.compute_prdc``.
 
-Both run in this one process on the same float32 data; the script checks that the results
-are identical, and prints wall time, peak extra memory (resident set size sampled every
-2 ms above the level before the call) and the ratios. It also measures this machine's
-float32 GEMM throughput and reports which fraction of it the engine reaches, counting the
+Both run in one process on the same float32 data (a fresh process per size, ours first so
+that its memory is measured on a fresh heap). The script checks that the results are
+identical, and prints wall time, peak extra memory (resident set size sampled every 2 ms
+above the level before the call) and the ratios. It also measures this machine's float32
+GEMM throughput and reports which fraction of it the engine reaches, counting the
 unavoidable work: the real-fake matrix and half of each symmetric real-real / fake-fake
 matrix, 2 * D * (N^2 / 2 + M^2 / 2 + N * M) flops.
 
 Usage::
 
-    python benchmarks/bench_prdc.py                 # the full table (about 15 minutes)
+    python benchmarks/bench_prdc.py                 # the full table (about 10 minutes)
     python benchmarks/bench_prdc.py --sizes 10000x512 --repeat 3
     python benchmarks/bench_prdc.py --sizes 50000x512 --no-reference
 """
@@ -21,6 +22,8 @@ import contextlib
 import gc
 import io
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -106,49 +109,62 @@ def make_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return real, fake
 
 
+def run_one(n: int, d: int, k: int, repeat: int, with_reference: bool, peak: float) -> str:
+    """Measure one size; ours first, so that its memory is measured on a fresh heap."""
+    real, fake = make_data(n, d)
+    ours_s = float("inf")
+    ours_mem = 0
+    ours: dict[str, float] = {}
+    for _ in range(repeat):
+        ours, seconds, mem = measure(partial(compute_prdc, real, fake, k))
+        ours_s = min(ours_s, seconds)
+        ours_mem = max(ours_mem, mem)
+    flops = 2.0 * d * 2 * n * n  # N^2/2 + M^2/2 + N*M with N = M
+    frac = flops / ours_s / 1e9 / peak
+    if not with_reference:
+        return (
+            f"{n:>6} {d:>5} | {'n/a':>7} {'n/a':>9} | {ours_s:7.2f} {ours_mem / 2**20:9.0f} |"
+            f" {'':>8} {'':>9} | {100 * frac:5.0f}% | (reference does not fit in memory)"
+        )
+    ref, ref_s, ref_mem = measure(partial(reference_prdc, real, fake, k))
+    same = "yes" if ref == ours else f"NO: {ref} vs {ours}"
+    return (
+        f"{n:>6} {d:>5} | {ref_s:7.2f} {ref_mem / 2**20:9.0f} | {ours_s:7.2f}"
+        f" {ours_mem / 2**20:9.0f} | {ref_s / ours_s:7.1f}x {ours_mem / max(ref_mem, 1):9.2f} |"
+        f" {100 * frac:5.0f}% | {same}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help="NxD,NxD,...")
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1, help="best of R runs of ours")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # NxD: measure in this process
+    parser.add_argument("--peak", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.one:
+        n, d = (int(v) for v in args.one.lower().split("x"))
+        with_ref = not args.no_reference and n <= REFERENCE_LIMIT
+        print(run_one(n, d, args.k, args.repeat, with_ref, args.peak), flush=True)
+        return
 
     peak = gemm_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"float32 GEMM peak on this machine: {peak:.0f} GFLOP/s")
+    print("(each size runs in a fresh process: ours first, then the reference, same data)")
     header = (
         f"{'N=M':>6} {'D':>5} | {'prdc s':>7} {'prdc MiB':>9} | {'ours s':>7} {'ours MiB':>9} |"
         f" {'speed-up':>8} {'mem ratio':>9} | {'GEMM %':>6} | same"
     )
     print(header)
-    print("-" * len(header))
+    print("-" * len(header), flush=True)
     for spec in args.sizes.split(","):
-        n, d = (int(v) for v in spec.lower().split("x"))
-        real, fake = make_data(n, d)
-        ours_s = float("inf")
-        ours_mem = 0
-        for _ in range(args.repeat):
-            ours, seconds, mem = measure(partial(compute_prdc, real, fake, args.k))
-            ours_s = min(ours_s, seconds)
-            ours_mem = max(ours_mem, mem)
-        flops = 2.0 * d * 2 * n * n  # N^2/2 + M^2/2 + N*M with N = M
-        frac = flops / ours_s / 1e9 / peak
-        if args.no_reference or n > REFERENCE_LIMIT:
-            print(
-                f"{n:>6} {d:>5} | {'n/a':>7} {'n/a':>9} | {ours_s:7.2f} {ours_mem / 2**20:9.0f} |"
-                f" {'':>8} {'':>9} | {100 * frac:5.0f}% | (reference does not fit in memory)"
-            )
-            continue
-        ref, ref_s, ref_mem = measure(partial(reference_prdc, real, fake, args.k))
-        same = "yes" if ref == ours else f"NO: {ref} vs {ours}"
-        print(
-            f"{n:>6} {d:>5} | {ref_s:7.2f} {ref_mem / 2**20:9.0f} | {ours_s:7.2f}"
-            f" {ours_mem / 2**20:9.0f} | {ref_s / ours_s:7.1f}x {ours_mem / max(ref_mem, 1):9.2f} |"
-            f" {100 * frac:5.0f}% | {same}"
-        )
-        del real, fake
-        gc.collect()
+        cmd = [sys.executable, __file__, "--one", spec, "-k", str(args.k), "--peak", str(peak)]
+        cmd += ["--repeat", str(args.repeat)] + (["--no-reference"] if args.no_reference else [])
+        subprocess.run(cmd, check=True)
 
 
 if __name__ == "__main__":
