@@ -11,17 +11,19 @@ float32 before taking a float32 square root (scikit-learn's ``euclidean_distance
 that rounded distance the *key* of a pair: ``key(s) = sqrt32(fl32(s))`` for float32 pairs and
 ``key(s) = sqrt64(s)`` for float64 pairs, where ``s`` is the exact squared distance.
 
-1. A fast pass computes every squared distance with one float32 GEMM on data that has been
-   centred (float64 mean) and scaled by a power of two, so the arithmetic sees numbers of
-   order one whatever the offset or the scale of the input.
-2. The float32 GEMM error has a proven bound ``tau * (|a|^2 + |b|^2)`` (``tau`` from the
-   width D). Every decision whose float32 value lies farther than that bound (plus the
+1. A fast pass computes every squared distance with GEMMs on data that has been centred
+   (float64 mean) and scaled by a power of two, so the arithmetic sees numbers of order one
+   whatever the offset or the scale of the input. The symmetric real-real and fake-fake
+   passes use float32 and compute only the blocks on and above the diagonal; the real-fake
+   pass uses bfloat16 (float32 accumulation) where that is proven sound and faster.
+2. The GEMM error has a proven bound ``tau * (|a|^2 + |b|^2)`` (``tau`` from the width D and
+   the precision). Every decision whose estimate lies farther than that bound (plus the
    rounding of the key) from its threshold is final.
 3. The few pairs inside the band are recomputed from the original values in float64,
    directly from coordinate differences, and decided on their exact key.
 
-The fast pass therefore costs what a plain float32 distance computation costs, and the
-answers do not depend on chunk size, thread count, device or row order.
+The fast pass therefore costs what a plain distance computation costs, and the answers do
+not depend on chunk size, thread count, device or row order.
 """
 
 from __future__ import annotations
