@@ -388,3 +388,15 @@ def test_capped_rows_fall_back_to_an_exact_row(monkeypatch, k):
     fake = rng.integers(0, 2, size=(400, 6)).astype(np.float32)
     assert compute_prdc(real, fake, k) == reference(real, fake, k)
     assert calls  # the fallback ran
+
+
+def test_frechet_rank_deficient_covariance_with_more_samples_than_width():
+    # N > D but a dead feature (constant column): the Cholesky route fails and the
+    # symmetric square-root route must take over.
+    rng = np.random.default_rng(9)
+    real = rng.normal(size=(600, 12))
+    real[:, 3] = 1.5
+    fake = rng.normal(0.2, 1.1, size=(500, 12))
+    expected = scipy_frechet(real, fake)
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-7)
+    assert frechet_distance(fake, real) == pytest.approx(expected, rel=1e-7)

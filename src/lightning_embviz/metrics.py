@@ -281,7 +281,8 @@ def frechet_distance(real: ArrayLike, fake: ArrayLike) -> float:
     covariances (``np.cov`` convention). The trace term is computed without a matrix square
     root of a non-symmetric product: as the nuclear norm of ``X_r X_f^T`` when the sets are
     smaller than the width (exact for singular covariances, N < D), otherwise through the
-    eigenvalues of the symmetric ``S_r^(1/2) S_f S_r^(1/2)``. Computed in float64.
+    eigenvalues of the symmetric ``L^T S_f L`` with ``S_r = L L^T`` (or of
+    ``S_r^(1/2) S_f S_r^(1/2)`` when ``S_r`` is singular). Computed in float64.
 
     Args:
         real: (N, D) array or tensor, N >= 2.
@@ -318,8 +319,14 @@ def frechet_distance(real: ArrayLike, fake: ArrayLike) -> float:
     else:
         s_r = (xr.T @ xr) / nr
         s_f = (xf.T @ xf) / nf
-        root = _sqrt_psd(s_r)
-        mid = root @ s_f @ root
+        # S_r S_f is similar to the symmetric L^T S_f L (S_r = L L^T, Cholesky), whose
+        # eigenvalues alone are needed; a singular S_r falls back to S_r^1/2 S_f S_r^1/2.
+        chol, info = torch.linalg.cholesky_ex(s_r)
+        if int(info) == 0:
+            mid = chol.T @ s_f @ chol
+        else:
+            root = _sqrt_psd(s_r)
+            mid = root @ s_f @ root
         mid = (mid + mid.T) / 2
         tr_cov = float(torch.linalg.eigvalsh(mid).clamp_min(0).sqrt().sum())
     value = float(diff @ diff) + tr_r + tr_f - 2.0 * tr_cov
