@@ -419,18 +419,17 @@ def kth_neighbour_radii(
 
     work = _Workspace(device)
 
-    def distances(r0: int, r1: int, c0: int, c1: int, bf16: bool = False) -> Tensor:
-        return _distances(frame, slice(r0, r1), sq32, slice(c0, c1), sq32, bf16, work)
+    # float32 GEMMs throughout: the k-th value's own uncertainty doubles the band here, and
+    # with bfloat16 the re-checks would cost more than the GEMM saves (measured).
+    def distances(r0: int, r1: int, c0: int, c1: int) -> Tensor:
+        return _distances(frame, slice(r0, r1), sq32, slice(c0, c1), sq32, False, work)
 
     def kth_estimate(s: Tensor) -> Tensor:
         # (topk is several times faster than kthvalue on the CPU)
         return torch.topk(s, k, dim=1, largest=False, sorted=False).values.amax(dim=1)
 
-    # float32 GEMMs throughout: the k-th value's own uncertainty doubles the band here, and
-    # with bfloat16 the re-checks would cost more than the GEMM saves (measured).
-    use_bf16 = False
     # Each estimate is within err of the exact squared distance (per row bound).
-    err = _gemm_tau(width, use_bf16) * (sq + sq_max)
+    err = _gemm_tau(width) * (sq + sq_max)
 
     rows_l: list[Tensor] = []
     cols_l: list[Tensor] = []
@@ -481,7 +480,7 @@ def kth_neighbour_radii(
         collect(s, work.compare("mask", torch.le, s, limit[r0:r1].unsqueeze(1)), r0, r0)
     for bi, (r0, r1) in enumerate(blocks):
         for c0, c1 in blocks[bi + 1 :]:
-            s = distances(r0, r1, c0, c1, use_bf16)
+            s = distances(r0, r1, c0, c1)
             mask = work.compare("mask", torch.le, s, limit[r0:r1].unsqueeze(1))
             collect(s, mask, r0, c0)
             mask = work.compare("mask", torch.le, s, limit[c0:c1].unsqueeze(0))
