@@ -153,14 +153,71 @@ def test_exact_where_naive_float32_fails(kind):
     assert compute_prdc(real, fake, 5) == expected
 
 
-def test_torch_tensors_and_half_precision():
+def test_torch_tensors():
     rng = np.random.default_rng(0)
-    real = rng.normal(size=(200, 24)).astype(np.float16).astype(np.float32)
-    fake = rng.normal(size=(150, 24)).astype(np.float16).astype(np.float32)
+    real = rng.normal(size=(200, 24)).astype(np.float32)
+    fake = rng.normal(size=(150, 24)).astype(np.float32)
     expected = reference(real, fake, 4)
     assert compute_prdc(torch.from_numpy(real), torch.from_numpy(fake), 4) == expected
-    assert compute_prdc(torch.from_numpy(real).half(), torch.from_numpy(fake).half(), 4) == expected
-    assert compute_prdc(real.astype(np.float16), fake.astype(np.float16), 4) == expected
+    assert compute_prdc(torch.from_numpy(real), fake, 4) == expected
+
+
+# Squared distances 2**24 and 2**24 + 1 are one float32 value apart from nothing: both round
+# to 2**24 in float32, so a fake at squared distance 2**24 of a real whose radius is
+# sqrt(2**24 + 1) is inside the ball in float64 and on its edge in float32. The reference
+# computes half precision in float64 (scikit-learn upcasts everything but float32).
+HALF_REAL = [[0, 0], [4096, 1], [-4096, -1], [0, 8192]]
+HALF_FAKE = [[4096, 0], [0, 8000], [30000, -30000], [-30000, 30000]]
+
+
+def test_float16_is_computed_like_the_reference_in_float64():
+    real = np.array(HALF_REAL, dtype=np.float16)
+    fake = np.array(HALF_FAKE, dtype=np.float16)
+    expected = reference(real, fake, 1)
+    assert expected["density"] == 0.75
+    # the same numbers as float32 give another answer: the case tells the two roundings apart
+    assert reference(real.astype(np.float32), fake.astype(np.float32), 1)["density"] == 0.5
+    assert compute_prdc(real, fake, 1) == expected
+    assert compute_prdc(torch.from_numpy(real), torch.from_numpy(fake), 1) == expected
+    det = compute_prdc_details(real, fake, 1)
+    assert det.fake_ball_count.tolist() == [2, 1, 0, 0]
+
+
+def test_bfloat16_is_computed_like_the_reference_on_its_float64_values():
+    real = torch.tensor(HALF_REAL, dtype=torch.bfloat16)
+    fake = torch.tensor(HALF_FAKE, dtype=torch.bfloat16)
+    real64, fake64 = real.double().numpy(), fake.double().numpy()
+    np.testing.assert_array_equal(real64, HALF_REAL)  # exactly representable
+    expected = reference(real64, fake64, 1)
+    assert expected["density"] == 0.75
+    assert compute_prdc(real, fake, 1) == expected
+
+
+def test_mixed_float32_and_half_precision_is_computed_in_float64():
+    real = np.array(HALF_REAL, dtype=np.float32)
+    fake = np.array(HALF_FAKE, dtype=np.float16)
+    expected = reference(real, fake, 1)
+    assert compute_prdc(real, fake, 1) == expected
+    assert compute_prdc(torch.from_numpy(real), torch.from_numpy(fake).bfloat16(), 1) == expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["normal", "discrete", "quantized", "duplicates", "near_copies"]),
+    scale=st.sampled_from([1.0, 2.0**-10, 300.0]),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_half_precision_matches_reference(kind, scale, k, seed):
+    real, fake = make_sets(kind, 70, 60, 6, seed)
+    real16, fake16 = (real * scale).astype(np.float16), (fake * scale).astype(np.float16)
+    expected = reference(real16, fake16, k)
+    assert compute_prdc(real16, fake16, k) == expected
+    bf_real = torch.from_numpy(real * scale).bfloat16()
+    bf_fake = torch.from_numpy(fake * scale).bfloat16()
+    assert compute_prdc(bf_real, bf_fake, k) == reference(
+        bf_real.double().numpy(), bf_fake.double().numpy(), k
+    )
 
 
 def test_integer_input_is_treated_like_the_reference():

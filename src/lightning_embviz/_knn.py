@@ -61,14 +61,11 @@ def pair_mode(a_dtype: torch.dtype, b_dtype: torch.dtype) -> PairMode:
     """Precision the reference rounds distances between two sets to.
 
     scikit-learn keeps float32 only when both operands are float32 and works in float64
-    otherwise. Half precision inputs are treated as float32 (they are exactly representable
-    and the reference has no half-precision path).
+    otherwise, half precision included: a float16 array goes through its float64 path, so
+    its distances are float64 values, not float32 ones. bfloat16 (which NumPy lacks) is
+    treated the same way: the reference run on the float64 values of the same numbers.
     """
-
-    def is32(dt: torch.dtype) -> bool:
-        return dt in (torch.float32, torch.float16, torch.bfloat16)
-
-    return "f32" if is32(a_dtype) and is32(b_dtype) else "f64"
+    return "f32" if a_dtype == torch.float32 and b_dtype == torch.float32 else "f64"
 
 
 def round_key(sq: Tensor, mode: PairMode) -> Tensor:

@@ -7,12 +7,13 @@ No Lightning import here: these functions are the engine behind the callback and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, check_int
 from lightning_embviz._knn import (
     cross_ball_tests,
     kth_neighbour_radii,
@@ -22,62 +23,11 @@ from lightning_embviz._knn import (
 
 __all__ = ["PRDCResult", "compute_prdc", "compute_prdc_details", "frechet_distance"]
 
-ArrayLike = Union[Tensor, np.ndarray]
-
-PRDC_KEYS = ("precision", "recall", "density", "coverage")
-
-
-def _as_tensor(x: Any, name: str) -> Tensor:
-    if isinstance(x, Tensor):
-        t = x.detach()
-    elif isinstance(x, np.ndarray):
-        if x.dtype == object or not (
-            np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)
-        ):
-            raise TypeError(f"`{name}` must hold numbers, got a NumPy array of dtype {x.dtype}.")
-        t = torch.from_numpy(np.ascontiguousarray(x))
-    else:
-        raise TypeError(
-            f"`{name}` must be a torch.Tensor or a numpy.ndarray of shape (N, D), "
-            f"got {type(x).__name__}."
-        )
-    if t.is_complex():
-        raise TypeError(f"`{name}` must be real-valued, got dtype {t.dtype}.")
-    if not t.is_floating_point():
-        # The reference (scikit-learn) computes integer and boolean input in float64.
-        t = t.to(torch.float64)
-    return t
-
-
-def _check_features(x: Any, name: str) -> Tensor:
-    t = _as_tensor(x, name)
-    if t.ndim != 2:
-        raise ValueError(
-            f"`{name}` must be 2-D with shape (N, D), got shape {tuple(t.shape)}. "
-            "Flatten per-sample features first, e.g. `x.reshape(len(x), -1)`."
-        )
-    if t.shape[0] == 0:
-        raise ValueError(f"`{name}` is empty (shape {tuple(t.shape)}); it needs at least 2 rows.")
-    if t.shape[1] == 0:
-        raise ValueError(f"`{name}` has zero features (shape {tuple(t.shape)}).")
-    finite = torch.isfinite(t).all(dim=1)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(
-            f"`{name}` has {bad} row(s) with NaN or Inf values out of {t.shape[0]}. "
-            f"Drop them first, e.g. `{name}[np.isfinite({name}).all(axis=1)]`."
-        )
-    return t.contiguous()
-
 
 def _validate_pair(real: Any, fake: Any, nearest_k: Any) -> tuple[Tensor, Tensor, int]:
-    if isinstance(nearest_k, bool) or not isinstance(nearest_k, (int, np.integer)):
-        raise TypeError(f"`nearest_k` must be an int >= 1, got {nearest_k!r}.")
-    k = int(nearest_k)
-    if k < 1:
-        raise ValueError(f"`nearest_k` must be >= 1, got {k}.")
-    r = _check_features(real, "real_features")
-    f = _check_features(fake, "fake_features")
+    k = check_int(nearest_k, "nearest_k", minimum=1)
+    r = as_features(real, "real_features")
+    f = as_features(fake, "fake_features")
     if r.device.type == "mps":  # no float64 on MPS: the exact re-checks run on the CPU
         r, f = r.cpu(), f.cpu()
     if r.shape[1] != f.shape[1]:
@@ -229,9 +179,9 @@ def compute_prdc(
     - coverage  = mean_{x in R} 1[ min_f d(x, f) < r_k(x) ]
 
     Distances are rounded exactly as the reference rounds them (float32 when both inputs
-    are float32 or half precision, float64 otherwise) and every comparison near a threshold
-    is re-checked in float64, so results do not depend on chunk size, thread count, device
-    or row order.
+    are float32, float64 otherwise, half precision included, as scikit-learn does) and
+    every comparison near a threshold is re-checked in float64, so results do not depend on
+    chunk size, thread count, device or row order.
 
     Args:
         real_features: (N, D) array or tensor of real embeddings, any float dtype.
@@ -295,8 +245,8 @@ def frechet_distance(real: ArrayLike, fake: ArrayLike) -> float:
         ValueError: on shapes other than (N, D), different widths, fewer than 2 rows, or
             NaN/Inf values.
     """
-    r = _check_features(real, "real")
-    f = _check_features(fake, "fake")
+    r = as_features(real, "real")
+    f = as_features(fake, "fake")
     if r.shape[1] != f.shape[1]:
         raise ValueError(
             f"`real` and `fake` must have the same width D, got {r.shape[1]} and {f.shape[1]}."

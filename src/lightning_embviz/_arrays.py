@@ -1,0 +1,205 @@
+"""The one input boundary: array conversion, integer checks and the metric key names.
+
+Every public entry point that takes embeddings or integer options goes through the helpers
+here, so that a given mistake gets the same message everywhere, and the metric names are
+defined once.
+
+- :data:`ArrayLike`: what the public functions accept for embeddings.
+- :func:`as_tensor` / :func:`as_features`: any accepted array to a torch tensor (the second
+  also checks the (N, D) shape and finiteness).
+- :func:`as_numpy`: a tensor or array to NumPy for the plotting side.
+- :func:`check_int`: an integer option, with bool rejected.
+- :data:`PRDC_KEYS`, :data:`METRIC_KEYS`: the metric names, in their fixed order.
+
+Dtypes follow the reference ``prdc`` package (which computes through scikit-learn): float32
+stays float32, float64 stays float64, half precision (float16, bfloat16) is kept as it is
+(its values are exactly representable in float32 and float64, so no copy is made) but the
+distances between half-precision rows are rounded as the reference rounds them, in float64
+(see :func:`lightning_embviz._knn.pair_mode`); integer and boolean inputs become float64.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "METRIC_KEYS",
+    "PRDC_KEYS",
+    "ArrayLike",
+    "as_features",
+    "as_numpy",
+    "as_tensor",
+    "check_int",
+]
+
+ArrayLike = Union[Tensor, np.ndarray]
+"""Embeddings as accepted by the public functions: a torch tensor or a NumPy array."""
+
+PRDC_KEYS: tuple[str, ...] = ("precision", "recall", "density", "coverage")
+"""The keys of :func:`lightning_embviz.compute_prdc`'s dict, in this order."""
+
+METRIC_KEYS: tuple[str, ...] = (*PRDC_KEYS, "fd")
+"""Every scalar metric of one evaluation: the PRDC keys and the Fréchet distance ``fd``."""
+
+
+def as_tensor(x: Any, name: str) -> Tensor:
+    """Convert an array or tensor to a real floating-point tensor, without copying if possible.
+
+    Floating tensors keep their dtype and device (float16 and bfloat16 included); integer and
+    boolean inputs become float64, as the reference computes them. The result is detached.
+
+    Args:
+        x: ``torch.Tensor`` or ``numpy.ndarray`` of numbers, any shape.
+        name: the argument's name, used in error messages.
+
+    Returns:
+        A floating-point tensor holding the same values.
+
+    Raises:
+        TypeError: if ``x`` is neither a tensor nor an array, holds no numbers (strings,
+            objects), or is complex.
+    """
+    if isinstance(x, Tensor):
+        t = x.detach()
+    elif isinstance(x, np.ndarray):
+        if x.dtype == object or not (
+            np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.bool_)
+        ):
+            raise TypeError(f"`{name}` must hold numbers, got a NumPy array of dtype {x.dtype}.")
+        if np.iscomplexobj(x):
+            raise TypeError(f"`{name}` must be real-valued, got dtype {x.dtype}.")
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    else:
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor or a numpy.ndarray of shape (N, D), "
+            f"got {type(x).__name__}."
+        )
+    if t.is_complex():
+        raise TypeError(f"`{name}` must be real-valued, got dtype {t.dtype}.")
+    if not t.is_floating_point():
+        # The reference (scikit-learn) computes integer and boolean input in float64.
+        t = t.to(torch.float64)
+    return t
+
+
+def as_features(x: Any, name: str) -> Tensor:
+    """Convert and check a set of embeddings: shape (N, D), N, D >= 1, finite values.
+
+    Args:
+        x: ``torch.Tensor`` or ``numpy.ndarray`` of shape (N, D).
+        name: the argument's name, used in error messages.
+
+    Returns:
+        A contiguous floating-point tensor of shape (N, D) (see :func:`as_tensor`).
+
+    Raises:
+        TypeError: see :func:`as_tensor`.
+        ValueError: on another number of dimensions, an empty set, zero features, or rows
+            with NaN or Inf values (their count is given).
+    """
+    t = as_tensor(x, name)
+    if t.ndim != 2:
+        raise ValueError(
+            f"`{name}` must be 2-D with shape (N, D), got shape {tuple(t.shape)}. "
+            "Flatten per-sample features first, e.g. `x.reshape(len(x), -1)`."
+        )
+    if t.shape[0] == 0:
+        raise ValueError(f"`{name}` is empty (shape {tuple(t.shape)}); it needs at least 2 rows.")
+    if t.shape[1] == 0:
+        raise ValueError(f"`{name}` has zero features (shape {tuple(t.shape)}).")
+    finite = torch.isfinite(t).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"`{name}` has {bad} row(s) with NaN or Inf values out of {t.shape[0]}. "
+            f"Drop them first, e.g. `{name}[np.isfinite({name}).all(axis=1)]`."
+        )
+    return t.contiguous()
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """A tensor or array as a NumPy array on the CPU, for plotting and file output.
+
+    bfloat16 (which NumPy lacks) becomes float32, exactly; every other dtype is kept.
+
+    Args:
+        x: ``torch.Tensor`` (any device, gradients allowed), ``numpy.ndarray``, or anything
+            ``numpy.asarray`` accepts.
+
+    Returns:
+        The values as a NumPy array (a view where possible).
+    """
+    if isinstance(x, Tensor):
+        t = x.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.to(torch.float32)
+        return t.numpy()
+    return np.asarray(x)
+
+
+def check_int(
+    value: Any,
+    name: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    *,
+    hint: str = "",
+) -> int:
+    """Check an integer option and return it as a Python int.
+
+    NumPy integers are accepted; ``bool`` is not (``True`` is an int in Python, but never
+    a meaningful count).
+
+    Args:
+        value: the value given by the user.
+        name: the option's name, used in the messages (e.g. ``"nearest_k"``).
+        minimum: smallest allowed value, or None.
+        maximum: largest allowed value, or None.
+        hint: a sentence appended to the ``ValueError`` message (what to do instead).
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        TypeError: if ``value`` is not an int (or is a bool); the message quotes it.
+        ValueError: if it lies outside ``[minimum, maximum]``; the message quotes it.
+
+    Example::
+
+        >>> check_int(5, "nearest_k", minimum=1)
+        5
+        >>> check_int(0, "nearest_k", minimum=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: `nearest_k` must be >= 1, got 0.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        allowed = _describe_range(minimum, maximum)
+        raise TypeError(f"`{name}` must be an int{allowed}, got {value!r}.")
+    out = int(value)
+    too_small = minimum is not None and out < minimum
+    too_large = maximum is not None and out > maximum
+    if too_small or too_large:
+        if minimum is not None and maximum is not None:
+            rule = f"between {minimum} and {maximum}"
+        elif minimum is not None:
+            rule = f">= {minimum}"
+        else:
+            rule = f"<= {maximum}"
+        extra = f" {hint}" if hint else ""
+        raise ValueError(f"`{name}` must be {rule}, got {out!r}.{extra}")
+    return out
+
+
+def _describe_range(minimum: int | None, maximum: int | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f" in [{minimum}, {maximum}]"
+    if minimum is not None:
+        return f" >= {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""
