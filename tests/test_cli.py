@@ -87,7 +87,10 @@ BAD_CASES = {
     "unknown_format": ("unknown format '.txt'", lambda d: save(d / "x.txt", np.zeros((4, 8)))),
     "width": ("width D=5", lambda d: save(d / "w5.npy", np.zeros((30, 5), np.float32))),
     "corrupt": ("cannot read as .npy", lambda d: _write(d / "bad.npy", b"not an array")),
-    "text_csv": ("cannot parse as numbers", lambda d: _write(d / "t.csv", b"1,2\na,b\n")),
+    "text_csv": (
+        "column 1 is not numeric (line 2: 'a')",
+        lambda d: _write(d / "t.csv", b"1,2\na,b\n"),
+    ),
 }
 
 
@@ -262,3 +265,158 @@ def test_npz_and_pt_containers(tmp_path, capsys):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["precision"] == compute_prdc(real, fake)["precision"]
+
+
+# ---------------------------------------------------------------- CSV files written by pandas
+
+
+@pytest.mark.parametrize(
+    ("real_form", "fake_form"), [("index_false", "with_index"), ("with_index", "index_false")]
+)
+def test_pandas_csv_metrics_equal_compute_prdc_on_the_original_arrays(
+    tmp_path, capsys, real_form, fake_form
+):
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(90, 6))
+    fake = rng.normal(size=(70, 6)) * 1.1 + 0.2
+    paths = {}
+    for name, arr, form in (("real", real, real_form), ("fake", fake, fake_form)):
+        paths[name] = tmp_path / f"{name}_{form}.csv"
+        if form == "index_false":
+            pd.DataFrame(arr).to_csv(paths[name], index=False)  # header 0,1,...,5
+        else:
+            pd.DataFrame(arr).to_csv(paths[name])  # header ,0,1,...,5 and an index column
+    out = tmp_path / "out"
+    argv = ["report", str(paths["real"]), str(paths["fake"]), "-o", str(out)]
+    assert main([*argv, "--projection", "pca", "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {k: metrics[k] for k in PRDC_KEYS} == compute_prdc(real, fake, 5)
+    assert metrics["fd"] == frechet_distance(real, fake)
+    assert metrics["num_real"] == 90 and metrics["num_fake"] == 70
+    assert "D=6" in capsys.readouterr().out
+
+
+def test_csv_label_column_is_a_one_line_error(tmp_path, capsys):
+    import pandas as pd
+
+    real, fake = make_sets(40, 40)
+    pd.DataFrame(real).add_prefix("f").assign(digit=["a"] * 40).to_csv(tmp_path / "r.csv")
+    f = save(tmp_path / "f.npy", fake)
+    assert main(["report", str(tmp_path / "r.csv"), f, "-o", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "column 10 'digit' is not numeric (line 2: 'a')" in err
+
+
+# ---------------------------------------------------------------- -o checked before any work
+
+
+@pytest.fixture
+def work_spy(monkeypatch):
+    """Count calls of the readers and the metric engine the command uses."""
+    import lightning_embviz._io as io_module
+    import lightning_embviz.metrics as metrics_module
+
+    calls: dict[str, int] = {}
+
+    def spy(module, name):
+        real_function = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return real_function(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    spy(io_module, "load_embeddings")
+    spy(metrics_module, "compute_prdc_details")
+    spy(metrics_module, "frechet_distance")
+    return calls
+
+
+def _bad_out_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("not a directory")
+    return {
+        "existing_file": (str(a_file), f"-o {a_file}: is an existing file, not a directory"),
+        "parent_is_file": (
+            str(a_file / "out"),
+            f"-o {a_file / 'out'}: cannot create the directory, {a_file} is a file",
+        ),
+        "deeper_under_file": (str(a_file / "a" / "b"), f"{a_file} is a file"),
+    }
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_bad_out_fails_before_reading_or_computing(tmp_path, capsys, work_spy, command):
+    real, fake = make_sets(60, 50)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    for name, (out, message) in _bad_out_cases(tmp_path).items():
+        code = main([command, r, f, "-o", out, "--projection", "pca", "-q"])
+        err = capsys.readouterr().err
+        assert code == 2, name
+        assert err.startswith("embviz: error: ") and err.count("\n") == 1, (name, err)
+        assert message in err, (name, err)
+        assert "Traceback" not in err
+        assert work_spy == {}, name  # nothing read, nothing computed
+    # The spies are live: the same command with a good -o goes through them.
+    assert main([command, r, f, "-o", str(tmp_path / "ok"), "--projection", "pca", "-q"]) == 0
+    assert work_spy["compute_prdc_details"] >= 1 and work_spy["load_embeddings"] == 2
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root writes into read-only (chmod) directories",
+)
+def test_out_under_read_only_directory(tmp_path, capsys, work_spy):
+    real, fake = make_sets(30, 30)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["report", r, f, "-o", str(locked / "out"), "-q"]) == 2
+        assert f"-o {locked / 'out'}: cannot create" in capsys.readouterr().err
+        assert main(["report", r, f, "-o", str(locked), "-q"]) == 2
+        assert "the directory is not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o755)
+    assert work_spy == {}
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_out_where_even_root_cannot_write(capsys, work_spy, tmp_path):
+    # /proc refuses new entries for every user, root included.
+    real, fake = make_sets(30, 30)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    assert main(["report", r, f, "-o", "/proc/embviz-test-out", "-q"]) == 2
+    assert "-o /proc/embviz-test-out: cannot create /proc/embviz-test-out (" in (
+        capsys.readouterr().err
+    )
+    assert main(["report", r, f, "-o", "/proc", "-q"]) == 2
+    assert "-o /proc: the directory is not writable (" in capsys.readouterr().err
+    assert work_spy == {}
+
+
+def test_failed_run_leaves_no_empty_out_directory(tmp_path, capsys):
+    real, _ = make_sets(30, 30)
+    r = save(tmp_path / "r.npy", real)
+    out = tmp_path / "new" / "nested"
+    assert main(["report", r, str(tmp_path / "missing.npy"), "-o", str(out), "-q"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # created for the check, removed after the failure
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    assert main(["report", r, str(tmp_path / "missing.npy"), "-o", str(existing), "-q"]) == 2
+    assert existing.is_dir() and list(existing.iterdir()) == []  # a user's directory stays
+
+
+def test_nested_out_is_created(tmp_path, capsys):
+    real, fake = make_sets(40, 40)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    out = tmp_path / "a" / "b" / "c"
+    assert main(["report", r, f, "-o", str(out), "--projection", "pca", "-q"]) == 0
+    assert (out / "metrics.json").is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".embviz")] == []

@@ -12,13 +12,13 @@ import csv
 import json
 import math
 import os
+import stat
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Optional
-
-import numpy as np
 
 __all__ = ["main"]
 
@@ -33,7 +33,15 @@ examples:
 
 Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
 .pt/.pth (a tensor, a list of tensors or a dict holding 'embeddings'), .csv (one row
-per sample, optional header). Shape (N, D); both files need the same D.
+per sample). Shape (N, D); both files need the same D.
+
+CSV: line 1 is a header when it holds names (f0,f1,...), starts with a comma
+(pandas' df.to_csv(path); the index column is then dropped) or is 0,1,...,D-1 above
+values written with decimals (df.to_csv(path, index=False); pandas writes floats as
+0.0, never 0). Other lines of numbers are data, except two ambiguous cases that are
+refused: 0,1,...,D-1 in a file of whole numbers only, and distinct whole numbers
+(3,7) above decimals. Also refused, naming the column: a non-numeric or empty value,
+and a column named label, class, target, id or index.
 
 Writes DIR/metrics.json with precision, recall, density, coverage (the compute_prdc
 keys), fd (Fréchet distance), num_real, num_fake, nearest_k (and per_class with
@@ -41,6 +49,7 @@ keys), fd (Fréchet distance), num_real, num_fake, nearest_k (and per_class with
 k-NN balls, in the PCA frame or else the first method's) and, with labels,
 DIR/<method>_classes.png and DIR/class_metrics.png.
 
+-o DIR is created and checked (a writable directory, not a file) before any work.
 Exit status: 0 on success, 2 on bad input or usage (one-line message on stderr).
 """
 
@@ -131,7 +140,8 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
         "--out",
         default=default_out,
         metavar="DIR",
-        help=f"output directory, created if needed (default: ./{default_out})",
+        help="output directory, created if needed and checked to be writable before any "
+        f"work (default: ./{default_out})",
     )
     p.add_argument(
         "--projection",
@@ -215,14 +225,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_pair_width(real: np.ndarray, fake: np.ndarray, real_path: str, fake_path: str) -> None:
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(
-            f"{fake_path} has width D={fake.shape[1]} but {real_path} has D={real.shape[1]}; "
-            "both sets must come from the same embedding."
-        )
-
-
 def _check_k(k: int, counts: dict[str, int]) -> None:
     for path, n in counts.items():
         if k >= n:
@@ -259,8 +261,7 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
 
     progress(f"reading {args.real} and {args.fake}")
     real = load_embeddings(args.real)
-    fake = load_embeddings(args.fake)
-    _load_pair_width(real, fake, args.real, args.fake)
+    fake = load_embeddings(args.fake, real.shape[1], args.real)
     _check_k(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
     real_labels = load_labels(args.labels, len(real)) if args.labels else None
     fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
@@ -296,8 +297,7 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
         )
         metrics["per_class"] = {str(_json_key(c)): row for c, row in per_class.items()}
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # created and checked by main() before any work
     figures = views.build(
         real,
         fake,
@@ -348,11 +348,7 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
     names = _names(args)
     progress(f"reading {args.real} and {len(args.fakes)} fake set(s)")
     real = load_embeddings(args.real)
-    fakes = []
-    for path in args.fakes:
-        fake = load_embeddings(path)
-        _load_pair_width(real, fake, args.real, path)
-        fakes.append(fake)
+    fakes = [load_embeddings(path, real.shape[1], args.real) for path in args.fakes]
     _check_k(
         args.nearest_k,
         {args.real: len(real), **{p: len(f) for p, f in zip(args.fakes, fakes)}},
@@ -368,8 +364,7 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
         row["fd"] = frechet_distance(real, fake)
         rows.append(row)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # created and checked by main() before any work
     ri = subsample_indices(len(real), args.max_samples, args.seed)
     fis = [subsample_indices(len(f), args.max_samples, args.seed + 1) for f in fakes]
     written = []
@@ -421,6 +416,80 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
     return 0
 
 
+def _prepare_out(out: Path) -> list[Path]:
+    """Create the ``-o`` directory (and missing parents) and prove it writable.
+
+    Runs before any file is read or any metric computed, so a bad ``-o`` costs nothing.
+
+    Returns:
+        The directories created, outermost first, for :func:`_remove_empty` after a failure.
+
+    Raises:
+        ValueError: one line naming ``-o``, the problem and what to do.
+    """
+    missing: list[Path] = []
+    existing = out
+    mode = 0
+    while True:
+        try:
+            mode = existing.stat().st_mode
+            break
+        except (FileNotFoundError, NotADirectoryError):  # walk up to what exists
+            if existing.parent == existing:  # pragma: no cover - the root always exists
+                break
+            missing.append(existing)
+            existing = existing.parent
+        except OSError as err:
+            raise ValueError(
+                f"-o {out}: cannot look at {existing} ({err.strerror or err}); choose another DIR."
+            ) from None
+    if not stat.S_ISDIR(mode):
+        if existing == out:
+            raise ValueError(
+                f"-o {out}: is an existing file, not a directory; choose a directory path "
+                "(it is created if needed)."
+            )
+        raise ValueError(
+            f"-o {out}: cannot create the directory, {existing} is a file; choose another DIR."
+        )
+    created: list[Path] = []
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            if not directory.is_dir():  # appeared meanwhile, as something else
+                _remove_empty(created)
+                raise ValueError(f"-o {out}: {directory} is a file; choose another DIR.") from None
+            continue
+        except OSError as err:
+            _remove_empty(created)
+            raise ValueError(
+                f"-o {out}: cannot create {directory} ({err.strerror or err}); choose a writable "
+                "location."
+            ) from None
+        created.append(directory)
+    try:
+        # A real write, not os.access: that also catches read-only file systems and ACLs.
+        with tempfile.TemporaryFile(dir=out, prefix=".embviz-write-test-"):
+            pass
+    except OSError as err:
+        _remove_empty(created)
+        raise ValueError(
+            f"-o {out}: the directory is not writable ({err.strerror or err}); choose a writable "
+            "location."
+        ) from None
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the directories a failed run created, innermost first, if still empty."""
+    for directory in reversed(created):
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty (or gone): leave it and its parents
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text or type(err).__name__
@@ -447,9 +516,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     progress = _Progress(args.quiet)
     try:
-        if args.command == "report":
-            return _report(args, progress)
-        return _compare(args, progress)
+        created = _prepare_out(Path(args.out))
+        try:
+            if args.command == "report":
+                return _report(args, progress)
+            return _compare(args, progress)
+        except BaseException:
+            _remove_empty(created)  # a failed run leaves no empty output directory behind
+            raise
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
