@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.data.distributed import DistributedSampler
 
-from lightning_embviz import EmbeddingMonitor
 from lightning_embviz._buffer import (
     EmbeddingBuffer,
     EmbeddingSet,
     finalize_set,
     gather_embeddings,
+    key_hash,
 )
 
 
@@ -25,18 +22,27 @@ def rows(n: int, width: int = 3, start: int = 0) -> torch.Tensor:
     return torch.arange(start, start + n, dtype=torch.float32)[:, None].repeat(1, width)
 
 
-def test_buffer_keeps_the_first_rows_up_to_the_cap():
+def test_buffer_keeps_the_smallest_hashed_keys_up_to_the_cap():
     buffer = EmbeddingBuffer(max_samples=5)
-    for b in range(3):
+    for b in range(6):
         x = rows(3, start=3 * b)
         keys = torch.arange(3 * b, 3 * b + 3)
         buffer.add(x, x + 100, real_keys=keys, fake_keys=keys, real_labels=keys % 2)
-    assert buffer.full and len(buffer) == 10
+        assert buffer.real.held <= 10  # compacted whenever it holds more than twice the cap
     real, fake = buffer.local_sets()
-    assert real.keys.tolist() == [0, 1, 2, 3, 4] == real.features[:, 0].tolist()
-    assert fake.features[:, 0].tolist() == [100, 101, 102, 103, 104]
-    assert real.labels is not None and real.labels.tolist() == [0, 1, 0, 1, 0]
+    kept = sorted(torch.argsort(key_hash(torch.arange(18)))[:5].tolist())
+    assert real.keys.tolist() == kept == real.features[:, 0].tolist() and real.seen == 18
+    assert fake.features[:, 0].tolist() == [k + 100 for k in kept]
+    assert real.labels is not None and real.labels.tolist() == [k % 2 for k in kept]
     assert fake.labels is None
+    assert kept != [0, 1, 2, 3, 4]  # not the first rows
+
+
+def test_key_hash_is_fixed_and_seeded():
+    keys = torch.tensor([0, 1, 2, 2**40])
+    assert torch.equal(key_hash(keys), key_hash(keys.clone()))
+    assert (key_hash(keys) >= 0).all() and len(set(key_hash(keys).tolist())) == 4
+    assert not torch.equal(key_hash(keys, seed=1), key_hash(keys))
 
 
 def test_buffer_rejects_changing_width_and_partial_labels():
@@ -57,63 +63,19 @@ def test_empty_buffer_gives_empty_sets():
 def test_finalize_sorts_dedupes_and_caps():
     keys = torch.tensor([4, 1, 3, 1, 0, 2])
     rows_ = EmbeddingSet(rows(6), keys, keys * 10)
-    out = finalize_set(rows_, dedupe=True, max_samples=4)
-    assert out.keys.tolist() == [0, 1, 2, 3]
-    assert out.features[:, 0].tolist() == [4.0, 1.0, 5.0, 2.0]  # first of the two 1s wins
-    assert out.labels is not None and out.labels.tolist() == [0, 10, 20, 30]
+    out = finalize_set(rows_, dedupe=True, max_samples=None)
+    assert out.keys.tolist() == [0, 1, 2, 3, 4]
+    assert out.features[:, 0].tolist() == [4.0, 1.0, 5.0, 2.0, 0.0]  # first of the two 1s wins
+    assert out.labels is not None and out.labels.tolist() == [0, 10, 20, 30, 40]
     assert finalize_set(rows_, dedupe=False, max_samples=None).keys.tolist() == [0, 1, 1, 2, 3, 4]
+    capped = finalize_set(rows_, dedupe=True, max_samples=3)
+    kept = sorted(torch.argsort(key_hash(torch.arange(5)))[:3].tolist())
+    assert capped.keys.tolist() == kept and capped.seen == 6
 
 
-@pytest.mark.parametrize("world", [2, 3, 4])
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_sampler_padding_is_dropped_for_any_size(world, shuffle):
-    """Positions inferred from DistributedSampler: every sample kept exactly once."""
-    for n in [1, 2, 5, 7, 10, 13]:
-        for batch_size in [1, 3, 4]:
-            ds = TensorDataset(torch.arange(n))
-            kept_keys, kept_samples = [], []
-            for rank in range(world):
-                sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle)
-                loader = DataLoader(ds, batch_size=batch_size, sampler=sampler)
-                trainer = SimpleNamespace(
-                    world_size=world, global_rank=rank, val_dataloaders=loader
-                )
-                monitor = EmbeddingMonitor(views=None)
-                for batch_idx, (batch,) in enumerate(loader):
-                    keys, keep, fake_keys, fake_keep = monitor._row_keys(
-                        trainer, None, len(batch), len(batch), batch_idx, 0
-                    )
-                    assert torch.equal(keys, fake_keys)
-                    assert (keep is None) == (fake_keep is None)
-                    keep = torch.ones(len(batch), dtype=torch.bool) if keep is None else keep
-                    kept_keys.append(keys[keep])
-                    kept_samples.append(batch[keep])
-            keys = torch.cat(kept_keys)
-            samples = torch.cat(kept_samples)
-            assert sorted(samples.tolist()) == list(range(n)), (n, batch_size)
-            assert len(set(keys.tolist())) == n
-            if not shuffle:  # the key is the dataset index: single-process order
-                assert torch.equal(keys, samples)
-
-
-def test_no_distributed_sampler_warns_once():
-    monitor = EmbeddingMonitor(views=None)
-    loader = DataLoader(TensorDataset(torch.arange(8)), batch_size=4)
-    trainer = SimpleNamespace(world_size=2, global_rank=1, val_dataloaders=[loader])
-    with pytest.warns(UserWarning, match="no DistributedSampler.*'index'") as record:
-        for batch_idx in range(2):
-            keys, keep, _, _ = monitor._row_keys(trainer, None, 4, 4, batch_idx, 0)
-    assert len(record) == 1 and keep is None
-    assert keys.tolist() == [9, 11, 13, 15]  # interleaved with rank 0, never colliding
-
-
-def test_user_index_is_used_as_key():
-    monitor = EmbeddingMonitor(views=None)
-    trainer = SimpleNamespace(world_size=2, global_rank=0, val_dataloaders=None)
-    keys, keep, fake_keys, _ = monitor._row_keys(trainer, torch.tensor([7, 3]), 2, 2, 0, 0)
-    assert keys.tolist() == [7, 3] == fake_keys.tolist() and keep is None
-    with pytest.raises(ValueError, match="'index' has 3 entries but there are 2 real rows"):
-        monitor._row_keys(trainer, torch.tensor([1, 2, 3]), 2, 2, 1, 0)
+def test_finalize_does_not_copy_sorted_unique_rows():
+    rows_ = EmbeddingSet(rows(4), torch.arange(4))
+    assert finalize_set(rows_, dedupe=True, max_samples=None) is rows_
 
 
 # --------------------------------------------------------------------------- real gather

@@ -16,8 +16,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from conftest import WIDTH, make_data, make_module_class, trainer_kwargs
+from _models import WIDTH, make_data, make_module_class, trainer_kwargs
 from lightning_embviz import EmbeddingMonitor, compute_prdc, frechet_distance
+from lightning_embviz._buffer import key_hash
 from lightning_embviz.callback import METRIC_NAMES
 
 TinyGAN = make_module_class(pl)
@@ -224,18 +225,20 @@ def test_validate_logs_each_checkpoint_at_its_step(tmp_path, train_loader, val_l
     real = torch.cat([b[0] for b in val_loader])
     for path in paths:
         results = trainer.validate(TinyGAN(shifts=(0.3,)), val_loader, ckpt_path=path)
-        step = int(path.stem.split("=")[1])
+        # the training run logged this checkpoint's validation one step before its global_step
+        step = int(path.stem.split("=")[1]) - 1
         weights = TinyGAN(shifts=(0.3,))
         weights.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
         with torch.no_grad():
             expected = reference(real, weights.fake(real))
         assert_metrics({k: float(v) for k, v in trainer.callback_metrics.items()}, expected)
-        # the scalars go to the loggers at the checkpoint's step, not through Lightning's
-        assert "embviz/coverage" not in results[0] and "val_marker" in results[0]
+        # validate() returns the values, and the loggers hold one point at the training step
+        assert_metrics(results[0], expected)
+        assert "val_marker" in results[0]
         logged = {f"embviz/{k}": tb_scalars(tb.log_dir, f"embviz/{k}")[step] for k in KEYS}
         assert_metrics(logged, expected)
-    assert sorted(e.step for e in tb_events(tb.log_dir).Images("embviz/pca")) == [2, 4]
-    assert sorted(tb_scalars(tb.log_dir, "embviz/fd")) == [2, 4]
+    assert sorted(e.step for e in tb_events(tb.log_dir).Images("embviz/pca")) == [1, 3]
+    assert sorted(tb_scalars(tb.log_dir, "embviz/fd")) == [1, 3]
 
     # The same Trainer without a checkpoint: logged at the Trainer's own step (0 here).
     trainer.validate(TinyGAN(shifts=(0.3,)), val_loader)
@@ -348,10 +351,12 @@ def test_half_precision_cap_and_every_n_epochs(tmp_path, train_loader, val_loade
     with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("embviz/fd")]
     assert [int(r["epoch"]) for r in rows] == [1, 3]
+    # the cap keeps the 40 samples with the smallest hashed index (a uniform subsample)
+    kept = torch.sort(torch.argsort(key_hash(torch.arange(64)))[:40]).values
     for row in rows:
         epoch = int(row["epoch"])
-        real = model.collected("real", epoch)[:40]
-        fake = model.collected("fake", epoch)[:40]
+        real = model.collected("real", epoch).double()[kept]
+        fake = model.collected("fake", epoch).double()[kept]
         assert_metrics(
             {k: float(row[k]) for k in row if k.startswith("embviz/")}, reference(real, fake)
         )
@@ -503,12 +508,12 @@ def test_too_few_samples_warns_and_training_goes_on(tmp_path, train_loader):
 def test_a_failure_in_the_metrics_warns_and_training_goes_on(
     tmp_path, train_loader, val_loader, monkeypatch
 ):
-    import lightning_embviz.callback as callback_module
+    import lightning_embviz._evaluate as evaluate_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("engine exploded")
 
-    monkeypatch.setattr(callback_module, "compute_prdc_details", broken)
+    monkeypatch.setattr(evaluate_module, "compute_prdc_details", broken)
     with pytest.warns(UserWarning, match=r"computing the metrics failed(.|\n)*engine exploded"):
         trainer = fit(
             tmp_path,

@@ -3,7 +3,8 @@
 No Lightning import here: the callback feeds an :class:`EmbeddingBuffer` batch by batch and
 calls :func:`gather_embeddings` at the end of the validation run, on every rank.
 
-Each row carries an integer *key* that orders it and tells duplicates apart:
+Each row carries an integer *key* (see :mod:`lightning_embviz._sampler`) that orders it and
+tells duplicates apart:
 
 - the position of the sample in the (global) sampler stream, when the callback can work it out
   (single process, or Lightning's ``DistributedSampler``); rows the distributed sampler pads in
@@ -11,8 +12,16 @@ Each row carries an integer *key* that orders it and tells duplicates apart:
 - or the dataset index the user returned with the batch; then rows sharing a key are counted
   once (the first one in key order wins), which also removes the sampler's padding.
 
-After the gather, the rows are sorted by key (stable), de-duplicated when asked, and cut to the
-first ``max_samples`` rows: the same rows, in the same order, as a single process sees.
+**The sample cap is a uniform subsample.** With ``max_samples=n`` the kept rows are the ``n``
+whose *hashed* key is smallest (a fixed 64-bit mix of key and seed): a uniformly random subset
+of the whole validation run, whatever the loader order (class-sorted sets included), the same
+rows on one rank or many, and the same rows every epoch. Each rank keeps at most ``2 n`` rows
+(compacted to its ``n`` smallest hashes whenever it holds more), and the global ``n`` smallest
+hashes are always among the ranks' own ``n`` smallest, so memory is bounded by the cap and the
+result equals a single process's. Real and fake rows with the same key share a hash, so
+paired rows stay paired.
+
+After the gather, :func:`finalize_set` de-duplicates, applies the cap and sorts by key.
 """
 
 from __future__ import annotations
@@ -21,44 +30,103 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["EmbeddingBuffer", "EmbeddingSet", "finalize_set", "gather_embeddings"]
+__all__ = ["EmbeddingBuffer", "EmbeddingSet", "finalize_set", "gather_embeddings", "key_hash"]
+
+_MASK63 = (1 << 63) - 1
+
+
+def key_hash(keys: Tensor, seed: int = 0) -> Tensor:
+    """A fixed pseudo-random 63-bit value per key (splitmix64 finaliser), as int64 on the CPU.
+
+    Deterministic across processes, platforms and runs; used to pick a uniform subsample.
+    """
+    with np.errstate(over="ignore"):
+        z = keys.detach().cpu().numpy().astype(np.uint64)
+        z = z + np.uint64((0x9E3779B97F4A7C15 * (int(seed) + 1)) & ((1 << 64) - 1))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy((z & np.uint64(_MASK63)).astype(np.int64))
 
 
 @dataclass
 class EmbeddingSet:
-    """Rows of one set (real or fake): features (N, D), keys (N,) int64, labels (N,) or None."""
+    """Rows of one set (real or fake): features (N, D), keys (N,) int64, labels (N,) or None.
+
+    ``seen`` counts the rows offered before the cap (>= ``len(self)``).
+    """
 
     features: Tensor
     keys: Tensor
     labels: Optional[Tensor] = None
+    seen: int = -1
+
+    def __post_init__(self) -> None:
+        if self.seen < 0:
+            self.seen = len(self)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
     def select(self, index: Tensor) -> EmbeddingSet:
-        """Rows at ``index`` (a bool mask or integer positions)."""
+        """Rows at ``index`` (a bool mask or integer positions); ``seen`` is kept."""
         return EmbeddingSet(
             self.features[index],
             self.keys[index],
             None if self.labels is None else self.labels[index],
+            self.seen,
         )
+
+    def to(self, device: torch.device) -> EmbeddingSet:
+        """The same rows on ``device``."""
+        return EmbeddingSet(
+            self.features.to(device),
+            self.keys.to(device),
+            None if self.labels is None else self.labels.to(device),
+            self.seen,
+        )
+
+
+def _first_of_each_key(keys: Tensor) -> Tensor:
+    """Positions of the first row of each distinct key, in key order (stable)."""
+    order = torch.sort(keys, stable=True).indices
+    sorted_keys = keys[order]
+    first = torch.ones(len(order), dtype=torch.bool, device=keys.device)
+    first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    return order[first]
+
+
+def _smallest_hashes(rows: EmbeddingSet, n: int, seed: int, dedupe: bool) -> EmbeddingSet:
+    """Keep (first copies of) the ``n`` keys with the smallest hash, sorted by key."""
+    pick = _first_of_each_key(rows.keys) if dedupe else torch.sort(rows.keys, stable=True).indices
+    if len(pick) > n:
+        hashed = key_hash(rows.keys[pick].cpu(), seed)
+        # ties (equal hashes of different keys, ~never) are broken by key: `pick` is key-sorted
+        best = torch.sort(hashed, stable=True).indices[:n]
+        pick = pick[torch.sort(best.to(pick.device)).values]
+    if len(pick) == len(rows) and bool((pick == torch.arange(len(rows), device=pick.device)).all()):
+        return rows
+    return rows.select(pick)
 
 
 class _SetBuffer:
     """Bounded list of batches for one set; concatenated only when asked."""
 
-    def __init__(self, name: str, max_samples: Optional[int]) -> None:
+    def __init__(self, name: str, max_samples: Optional[int], seed: int) -> None:
         self.name = name
         self.max_samples = max_samples
+        self.seed = seed
         self.features: list[Tensor] = []
         self.keys: list[Tensor] = []
         self.labels: list[Tensor] = []
         self.has_labels: Optional[bool] = None
         self.width: Optional[int] = None
-        self.count = 0
+        self.held = 0
+        self.seen = 0
 
     def add(self, features: Tensor, keys: Tensor, labels: Optional[Tensor]) -> None:
         if self.width is not None and features.shape[1] != self.width:
@@ -74,48 +142,64 @@ class _SetBuffer:
             )
         self.width = int(features.shape[1])
         self.has_labels = has
-        if self.max_samples is not None:
-            room = self.max_samples - self.count
-            if room <= 0:
-                return
-            if features.shape[0] > room:
-                features, keys = features[:room], keys[:room]
-                labels = None if labels is None else labels[:room]
         self.features.append(features)
         self.keys.append(keys)
         if labels is not None:
             self.labels.append(labels)
-        self.count += int(features.shape[0])
+        self.held += int(features.shape[0])
+        self.seen += int(features.shape[0])
+        if self.max_samples is not None and self.held > 2 * self.max_samples:
+            self._compact()
 
-    def to_set(self, device: torch.device) -> EmbeddingSet:
-        if not self.features:
-            return EmbeddingSet(
-                torch.empty(0, self.width or 0, device=device),
-                torch.empty(0, dtype=torch.int64, device=device),
-                torch.empty(0, dtype=torch.int64, device=device) if self.has_labels else None,
-            )
+    def _concat(self) -> EmbeddingSet:
         return EmbeddingSet(
-            torch.cat(self.features),
-            torch.cat(self.keys),
-            torch.cat(self.labels) if self.has_labels else None,
+            torch.cat(self.features) if len(self.features) > 1 else self.features[0],
+            torch.cat(self.keys) if len(self.keys) > 1 else self.keys[0],
+            (torch.cat(self.labels) if len(self.labels) > 1 else self.labels[0])
+            if self.has_labels
+            else None,
         )
+
+    def _compact(self) -> None:
+        assert self.max_samples is not None
+        rows = _smallest_hashes(self._concat(), self.max_samples, self.seed, dedupe=True)
+        self.features, self.keys = [rows.features], [rows.keys]
+        self.labels = [rows.labels] if rows.labels is not None else []
+        self.held = len(rows)
+
+    def to_set(self, device: Optional[torch.device]) -> EmbeddingSet:
+        if not self.features:
+            dev = device or torch.device("cpu")
+            return EmbeddingSet(
+                torch.empty(0, self.width or 0, device=dev),
+                torch.empty(0, dtype=torch.int64, device=dev),
+                torch.empty(0, dtype=torch.int64, device=dev) if self.has_labels else None,
+                0,
+            )
+        if self.max_samples is not None and self.held > self.max_samples:
+            self._compact()
+        rows = self._concat()
+        rows.seen = self.seen
+        return rows if device is None else rows.to(device)
 
 
 class EmbeddingBuffer:
     """Bounded collection of real and fake embeddings on one rank, for one dataloader.
 
-    Batches are kept as a list of tensors and concatenated once, at compute time. At most
-    ``max_samples`` rows per set are kept on each rank: the first ones in the order they
-    arrive (dataloader order), so the cap is deterministic.
+    Batches are kept as a list of tensors and concatenated at compute time. With a cap, at
+    most ``2 * max_samples`` rows per set are held, and :meth:`local_sets` returns the rank's
+    ``max_samples`` rows with the smallest hashed key (a uniform, deterministic subsample; see
+    the module docstring).
 
     Args:
-        max_samples: Cap per set and per rank; ``None`` keeps everything.
+        max_samples: Cap per set; ``None`` keeps everything.
+        seed: Seed of the subsample's hash.
     """
 
-    def __init__(self, max_samples: Optional[int]) -> None:
+    def __init__(self, max_samples: Optional[int], seed: int = 0) -> None:
         self.max_samples = max_samples
-        self.real = _SetBuffer("real", max_samples)
-        self.fake = _SetBuffer("fake", max_samples)
+        self.real = _SetBuffer("real", max_samples, seed)
+        self.fake = _SetBuffer("fake", max_samples, seed)
 
     def add(
         self,
@@ -131,40 +215,28 @@ class EmbeddingBuffer:
         self.real.add(real, real_keys, real_labels)
         self.fake.add(fake, fake_keys, fake_labels)
 
-    @property
-    def full(self) -> bool:
-        """Both sets reached the cap; later batches are ignored."""
-        return (
-            self.max_samples is not None
-            and self.real.count >= self.max_samples
-            and self.fake.count >= self.max_samples
-        )
-
     def __len__(self) -> int:
-        return self.real.count + self.fake.count
+        return self.real.held + self.fake.held
 
     def local_sets(
         self, device: Optional[torch.device] = None
     ) -> tuple[EmbeddingSet, EmbeddingSet]:
-        """This rank's rows, concatenated: (real, fake)."""
-        dev = device or torch.device("cpu")
-        return self.real.to_set(dev), self.fake.to_set(dev)
+        """This rank's rows (capped), concatenated: (real, fake), on ``device`` if given."""
+        return self.real.to_set(device), self.fake.to_set(device)
 
 
-def finalize_set(rows: EmbeddingSet, *, dedupe: bool, max_samples: Optional[int]) -> EmbeddingSet:
-    """Sort rows by key (stable), drop repeated keys if ``dedupe``, keep ``max_samples`` rows."""
+def finalize_set(
+    rows: EmbeddingSet, *, dedupe: bool, max_samples: Optional[int], seed: int = 0
+) -> EmbeddingSet:
+    """Drop repeated keys if ``dedupe`` (first in key order wins), apply the uniform cap, sort.
+
+    Returns the rows sorted by key; with ``max_samples``, only the ``max_samples`` rows whose
+    hashed key is smallest (see the module docstring). No copy when nothing changes.
+    """
     if len(rows) == 0:
         return rows
-    order = torch.sort(rows.keys, stable=True).indices
-    rows = rows.select(order)
-    if dedupe and len(rows) > 1:
-        first = torch.ones(len(rows), dtype=torch.bool, device=rows.keys.device)
-        first[1:] = rows.keys[1:] != rows.keys[:-1]
-        if not bool(first.all()):
-            rows = rows.select(first)
-    if max_samples is not None and len(rows) > max_samples:
-        rows = rows.select(torch.arange(max_samples, device=rows.keys.device))
-    return rows
+    n = len(rows) if max_samples is None else max_samples
+    return _smallest_hashes(rows, n, seed, dedupe)
 
 
 # --------------------------------------------------------------------------- distributed
@@ -248,6 +320,8 @@ def gather_embeddings(
             int(fake.labels is not None and len(fake) > 0),
             int(real.features.dtype == torch.float64),
             int(fake.features.dtype == torch.float64),
+            real.seen,
+            fake.seen,
         ],
         dtype=torch.int64,
     )
@@ -285,5 +359,6 @@ def gather_embeddings(
             if local is None:
                 local = torch.zeros(0, dtype=torch.int64)
             labels = _gather_padded(local.to(torch.int64), counts, all_gather, out)
-        gathered.append(EmbeddingSet(feats, keys, labels))
+        total_seen = sum(int(m[column + 4]) for m in metas)
+        gathered.append(EmbeddingSet(feats, keys, labels, total_seen))
     return gathered[0], gathered[1]

@@ -26,7 +26,6 @@ Call these functions on global rank zero only (the callback does).
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
@@ -41,7 +40,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["log_embedding_projector", "log_figures", "logger_kind"]
+from lightning_embviz.plotting import RenderedFigure
+
+__all__ = ["log_embedding_projector", "log_figures", "logger_kind", "needs_png"]
 
 _LIGHTNING_NAMESPACES = frozenset({"lightning", "pytorch_lightning", "lightning_fabric"})
 _KIND_BY_CLASS_NAME = {
@@ -79,25 +80,38 @@ def logger_kind(logger: Any) -> Optional[str]:
     return None
 
 
+def needs_png(loggers: Sequence[Any]) -> bool:
+    """Whether logging to ``loggers`` writes PNG files (any logger but TensorBoard and W&B).
+
+    With no logger the figures are saved as files, so the answer is then ``True`` too.
+    """
+    active = [logger for logger in loggers if logger is not None]
+    return not active or any(
+        logger_kind(logger) not in ("tensorboard", "wandb", "dummy") for logger in active
+    )
+
+
 def log_figures(
     loggers: Sequence[Any],
-    figures: Mapping[str, Figure | np.ndarray],
+    figures: Mapping[str, Figure | RenderedFigure | np.ndarray],
     step: int,
     *,
     fallback_dir: str | os.PathLike[str] | None,
 ) -> list[str]:
     """Log every figure to every logger at ``step``.
 
-    Each figure is rendered once with the Agg canvas; the same pixels go to all loggers.
-    Nothing global is touched (no pyplot, no figure is closed). Drawing is most of the
-    cost (about 0.1 s for a 10 000-point scatter); a caller that wants it off its thread
-    can pass arrays made with :func:`lightning_embviz.plotting.figure_to_array` instead.
+    Each figure is rendered at most once; the same pixels go to all loggers, and PNG bytes
+    are encoded (once, from those pixels) only if a logger stores files. Nothing global is
+    touched (no pyplot, no figure is closed). Drawing is most of the cost (about 0.1 s for a
+    10 000-point scatter); the callback draws in its worker thread and passes
+    :class:`~lightning_embviz.plotting.RenderedFigure` objects.
 
     Args:
         loggers: The Trainer's loggers (``trainer.loggers``); may be empty.
         figures: Figure per tag, the tag already prefixed, e.g. ``{"embviz/pca": fig}``.
             A tag's ``/`` become folders where figures are written as files. A value may
-            also be an already rendered (H, W, 3) or (H, W, 4) uint8 image array.
+            also be a :class:`~lightning_embviz.plotting.RenderedFigure` or an (H, W, 3) or
+            (H, W, 4) uint8 image array.
         step: The global step the figures belong to (the step of the matching scalars).
         fallback_dir: Where PNG files go when there is no logger, or when an unknown
             logger has neither ``log_dir`` nor ``save_dir``; the current directory if ``None``.
@@ -108,8 +122,8 @@ def log_figures(
         ``"wandb:embviz/pca@3"`` or a file path.
 
     Raises:
-        TypeError: If a figure is neither a ``matplotlib.figure.Figure`` nor a uint8 image
-            array, or a tag is not a string.
+        TypeError: If a figure is not a ``matplotlib.figure.Figure``, a ``RenderedFigure``
+            or a uint8 image array, or a tag is not a string.
         ValueError: If ``step`` is negative or a tag is empty.
     """
     step = _check_step(step)
@@ -244,17 +258,17 @@ def _check_tag(tag: Any) -> str:
     return tag
 
 
-def _render(fig: Any, tag: str) -> tuple[np.ndarray, bytes]:
-    """Draw ``fig`` once with the Agg canvas; return (H, W, 3) uint8 pixels and PNG bytes.
+def _render(fig: Any, tag: str) -> RenderedFigure:
+    """The figure as a :class:`~lightning_embviz.plotting.RenderedFigure` (drawn at most once).
 
-    The PNG is encoded from the same pixels, so every logger receives identical images.
-    An already rendered (H, W, 3) or (H, W, 4) uint8 array is taken as it is (alpha dropped).
+    An already rendered figure is taken as it is; an (H, W, 3) or (H, W, 4) uint8 array is
+    wrapped (alpha dropped); a ``Figure`` is drawn here with the Agg canvas.
     """
+    if isinstance(fig, RenderedFigure):
+        return fig
     if isinstance(fig, Figure):
-        from lightning_embviz.plotting import figure_to_array
-
-        pixels = figure_to_array(fig)
-    elif (
+        return RenderedFigure.from_figure(fig)
+    if (
         isinstance(fig, np.ndarray)
         and fig.dtype == np.uint8
         and fig.ndim == 3
@@ -262,20 +276,14 @@ def _render(fig: Any, tag: str) -> tuple[np.ndarray, bytes]:
         and fig.shape[0] > 0
         and fig.shape[1] > 0
     ):
-        pixels = np.ascontiguousarray(fig[..., :3])
-    else:
-        described = type(fig).__name__
-        if isinstance(fig, np.ndarray):
-            described += f" of shape {fig.shape} and dtype {fig.dtype}"
-        raise TypeError(
-            f"Figure {tag!r} must be a matplotlib.figure.Figure or an (H, W, 3) or (H, W, 4) "
-            f"uint8 array, got {described}."
-        )
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return pixels, buffer.getvalue()
+        return RenderedFigure(np.ascontiguousarray(fig[..., :3]))
+    described = type(fig).__name__
+    if isinstance(fig, np.ndarray):
+        described += f" of shape {fig.shape} and dtype {fig.dtype}"
+    raise TypeError(
+        f"Figure {tag!r} must be a matplotlib.figure.Figure, a RenderedFigure or an (H, W, 3) "
+        f"or (H, W, 4) uint8 array, got {described}."
+    )
 
 
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
@@ -299,8 +307,8 @@ def _write_png(base: Path, tag: str, step: int, png: bytes) -> Path:
     return path
 
 
-def _save_all(base: Path, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int) -> list[str]:
-    return [str(_write_png(base, tag, step, png)) for tag, (_, png) in rendered.items()]
+def _save_all(base: Path, rendered: Mapping[str, RenderedFigure], step: int) -> list[str]:
+    return [str(_write_png(base, tag, step, fig.png)) for tag, fig in rendered.items()]
 
 
 def _logger_dir(logger: Any) -> Optional[str]:
@@ -354,40 +362,34 @@ def _flush(experiment: Any) -> None:
         flush()
 
 
-def _log_tensorboard(
-    logger: Any, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int
-) -> list[str]:
+def _log_tensorboard(logger: Any, rendered: Mapping[str, RenderedFigure], step: int) -> list[str]:
     experiment = logger.experiment
-    for tag, (pixels, _) in rendered.items():
-        experiment.add_image(tag, pixels, global_step=step, dataformats="HWC")
+    for tag, fig in rendered.items():
+        experiment.add_image(tag, fig.pixels, global_step=step, dataformats="HWC")
     _flush(experiment)
     return [f"tensorboard:{tag}@{step}" for tag in rendered]
 
 
-def _log_mlflow(
-    logger: Any, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int
-) -> list[str]:
+def _log_mlflow(logger: Any, rendered: Mapping[str, RenderedFigure], step: int) -> list[str]:
     client = logger.experiment
     run_id = logger.run_id
     destinations = []
     with tempfile.TemporaryDirectory(prefix="embviz-") as tmp:
-        for tag, (_, png) in rendered.items():
+        for tag, fig in rendered.items():
             relative = _relative_png_path(tag, step)
-            local = _write_png(Path(tmp), tag, step, png)
+            local = _write_png(Path(tmp), tag, step, fig.png)
             artifact_dir = relative.parent.as_posix()
             client.log_artifact(run_id, str(local), artifact_path=artifact_dir or None)
             destinations.append(f"mlflow:{run_id}/{relative.as_posix()}")
     return destinations
 
 
-def _log_wandb(
-    logger: Any, rendered: Mapping[str, tuple[np.ndarray, bytes]], step: int
-) -> list[str]:
+def _log_wandb(logger: Any, rendered: Mapping[str, RenderedFigure], step: int) -> list[str]:
     # WandbLogger.log_image goes through log_metrics, which logs ``trainer/global_step``
     # alongside the values (W&B's own step keeps increasing), applies the logger's prefix
     # and respects ``sync_tensorboard``: images line up with the scalars.
-    for tag, (pixels, _) in rendered.items():
-        logger.log_image(key=tag, images=[pixels], step=step, caption=[f"step {step}"])
+    for tag, fig in rendered.items():
+        logger.log_image(key=tag, images=[fig.pixels], step=step, caption=[f"step {step}"])
     return [f"wandb:{tag}@{step}" for tag in rendered]
 
 

@@ -28,11 +28,13 @@ __all__ = [
     "FAKE_OUTSIDE_COLOR",
     "REAL_COLOR",
     "UNCOVERED_COLOR",
+    "RenderedFigure",
     "class_metrics",
     "class_metrics_figure",
     "classes_figure",
     "comparison_figure",
     "coverage_figure",
+    "encode_png",
     "figure_to_array",
     "figure_to_png",
     "metrics_title",
@@ -675,24 +677,8 @@ def _canvas(fig: Figure) -> FigureCanvasAgg:
     return canvas
 
 
-def figure_to_png(fig: Figure, dpi: Optional[float] = None) -> bytes:
-    """Render a figure to PNG bytes with the Agg canvas (no pyplot).
-
-    Args:
-        fig: the figure.
-        dpi: resolution; defaults to the figure's own.
-
-    Returns:
-        The PNG file content.
-    """
-    canvas = _canvas(fig)
-    buf = io.BytesIO()
-    canvas.print_png(buf) if dpi is None else fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
 def figure_to_array(fig: Figure) -> np.ndarray:
-    """Render a figure to an RGB image array with the Agg canvas.
+    """Render a figure to an RGB image array with the Agg canvas (the one renderer).
 
     Args:
         fig: the figure.
@@ -704,3 +690,53 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3])
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Encode an (H, W, 3) uint8 image as PNG bytes (lossless: decodes to the same pixels)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def figure_to_png(fig: Figure) -> bytes:
+    """Render a figure to PNG bytes: the pixels of :func:`figure_to_array`, PNG-encoded.
+
+    Args:
+        fig: the figure.
+
+    Returns:
+        The PNG file content.
+    """
+    return encode_png(figure_to_array(fig))
+
+
+class RenderedFigure:
+    """A figure drawn once: its pixels, and PNG bytes encoded from them on first use.
+
+    Loggers that take pixels (TensorBoard, W&B) never pay for the PNG; loggers that store files
+    (CSV, MLflow, plain folders) all write the same bytes.
+
+    Args:
+        pixels: (H, W, 3) uint8 image.
+    """
+
+    __slots__ = ("_png", "pixels")
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels = pixels
+        self._png: Optional[bytes] = None
+
+    @classmethod
+    def from_figure(cls, fig: Figure) -> RenderedFigure:
+        """Draw ``fig`` with the Agg canvas."""
+        return cls(figure_to_array(fig))
+
+    @property
+    def png(self) -> bytes:
+        """The PNG encoding of :attr:`pixels` (computed once)."""
+        if self._png is None:
+            self._png = encode_png(self.pixels)
+        return self._png
