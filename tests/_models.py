@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import TensorDataset
 
@@ -127,3 +128,46 @@ def make_manual_gan_class(pl: Any) -> type:
             )
 
     return ManualGAN
+
+
+# A module-level class: `ddp_spawn` pickles the module into its worker processes.
+
+
+def indexed_dataset(n: int, seed: int) -> TensorDataset:
+    """Clustered samples with labels and each sample's dataset index."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    x = torch.randn(3, WIDTH, generator=g)[labels] * 3 + torch.randn(n, WIDTH, generator=g)
+    return TensorDataset(x, labels, torch.arange(n))
+
+
+class DDPGAN(pl.LightningModule):
+    """Deterministic "generator"; per-dataloader modes simulate awkward ranks."""
+
+    def __init__(self, modes: dict[int, str] | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.generator = torch.nn.Linear(WIDTH, WIDTH)
+        self.modes = modes or {}
+
+    def fake(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x) + 0.5
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return (self.generator(batch[0]) - batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        x, y, index = batch
+        real, fake = x, self.fake(x)
+        mode = self.modes.get(dataloader_idx)
+        if mode == "nan" and self.global_rank == 1:
+            real = torch.full_like(real, float("nan"))
+        if mode == "empty" and self.global_rank == 1:
+            real, fake, y = real[:0], fake[:0], y[:0]
+        out = {"real": real, "fake": fake, "labels": y}
+        if mode == "index":
+            out["index"] = index
+        return out
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.05)

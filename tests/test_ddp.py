@@ -15,53 +15,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
+from _models import DDPGAN, indexed_dataset
 from lightning_embviz import EmbeddingMonitor, compute_prdc, frechet_distance
 
 pytestmark = pytest.mark.slow
 
-WIDTH = 6
 KEYS = ("precision", "recall", "density", "coverage", "fd")
-
-
-def dataset(n: int, seed: int) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    x = torch.randn(3, WIDTH, generator=g)[labels] * 3 + torch.randn(n, WIDTH, generator=g)
-    return TensorDataset(x, labels, torch.arange(n))
-
-
-class DDPGAN(pl.LightningModule):
-    """Deterministic "generator"; per-dataloader modes simulate awkward ranks."""
-
-    def __init__(self, modes: dict[int, str] | None = None) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.generator = torch.nn.Linear(WIDTH, WIDTH)
-        self.modes = modes or {}
-
-    def fake(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator(x) + 0.5
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return (self.generator(batch[0]) - batch[0]).pow(2).mean()
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        x, y, index = batch
-        real, fake = x, self.fake(x)
-        mode = self.modes.get(dataloader_idx)
-        if mode == "nan" and self.global_rank == 1:
-            real = torch.full_like(real, float("nan"))
-        if mode == "empty" and self.global_rank == 1:
-            real, fake, y = real[:0], fake[:0], y[:0]
-        out = {"real": real, "fake": fake, "labels": y}
-        if mode == "index":
-            out["index"] = index
-        return out
-
-    def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
 class Record(pl.Callback):
@@ -118,7 +79,7 @@ def test_validate_under_ddp_equals_single_process(tmp_path):
     # 4: like 1 but with dataset indices returned under "index"; 5: a sampler of the user's
     # (reversed order), which Lightning wraps in a DistributedSamplerWrapper.
     sizes = {0: (64, 16), 1: (37, 8), 2: (40, 8), 3: (40, 8), 4: (37, 5), 5: (29, 4)}
-    data = {i: dataset(n, seed=i) for i, (n, _) in sizes.items()}
+    data = {i: indexed_dataset(n, seed=i) for i, (n, _) in sizes.items()}
     loaders = [DataLoader(data[i], batch_size=b) for i, (_, b) in sizes.items() if i != 5]
     loaders.append(DataLoader(data[5], batch_size=4, sampler=list(range(28, -1, -1))))
     modes = {2: "nan", 3: "empty", 4: "index"}
@@ -145,8 +106,8 @@ def test_validate_under_ddp_equals_single_process(tmp_path):
 
 
 def test_fit_under_ddp_every_rank_logs_the_same_and_rank_zero_draws(tmp_path):
-    train = DataLoader(dataset(32, seed=9), batch_size=8)
-    val = DataLoader(dataset(45, seed=1), batch_size=8)
+    train = DataLoader(indexed_dataset(32, seed=9), batch_size=8)
+    val = DataLoader(indexed_dataset(45, seed=1), batch_size=8)
     best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="embviz/coverage", mode="max")
     tb = TensorBoardLogger(tmp_path, name="tb", version=0)
     trainer = ddp_trainer(

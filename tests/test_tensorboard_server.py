@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pytest
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
+from _models import WIDTH, make_data, make_module_class
 from lightning_embviz import EmbeddingMonitor
 
 pytest.importorskip("tensorboard")
@@ -35,34 +35,10 @@ pytestmark = pytest.mark.slow
 HOST = "127.0.0.1"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STARTUP_TIMEOUT_S = 60.0
-WIDTH = 5
 N_VAL = 48
 
 
-class _TinyGAN(pl.LightningModule):
-    """A linear "generator" whose fakes move towards the reals as it trains."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.generator = torch.nn.Linear(WIDTH, WIDTH)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        (x, _) = batch
-        return (self.generator(x) - x).pow(2).mean()
-
-    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, y = batch
-        return {"real": x, "fake": self.generator(x) + 0.5, "labels": y}
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def _data(n: int, seed: int) -> TensorDataset:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    centres = torch.randn(3, WIDTH, generator=g) * 4
-    return TensorDataset(centres[labels] + torch.randn(n, WIDTH, generator=g), labels)
+TinyGAN = make_module_class(pl)
 
 
 def _free_port() -> int:
@@ -131,9 +107,9 @@ def logged_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         enable_model_summary=False,
     )
     trainer.fit(
-        _TinyGAN(),
-        train_dataloaders=DataLoader(_data(32, seed=1), batch_size=16),
-        val_dataloaders=DataLoader(_data(N_VAL, seed=0), batch_size=16),
+        TinyGAN(shifts=(0.5,), lr=0.1),
+        train_dataloaders=DataLoader(make_data(32, seed=1), batch_size=16),
+        val_dataloaders=DataLoader(make_data(N_VAL, seed=0), batch_size=16),
     )
     return root
 

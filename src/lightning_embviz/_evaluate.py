@@ -16,12 +16,11 @@ from typing import Optional
 
 import torch
 
+from lightning_embviz._arrays import METRIC_KEYS
 from lightning_embviz._buffer import EmbeddingSet, finalize_set
-from lightning_embviz.metrics import PRDC_KEYS, PRDCResult, compute_prdc_details, frechet_distance
+from lightning_embviz.metrics import PRDCResult, compute_prdc_details, frechet_distance
 
-__all__ = ["METRIC_KEYS", "Evaluation", "evaluate"]
-
-METRIC_KEYS = (*PRDC_KEYS, "fd")
+__all__ = ["Evaluation", "evaluate"]
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 

@@ -20,11 +20,12 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
+from lightning_embviz import _arrays
+from lightning_embviz._arrays import METRIC_KEYS
 from lightning_embviz._buffer import EmbeddingBuffer, collective_device, gather_embeddings
-from lightning_embviz._evaluate import METRIC_KEYS, OK, Evaluation, evaluate
+from lightning_embviz._evaluate import OK, Evaluation, evaluate
 from lightning_embviz._lightning import (
     CallbackBase,
     CheckpointPosition,
@@ -46,10 +47,6 @@ __all__ = ["METRIC_NAMES", "EmbeddingMonitor"]
 METRIC_NAMES = METRIC_KEYS
 
 _STATE_VERSION = 2  # 1: version 0.1 (same fields); 2: adds nothing incompatible
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class EmbeddingMonitor(CallbackBase):
@@ -195,11 +192,11 @@ class EmbeddingMonitor(CallbackBase):
             raise error(f"`EmbeddingMonitor({arg}={value!r})` is not valid. Expected {expected}.")
 
         def check_int(arg: str, value: Any, minimum: int, expected: str) -> int:
-            if not _is_int(value):
-                bad(arg, value, expected, TypeError)
-            if value < minimum:
-                bad(arg, value, expected)
-            return int(value)
+            try:
+                return _arrays.check_int(value, arg, minimum)
+            except (TypeError, ValueError) as err:  # the same rule, the call quoted
+                bad(arg, value, expected, type(err))
+                raise
 
         check_int("nearest_k", nearest_k, 1, "an int >= 1")
         keys = {

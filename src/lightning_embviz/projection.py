@@ -19,11 +19,13 @@ import importlib.util
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from lightning_embviz._arrays import ArrayLike, as_numpy
 
 __all__ = [
     "DEFAULT_MAX_SAMPLES",
@@ -37,7 +39,6 @@ __all__ = [
     "subsample_indices",
 ]
 
-ArrayLike = Union[Tensor, np.ndarray]
 
 METHODS = ("pca", "tsne", "umap")
 
@@ -53,16 +54,13 @@ def _module_available(name: str) -> bool:
 
 
 def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
-    if isinstance(x, Tensor):
-        t = x.detach().cpu()
-        arr = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-    elif isinstance(x, np.ndarray):
-        arr = x
-    else:
+    """A (N, D) set as a contiguous float64 array (the projections compute in float64)."""
+    if not isinstance(x, (Tensor, np.ndarray)):
         raise TypeError(
             f"`{name}` must be a torch.Tensor or a numpy.ndarray of shape (N, D), "
             f"got {type(x).__name__}."
         )
+    arr = as_numpy(x)
     if arr.ndim != 2:
         raise ValueError(f"`{name}` must have shape (N, D), got shape {tuple(arr.shape)}.")
     if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
@@ -187,7 +185,9 @@ class Projection(ABC):
         """Fit on ``reference`` and return its (N, 2) embedding."""
         return self.fit(reference).reference_embedding
 
-    def project(self, reference: ArrayLike, *others: ArrayLike) -> list[np.ndarray]:
+    def project(
+        self, reference: ArrayLike, *others: ArrayLike, reference_fingerprint: str | None = None
+    ) -> list[np.ndarray]:
         """Coordinates of a reference set and of other sets in one frame.
 
         The frame is refitted only when the reference differs from the one it was fitted on,
@@ -196,6 +196,8 @@ class Projection(ABC):
         Args:
             reference: (N, D) array or tensor (e.g. the real embeddings).
             *others: (M_i, D) arrays or tensors (e.g. generated embeddings).
+            reference_fingerprint: :func:`fingerprint` of ``reference`` if the caller has it
+                (saves hashing the reference again).
 
         Returns:
             ``[reference_2d, other_2d, ...]``, each (rows, 2) float64.
@@ -211,10 +213,11 @@ class Projection(ABC):
             joint = np.concatenate([ref, *rest], axis=0)
             emb = np.asarray(self._fit(joint), dtype=np.float64)
             self._reference_embedding = emb[: len(ref)]
-            self.reference_fingerprint = fingerprint(ref)
+            self.reference_fingerprint = reference_fingerprint or fingerprint(ref)
             bounds = np.cumsum([len(ref)] + [len(o) for o in rest])
             return [emb[: bounds[0]]] + [emb[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        if not self.fitted or self.reference_fingerprint != fingerprint(ref):
+        key = reference_fingerprint or fingerprint(ref)
+        if not self.fitted or self.reference_fingerprint != key:
             self.fit(ref)
         return [self.reference_embedding] + [self.transform(o) for o in rest]
 
@@ -574,11 +577,13 @@ class UMAPProjection(Projection):
             warnings.simplefilter("ignore")
             return np.asarray(self._model.transform(points), dtype=np.float64)
 
-    def project(self, reference: ArrayLike, *others: ArrayLike) -> list[np.ndarray]:
+    def project(
+        self, reference: ArrayLike, *others: ArrayLike, reference_fingerprint: str | None = None
+    ) -> list[np.ndarray]:
         """See :meth:`Projection.project`; a restored map without a model is refitted."""
         if self.fitted and self._model is None:
             self._reference_embedding = None
-        return super().project(reference, *others)
+        return super().project(reference, *others, reference_fingerprint=reference_fingerprint)
 
 
 def make_projection(

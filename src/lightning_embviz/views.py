@@ -12,39 +12,36 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_embviz import plotting
+from lightning_embviz._arrays import ArrayLike, as_numpy
 from lightning_embviz.metrics import PRDCResult
 from lightning_embviz.projection import (
     DEFAULT_MAX_SAMPLES,
     METHODS,
     Projection,
+    fingerprint,
     make_projection,
     subsample_indices,
 )
 
 __all__ = ["DEFAULT_MAX_SAMPLES", "ViewBuilder"]
 
-ArrayLike = Union[Tensor, np.ndarray]
-
 
 _STATE_VERSION = 1
 
 
 def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
-    if isinstance(x, Tensor):
-        t = x.detach().cpu()
-        # NumPy has no bfloat16 (mixed-precision embeddings).
-        return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    raise TypeError(f"`{name}` must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}.")
+    if not isinstance(x, (Tensor, np.ndarray)):
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
+        )
+    return as_numpy(x)
 
 
 def _features(x: ArrayLike, name: str) -> np.ndarray:
@@ -111,10 +108,15 @@ class ViewBuilder:
 
     Example::
 
+        >>> import numpy as np
         >>> from lightning_embviz import compute_prdc_details
+        >>> rng = np.random.default_rng(0)
+        >>> real, fake = rng.normal(size=(200, 16)), rng.normal(size=(200, 16)) + 0.5
         >>> views = ViewBuilder(methods=("pca",))
-        >>> details = compute_prdc_details(real, fake, nearest_k=5)  # doctest: +SKIP
-        >>> figures = views.build(real, fake, details, title="epoch 3")  # doctest: +SKIP
+        >>> details = compute_prdc_details(real, fake, nearest_k=5)
+        >>> figures = views.build(real, fake, details, title="epoch 3")
+        >>> sorted(figures)
+        ['pca', 'pca_coverage']
     """
 
     def __init__(
@@ -220,13 +222,16 @@ class ViewBuilder:
         k = details.nearest_k
 
         figures: dict[str, Figure] = {}
+        real_key = fingerprint(real_s)  # hashed once per build, shared by every method
         with self._lock:
             self.calls += 1
             for method in self.methods:
                 if progress is not None:
                     progress(f"projecting {len(ri)} real + {len(fi)} fake points with {method}")
                 start = time.perf_counter()
-                real_2d, fake_2d = self._projections[method].project(real_s, fake_s)
+                real_2d, fake_2d = self._projections[method].project(
+                    real_s, fake_s, reference_fingerprint=real_key
+                )
                 if progress is not None:
                     progress(f"{method} done in {time.perf_counter() - start:.1f} s")
                 figures[method] = plotting.projection_figure(
