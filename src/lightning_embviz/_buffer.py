@@ -34,7 +34,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["EmbeddingBuffer", "EmbeddingSet", "finalize_set", "gather_embeddings", "key_hash"]
+from lightning_embviz._outputs import Thumbnails
+
+__all__ = [
+    "EmbeddingBuffer",
+    "EmbeddingSet",
+    "finalize_set",
+    "gather_embeddings",
+    "gather_selected_images",
+    "key_hash",
+]
 
 _MASK63 = (1 << 63) - 1
 
@@ -57,13 +66,16 @@ def key_hash(keys: Tensor, seed: int = 0) -> Tensor:
 class EmbeddingSet:
     """Rows of one set (real or fake): features (N, D), keys (N,) int64, labels (N,) or None.
 
-    ``seen`` counts the rows offered before the cap (>= ``len(self)``).
+    ``seen`` counts the rows offered before the cap (>= ``len(self)``). ``images`` (CPU
+    thumbnails, one per row, or None) never leave their rank: :func:`gather_selected_images`
+    fetches the few a gallery shows.
     """
 
     features: Tensor
     keys: Tensor
     labels: Optional[Tensor] = None
     seen: int = -1
+    images: Optional[Thumbnails] = None
 
     def __post_init__(self) -> None:
         if self.seen < 0:
@@ -79,6 +91,7 @@ class EmbeddingSet:
             self.keys[index],
             None if self.labels is None else self.labels[index],
             self.seen,
+            None if self.images is None else self.images.select(index.cpu()),
         )
 
     def to(self, device: torch.device) -> EmbeddingSet:
@@ -88,6 +101,7 @@ class EmbeddingSet:
             self.keys.to(device),
             None if self.labels is None else self.labels.to(device),
             self.seen,
+            self.images,
         )
 
 
@@ -123,12 +137,20 @@ class _SetBuffer:
         self.features: list[Tensor] = []
         self.keys: list[Tensor] = []
         self.labels: list[Tensor] = []
+        self.images: list[Thumbnails] = []
         self.has_labels: Optional[bool] = None
+        self.has_images: Optional[bool] = None
         self.width: Optional[int] = None
         self.held = 0
         self.seen = 0
 
-    def add(self, features: Tensor, keys: Tensor, labels: Optional[Tensor]) -> None:
+    def add(
+        self,
+        features: Tensor,
+        keys: Tensor,
+        labels: Optional[Tensor],
+        images: Optional[Thumbnails] = None,
+    ) -> None:
         if self.width is not None and features.shape[1] != self.width:
             raise ValueError(
                 f"`{self.name}` embeddings changed width between batches: earlier batches had "
@@ -140,12 +162,28 @@ class _SetBuffer:
                 f"Labels for `{self.name}` were given for some validation batches and not for "
                 "others; return them with every batch or with none."
             )
+        with_images = images is not None
+        if self.has_images is not None and with_images != self.has_images:
+            raise ValueError(
+                f"Images for `{self.name}` were given for some validation batches and not for "
+                "others; return them with every batch or with none."
+            )
+        shape = None if images is None else tuple(images.pixels.shape[1:])
+        if shape is not None and self.images and shape != tuple(self.images[0].pixels.shape[1:]):
+            raise ValueError(
+                f"`{self.name}` images changed shape between batches: earlier batches gave "
+                f"thumbnails {tuple(self.images[0].pixels.shape[1:])}, this one {shape}; "
+                "return images of one size."
+            )
         self.width = int(features.shape[1])
         self.has_labels = has
+        self.has_images = with_images
         self.features.append(features)
         self.keys.append(keys)
         if labels is not None:
             self.labels.append(labels)
+        if images is not None:
+            self.images.append(images)
         self.held += int(features.shape[0])
         self.seen += int(features.shape[0])
         if self.max_samples is not None and self.held > 2 * self.max_samples:
@@ -158,6 +196,7 @@ class _SetBuffer:
             (torch.cat(self.labels) if len(self.labels) > 1 else self.labels[0])
             if self.has_labels
             else None,
+            images=Thumbnails.cat(self.images) if self.has_images else None,
         )
 
     def _compact(self) -> None:
@@ -165,6 +204,7 @@ class _SetBuffer:
         rows = _smallest_hashes(self._concat(), self.max_samples, self.seed, dedupe=True)
         self.features, self.keys = [rows.features], [rows.keys]
         self.labels = [rows.labels] if rows.labels is not None else []
+        self.images = [rows.images] if rows.images is not None else []
         self.held = len(rows)
 
     def to_set(self, device: Optional[torch.device]) -> EmbeddingSet:
@@ -210,10 +250,12 @@ class EmbeddingBuffer:
         fake_keys: Tensor,
         real_labels: Optional[Tensor] = None,
         fake_labels: Optional[Tensor] = None,
+        real_images: Optional[Thumbnails] = None,
+        fake_images: Optional[Thumbnails] = None,
     ) -> None:
         """Append one batch: ``real`` (B, D) and ``fake`` (B', D) with their int64 keys."""
-        self.real.add(real, real_keys, real_labels)
-        self.fake.add(fake, fake_keys, fake_labels)
+        self.real.add(real, real_keys, real_labels, real_images)
+        self.fake.add(fake, fake_keys, fake_labels, fake_images)
 
     def __len__(self) -> int:
         return self.real.held + self.fake.held
@@ -362,3 +404,71 @@ def gather_embeddings(
         total_seen = sum(int(m[column + 4]) for m in metas)
         gathered.append(EmbeddingSet(feats, keys, labels, total_seen))
     return gathered[0], gathered[1]
+
+
+def gather_selected_images(
+    local: Optional[Thumbnails],
+    local_keys: Tensor,
+    wanted: Tensor,
+    *,
+    all_gather: Optional[AllGather] = None,
+) -> Optional[Thumbnails]:
+    """The thumbnails of the rows with keys ``wanted``, from whichever rank holds them.
+
+    Every rank calls this with the same ``wanted`` (the few keys a gallery shows); each rank
+    contributes the thumbnails it holds, one small all-gather moves them, and every rank gets
+    them in the order of ``wanted``. Without ``all_gather`` and outside a process group, the
+    local rows are used (one process). Returns None if no rank has images.
+
+    Args:
+        local: This rank's thumbnails (one per local row) or None.
+        local_keys: (N,) keys of this rank's rows.
+        wanted: (G,) keys to fetch; keys nobody holds give blank tiles.
+        all_gather: As in :func:`gather_embeddings`.
+    """
+    wanted = wanted.to(torch.int64).cpu()
+    distributed = all_gather is not None or (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    )
+    keys = local_keys.to(torch.int64).cpu()
+    if local is not None and len(keys) and len(wanted):
+        order = torch.sort(keys, stable=True)
+        pos = torch.searchsorted(order.values, wanted).clamp(max=len(keys) - 1)
+        found = order.values[pos] == wanted
+        rows = order.indices[pos]
+    else:
+        found = torch.zeros(len(wanted), dtype=torch.bool)
+        rows = torch.zeros(len(wanted), dtype=torch.int64)
+    shape = None if local is None else tuple(local.pixels.shape[1:])
+    if not distributed:
+        if local is None:
+            return None
+        out = local.select(rows)
+        out.pixels[~found] = 0
+        out.ranges[~found] = 0.0
+        return out
+    if all_gather is None:
+        all_gather = _dist_all_gather(collective_device())
+    meta = torch.tensor([-1, -1, -1] if shape is None else list(shape), dtype=torch.int64)
+    shapes = {tuple(int(v) for v in m.cpu()) for m in all_gather(meta)} - {(-1, -1, -1)}
+    if not shapes:
+        return None
+    if len(shapes) > 1:
+        raise ValueError(f"Ranks hold thumbnails of different shapes: {sorted(shapes)}.")
+    (c, h, w) = shapes.pop()
+    pixels = torch.zeros(len(wanted), c, h, w, dtype=torch.uint8)
+    ranges = torch.zeros(len(wanted), 2, dtype=torch.float32)
+    if local is not None:
+        pixels[found] = local.pixels[rows[found]]
+        ranges[found] = local.ranges[rows[found]]
+    flags = found.to(torch.int64)
+    parts = zip(all_gather(flags), all_gather(pixels), all_gather(ranges))
+    out_pixels = torch.zeros_like(pixels)
+    out_ranges = torch.zeros_like(ranges)
+    taken = torch.zeros(len(wanted), dtype=torch.bool)
+    for flag, pix, rng in parts:  # rank order: the first rank holding a key wins
+        use = flag.cpu().bool() & ~taken
+        out_pixels[use] = pix.cpu()[use]
+        out_ranges[use] = rng.cpu()[use]
+        taken |= use
+    return Thumbnails(out_pixels, out_ranges)

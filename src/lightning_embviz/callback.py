@@ -406,16 +406,19 @@ class EmbeddingMonitor(CallbackBase):
             self._warn_once(keys.problem_id, keys.problem)
         real, real_labels, real_keys = parsed.real, parsed.real_labels, keys.real
         fake, fake_labels, fake_keys = parsed.fake, parsed.fake_labels, keys.fake
+        real_images, fake_images = parsed.real_images, parsed.fake_images
         # keys and masks live with the features (the accelerator with keep_on_device)
         real_keys, fake_keys = real_keys.to(real.device), fake_keys.to(fake.device)
         if keys.real_keep is not None:
             keep = keys.real_keep.to(real.device)
             real, real_keys = real[keep], real_keys[keep]
             real_labels = None if real_labels is None else real_labels[keep]
+            real_images = None if real_images is None else real_images.select(keep.cpu())
         if keys.fake_keep is not None:
             keep = keys.fake_keep.to(fake.device)
             fake, fake_keys = fake[keep], fake_keys[keep]
             fake_labels = None if fake_labels is None else fake_labels[keep]
+            fake_images = None if fake_images is None else fake_images.select(keep.cpu())
         buffer = self._buffers.get(dataloader_idx)
         if buffer is None:
             buffer = self._buffers[dataloader_idx] = EmbeddingBuffer(self.max_samples, self.seed)
@@ -426,6 +429,8 @@ class EmbeddingMonitor(CallbackBase):
             fake_keys=fake_keys,
             real_labels=real_labels,
             fake_labels=fake_labels,
+            real_images=real_images,
+            fake_images=fake_images,
         )
 
     def _sampler(self, trainer: Any, dataloader_idx: int) -> Optional[SamplerInfo]:
