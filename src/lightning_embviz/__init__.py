@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_embviz.metrics import (
     PRDCResult,
+    RealReference,
     compute_prdc,
     compute_prdc_details,
     frechet_distance,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EmbeddingMonitor",
     "PRDCResult",
+    "RealReference",
     "__version__",
     "compute_prdc",
     "compute_prdc_details",

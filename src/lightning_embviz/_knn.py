@@ -31,20 +31,27 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "CrossTests",
+    "Frame",
     "PairMode",
     "cross_ball_tests",
     "exact_squared_distances",
+    "frame_scale",
     "kth_neighbour_radii",
+    "max_abs_centered",
+    "mean64",
+    "neighbour_radii",
     "pair_mode",
     "round_key",
     "shared_frames",
+    "to_frame",
 ]
 
 PairMode = str  # "f32" or "f64": the precision the reference rounds a pair's distance to
@@ -117,7 +124,7 @@ def exact_squared_distances(a: Tensor, b: Tensor, rows: Tensor, cols: Tensor) ->
 
 
 @dataclass
-class _Frame:
+class Frame:
     """Float32 copies of one or two sets in a shared, well-conditioned frame."""
 
     a32: Tensor  # (N, D) float32, (a - center) * scale
@@ -142,7 +149,25 @@ class _Frame:
         return self._half["b"]
 
 
-def _to_frame(x: Tensor, center: Tensor, scale: float, chunk: int) -> tuple[Tensor, Tensor]:
+def frame_scale(biggest: float) -> float:
+    """The power of two that brings ``biggest`` (a largest centred magnitude) into [0.5, 1)."""
+    if biggest > 0 and math.isfinite(biggest):
+        return 2.0 ** (-math.frexp(biggest)[1])
+    return 1.0
+
+
+def to_frame(x: Tensor, center: Tensor, scale: float, chunk: int) -> tuple[Tensor, Tensor]:
+    """``(x - center) * scale`` as float32, and the float64 squared norms of those rows.
+
+    Args:
+        x: (N, D) tensor.
+        center: (D,) float64 tensor.
+        scale: a power of two.
+        chunk: rows converted at a time.
+
+    Returns:
+        ``(x32 (N, D) float32, sq (N,) float64)``.
+    """
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     for start in range(0, x.shape[0], chunk):
         block = (x[start : start + chunk].to(torch.float64) - center) * scale
@@ -154,7 +179,8 @@ def _to_frame(x: Tensor, center: Tensor, scale: float, chunk: int) -> tuple[Tens
     return out, sq
 
 
-def _max_abs_centered(x: Tensor, center: Tensor, chunk: int) -> float:
+def max_abs_centered(x: Tensor, center: Tensor, chunk: int) -> float:
+    """Largest ``|x - center|`` over all entries, computed in float64."""
     m = 0.0
     for start in range(0, x.shape[0], chunk):
         block = x[start : start + chunk].to(torch.float64) - center
@@ -163,31 +189,29 @@ def _max_abs_centered(x: Tensor, center: Tensor, chunk: int) -> float:
     return m
 
 
-def _mean64(x: Tensor, chunk: int) -> Tensor:
+def mean64(x: Tensor, chunk: int) -> Tensor:
+    """Column means of ``x`` in float64, (D,)."""
     total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for start in range(0, x.shape[0], chunk):
         total += x[start : start + chunk].to(torch.float64).sum(dim=0)
     return total / max(x.shape[0], 1)
 
 
-def _make_frame(a: Tensor, b: Tensor | None, chunk: int) -> _Frame:
+def _make_frame(a: Tensor, b: Tensor | None, chunk: int) -> Frame:
     """Centre on the mean of ``a`` and scale by a power of two so values are of order one."""
-    center = _mean64(a, chunk)
-    biggest = _max_abs_centered(a, center, chunk)
+    center = mean64(a, chunk)
+    biggest = max_abs_centered(a, center, chunk)
     if b is not None:
-        biggest = max(biggest, _max_abs_centered(b, center, chunk))
-    if biggest > 0 and math.isfinite(biggest):
-        scale = 2.0 ** (-math.frexp(biggest)[1])  # biggest * scale lies in [0.5, 1)
-    else:
-        scale = 1.0
-    a32, a_sq = _to_frame(a, center, scale, chunk)
+        biggest = max(biggest, max_abs_centered(b, center, chunk))
+    scale = frame_scale(biggest)
+    a32, a_sq = to_frame(a, center, scale, chunk)
     if b is None:
-        return _Frame(a32, a32, a_sq, a_sq, scale)
-    b32, b_sq = _to_frame(b, center, scale, chunk)
-    return _Frame(a32, b32, a_sq, b_sq, scale)
+        return Frame(a32, a32, a_sq, a_sq, scale)
+    b32, b_sq = to_frame(b, center, scale, chunk)
+    return Frame(a32, b32, a_sq, b_sq, scale)
 
 
-def shared_frames(real: Tensor, fake: Tensor, chunk: int) -> tuple[_Frame, _Frame, _Frame]:
+def shared_frames(real: Tensor, fake: Tensor, chunk: int) -> tuple[Frame, Frame, Frame]:
     """Frames for the real-real, fake-fake and real-fake passes, built with one conversion.
 
     All three share the real set's centre. The fake set gets a frame of its own only when
@@ -195,13 +219,13 @@ def shared_frames(real: Tensor, fake: Tensor, chunk: int) -> tuple[_Frame, _Fram
     early in training): there the shared frame would widen the GEMM error band.
     """
     cross = _make_frame(real, fake, chunk)
-    real_view = _Frame(cross.a32, cross.a32, cross.a_sq, cross.a_sq, cross.scale, cross._half)
-    fake_mean = _mean64(cross.b32, chunk)
+    real_view = Frame(cross.a32, cross.a32, cross.a_sq, cross.a_sq, cross.scale, cross._half)
+    fake_mean = mean64(cross.b32, chunk)
     offset2 = float(fake_mean @ fake_mean)
     mean_sq = float(cross.b_sq.mean())
     if offset2 <= 0.75 * mean_sq:  # offset^2 <= 3 * spread^2
         half = {"a": cross.b16()} if "b" in cross._half else {}
-        fake_view = _Frame(cross.b32, cross.b32, cross.b_sq, cross.b_sq, cross.scale, half)
+        fake_view = Frame(cross.b32, cross.b32, cross.b_sq, cross.b_sq, cross.scale, half)
     else:
         fake_view = _make_frame(fake, None, chunk)
     return real_view, fake_view, cross
@@ -327,7 +351,7 @@ class _Workspace:
 
 
 def _distances(
-    a: _Frame,
+    a: Frame,
     rows: slice,
     b_sq32: Tensor,
     cols: slice,
@@ -375,9 +399,22 @@ def _sort_by_row(rows: Tensor, vals: Tensor) -> Tensor:
 
 
 def kth_neighbour_radii(
-    x: Tensor, k: int, mode: PairMode, chunk_size: int, frame: _Frame | None = None
+    x: Tensor, k: int, mode: PairMode, chunk_size: int, frame: Frame | None = None
 ) -> Tensor:
-    """Distance from each row of ``x`` to its k-th nearest other row, as the reference rounds it.
+    """Distance from each row of ``x`` to its k-th nearest other row: ``neighbour_radii`` for one k.
+
+    Returns:
+        (N,) float64 tensor of radii.
+    """
+    return neighbour_radii(x, (k,), mode, chunk_size, frame)[0]
+
+
+def neighbour_radii(
+    x: Tensor, ks: Sequence[int], mode: PairMode, chunk_size: int, frame: Frame | None = None
+) -> Tensor:
+    """Distance from each row of ``x`` to its k-th nearest other row for several k, one pass.
+
+    The radii are rounded as the reference rounds them.
 
     The point itself is not counted; exact duplicates count as neighbours at distance 0
     (the reference takes the (k+1)-th smallest value of a row that includes the zero
@@ -385,21 +422,27 @@ def kth_neighbour_radii(
 
     Two passes over the blocks of the symmetric distance matrix, each block computed once:
     the diagonal blocks give every row an upper bound on its k-th smallest estimate (the k-th
-    smallest over a subset of the columns); the blocks above the diagonal then only keep the
-    pairs under the bound of their row or of their column (one comparison, no sort). The
-    candidates of each row are finally settled exactly.
+    smallest over a subset of the columns, for the largest k); the blocks above the diagonal
+    then only keep the pairs under the bound of their row or of their column (one
+    comparison, no sort). The candidates of each row hold its nearest neighbours for every
+    k up to the largest, and are finally settled exactly for each k; pairs undecided for
+    several k are recomputed once.
 
     Args:
-        x: (N, D) tensor with N > k.
-        k: neighbour rank, 1 <= k < N.
+        x: (N, D) tensor with N > max(ks).
+        ks: neighbour ranks, increasing, 1 <= k < N.
         mode: key rounding, see :func:`pair_mode`.
         chunk_size: rows per block; memory is O(chunk_size^2 + candidates), with about
             k * N / chunk_size candidates per row.
         frame: ``x`` already converted by :func:`shared_frames` (built here if None).
 
     Returns:
-        (N,) float64 tensor of radii.
+        (K, N) float64 tensor: row j holds the radii for ``ks[j]``.
     """
+    ks = [int(k) for k in ks]
+    if not ks or ks != sorted(set(ks)) or ks[0] < 1:
+        raise ValueError(f"ks must be increasing ints >= 1, got {ks}")  # internal misuse
+    k = ks[-1]  # bounds and candidate lists are sized for the largest k
     n = x.shape[0]
     device = x.device
     if frame is None:
@@ -491,71 +534,106 @@ def kth_neighbour_radii(
     rows, cols, vals = rows[order], cols[order], vals[order]
     counts = torch.bincount(rows, minlength=n)
     offsets = torch.cumsum(counts, 0) - counts
-    tk = vals[offsets + (k - 1)]  # k-th smallest estimate of each row
-    # The exact k-th value lies in [tk - err, tk + err]; a pair is undecided when its own
-    # interval overlaps that one, i.e. when |estimate - tk| <= 2 err. Pairs below the band
-    # are certainly among the k nearest, so the answer is the (k - below)-th undecided one.
-    # Rows with err = 0 (all their points sit on the frame's centre) have exact estimates.
-    lo = (tk - 2.0 * err)[rows]
-    hi = (tk + 2.0 * err)[rows]
-    below = torch.bincount(rows[vals < lo], minlength=n)
-    undecided = (vals >= lo) & (vals <= hi) & (err[rows] > 0)
-    u_rows, u_cols = rows[undecided], cols[undecided]
-    exact = exact_squared_distances(x, x, u_rows, u_cols)
-    order = _sort_by_row(u_rows, exact)
-    u_counts = torch.bincount(u_rows, minlength=n)
-    u_offsets = torch.cumsum(u_counts, 0) - u_counts
     scale2 = frame.scale**2
     exact_rows = err > 0
-    radii_sq = tk / scale2  # exact where err = 0
-    pick = (u_offsets + (k - below) - 1)[exact_rows]
-    radii_sq[exact_rows] = exact[order][pick]
+    # For each k: the exact k-th value lies in [tk - err, tk + err] (tk the k-th smallest
+    # estimate of the row); a pair is undecided when its own interval overlaps that one, i.e.
+    # when |estimate - tk| <= 2 err. Pairs below the band are certainly among the k nearest,
+    # so the answer is the (k - below)-th undecided one. Rows with err = 0 (all their points
+    # sit on the frame's centre) have exact estimates.
+    tks, belows, undecided = [], [], []
+    any_undecided = torch.zeros_like(rows, dtype=torch.bool)
+    for kk in ks:
+        tk = vals[offsets + (kk - 1)]
+        lo = (tk - 2.0 * err)[rows]
+        hi = (tk + 2.0 * err)[rows]
+        belows.append(torch.bincount(rows[vals < lo], minlength=n))
+        und = (vals >= lo) & (vals <= hi) & (err[rows] > 0)
+        del lo, hi
+        tks.append(tk)
+        undecided.append(und)
+        any_undecided |= und
+    # Each undecided pair is recomputed once, whatever the number of k it matters for.
+    exact_all = torch.full_like(vals, math.nan)
+    which = any_undecided.nonzero(as_tuple=True)[0]
+    exact_all[which] = exact_squared_distances(x, x, rows[which], cols[which])
+    radii_sq = torch.empty(len(ks), n, dtype=torch.float64, device=device)
+    for j, kk in enumerate(ks):
+        und = undecided[j]
+        u_rows, exact = rows[und], exact_all[und]
+        order = _sort_by_row(u_rows, exact)
+        u_counts = torch.bincount(u_rows, minlength=n)
+        u_offsets = torch.cumsum(u_counts, 0) - u_counts
+        radii_sq[j] = tks[j] / scale2  # exact where err = 0
+        pick = (u_offsets + (kk - belows[j]) - 1)[exact_rows]
+        radii_sq[j, exact_rows] = exact[order][pick]
     # A capped row is right when nothing left out can be below its answer (ties are equal).
-    capped = (dropped - err < radii_sq * scale2).nonzero(as_tuple=True)[0]
+    capped = (dropped - err < radii_sq[-1] * scale2).nonzero(as_tuple=True)[0]
     for i in capped.tolist():
-        radii_sq[i] = _exact_kth_of_row(x, i, k)
+        radii_sq[:, i] = _exact_kth_of_row(x, i, ks)
     return round_key(radii_sq, mode)
 
 
-def _exact_kth_of_row(x: Tensor, i: int, k: int) -> Tensor:
-    """k-th smallest exact squared distance from row i to the other rows (dense fallback)."""
+def _exact_kth_of_row(x: Tensor, i: int, ks: Sequence[int]) -> Tensor:
+    """k-th smallest exact squared distances from row i to the other rows (dense fallback).
+
+    Returns:
+        (len(ks),) float64 tensor.
+    """
     rows = torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
     sq = exact_squared_distances(x, x, rows, torch.arange(x.shape[0], device=x.device))
     sq[i] = math.inf
-    return torch.kthvalue(sq, k).values
+    ordered = torch.sort(sq).values
+    return ordered[torch.tensor([k - 1 for k in ks], device=x.device)]
+
+
+@dataclass
+class CrossTests:
+    """Results of :func:`cross_ball_tests`, one row per k."""
+
+    fake_ball_count: Tensor  # (K, M) int64
+    real_covered: Tensor  # (K, N) bool
+    real_recalled: Tensor | None  # (K, N) bool; None when no fake radii were given
 
 
 def cross_ball_tests(
     real: Tensor,
     fake: Tensor,
     real_radii: Tensor,
-    fake_radii: Tensor,
+    fake_radii: Tensor | None,
     mode: PairMode,
     chunk_size: int,
-    frame: _Frame | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Ball-membership tests between two sets, decided exactly.
+    frame: Frame | None = None,
+) -> CrossTests:
+    """Ball-membership tests between two sets for several k, decided exactly, in one pass.
 
-    With ``key(i, j)`` the reference-rounded distance between ``real[i]`` and ``fake[j]``:
+    With ``key(i, j)`` the reference-rounded distance between ``real[i]`` and ``fake[j]``,
+    for each k (row ``t`` of the radii):
 
-    - ``fake_ball_count[j] = #{i : key(i, j) < real_radii[i]}``
-    - ``real_covered[i]    = any_j key(i, j) < real_radii[i]``
-    - ``real_recalled[i]   = any_j key(i, j) < fake_radii[j]``
+    - ``fake_ball_count[t, j] = #{i : key(i, j) < real_radii[t, i]}``
+    - ``real_covered[t, i]    = any_j key(i, j) < real_radii[t, i]``
+    - ``real_recalled[t, i]   = any_j key(i, j) < fake_radii[t, j]``
+
+    Every block of distances is computed once for all k: the pairs that can matter lie
+    inside the largest ball, and only those few get per-k work; a pair whose estimate is too
+    close to one of its thresholds is recomputed exactly once and decided for every k.
 
     Args:
         real: (N, D) tensor.
         fake: (M, D) tensor.
-        real_radii: (N,) float64 radii of the real points.
-        fake_radii: (M,) float64 radii of the fake points.
+        real_radii: (K, N) float64 radii of the real points, non-decreasing along K.
+        fake_radii: (K, M) float64 radii of the fake points, non-decreasing along K, or None
+            to skip the recall tests (precision, density and coverage do not need them).
         mode: key rounding of real-fake pairs.
         chunk_size: real rows per block; memory is O(chunk_size * M).
         frame: both sets converted by :func:`shared_frames` (built here if None).
 
     Returns:
-        ``(fake_ball_count (M,) int64, real_covered (N,) bool, real_recalled (N,) bool)``.
+        A :class:`CrossTests`.
     """
     device = real.device
     n, m = real.shape[0], fake.shape[0]
+    n_k = real_radii.shape[0]
     if frame is None:
         frame = _make_frame(real, fake, chunk_size)
     scale2 = frame.scale**2
@@ -564,46 +642,50 @@ def cross_ball_tests(
     b_sq = frame.b_sq
     a_sq32, b_sq32 = frame.a_sq.to(torch.float32), b_sq.to(torch.float32)
     a_max, b_max = float(frame.a_sq.max()), float(b_sq.max())
-    theta_r = (real_radii * frame.scale) ** 2
-    theta_f = (fake_radii * frame.scale) ** 2
+    theta_r = (real_radii * frame.scale) ** 2  # (K, N)
+    theta_f = None if fake_radii is None else (fake_radii * frame.scale) ** 2
     use_bf16 = False
     if _bf16_gemm_is_fast_and_sound(device):
         tau16 = _gemm_tau(real.shape[1], bf16=True)
-        band = max(
-            _typical_band(tau16, frame.a_sq, b_max, theta_r),
-            _typical_band(tau16, b_sq, a_max, theta_f),
-        )
+        band = _typical_band(tau16, frame.a_sq, b_max, theta_r[0])
+        if theta_f is not None:
+            band = max(band, _typical_band(tau16, b_sq, a_max, theta_f[0]))
         use_bf16 = band < _BF16_MAX_BAND or _gemm_choice() == "bf16"
     tau = _gemm_tau(real.shape[1], use_bf16)
 
     # A pair is inside a ball of squared radius theta (scaled units) for certain when its
     # float32 estimate is below lo, and outside for certain when above hi; in between it is
     # re-checked exactly. The band covers the GEMM error and the rounding of the key.
-    err_r = tau * (frame.a_sq + b_max)
-    lo_r64 = theta_r * (1.0 - key_margin) - abs_margin - err_r
-    hi_r = _up32(theta_r * (1.0 + key_margin) + abs_margin + err_r)
-    err_f = tau * (a_max + b_sq)
-    lo_f = _down32(theta_f * (1.0 - key_margin) - abs_margin - err_f).unsqueeze(0)
-    hi_f = _up32(theta_f * (1.0 + key_margin) + abs_margin + err_f).unsqueeze(0)
     # A ball of radius 0 (k duplicates of its centre) holds nothing: `d < 0` never holds.
     # Ruling it out here keeps degenerate sets (many identical rows) from turning every
     # pair into a re-check.
-    lo_r64[real_radii == 0] = -math.inf
+    err_r = tau * (frame.a_sq + b_max)
+    lo_r = theta_r * (1.0 - key_margin) - abs_margin - err_r  # (K, N) float64
+    hi_r = _up32(theta_r * (1.0 + key_margin) + abs_margin + err_r)  # (K, N) float32
+    lo_r[real_radii == 0] = -math.inf
     hi_r[real_radii == 0] = -math.inf
-    lo_f[:, fake_radii == 0] = -math.inf
-    hi_f[:, fake_radii == 0] = -math.inf
+    hi_r_max = hi_r[-1]  # the largest ball of each real point
+    if theta_f is not None:
+        assert fake_radii is not None
+        err_f = tau * (a_max + b_sq)
+        lo_f = _down32(theta_f * (1.0 - key_margin) - abs_margin - err_f)  # (K, M) float32
+        hi_f = _up32(theta_f * (1.0 + key_margin) + abs_margin + err_f)
+        lo_f[fake_radii == 0] = -math.inf
+        hi_f[fake_radii == 0] = -math.inf
+        lo_f_min = lo_f[0].unsqueeze(0)
+        hi_f_max = hi_f[-1].unsqueeze(0)
 
-    fake_count = torch.zeros(m, dtype=torch.int64, device=device)
-    covered = torch.zeros(n, dtype=torch.bool, device=device)
-    recalled = torch.zeros(n, dtype=torch.bool, device=device)
+    fake_count = torch.zeros(n_k, m, dtype=torch.int64, device=device)
+    covered = torch.zeros(n_k, n, dtype=torch.bool, device=device)
+    recalled = None if theta_f is None else torch.zeros(n_k, n, dtype=torch.bool, device=device)
     check_rows: list[Tensor] = []  # pairs to re-check exactly
     check_cols: list[Tensor] = []
-    check_kind: list[Tensor] = []  # bit 1: real-ball test, bit 2: fake-ball test
+    check_kind: list[Tensor] = []  # 1: real-ball tests, 2: fake-ball tests
 
     work = _Workspace(device)
 
     def settle() -> None:
-        """Decide the collected pairs exactly and free them."""
+        """Decide the collected pairs exactly, for every k, and free them."""
         if not check_rows:
             return
         rows = torch.cat(check_rows)
@@ -614,38 +696,61 @@ def cross_ball_tests(
         if not rows.numel():
             return
         key = round_key(exact_squared_distances(real, fake, rows, cols), mode)
-        in_r = (kind == 1) & (key < real_radii[rows])
-        in_f = (kind == 2) & (key < fake_radii[cols])
-        fake_count.add_(torch.bincount(cols[in_r], minlength=m))
-        covered[rows[in_r]] = True
-        recalled[rows[in_f]] = True
+        real_ball = kind == 1
+        fake_ball = kind == 2
+        for t in range(n_k):
+            in_r = real_ball & (key < real_radii[t, rows])
+            fake_count[t].add_(torch.bincount(cols[in_r], minlength=m))
+            covered[t, rows[in_r]] = True
+            if recalled is not None and fake_radii is not None:
+                recalled[t, rows[fake_ball & (key < fake_radii[t, cols])]] = True
+
+    def undecided(v: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+        """Pairs whose estimate ``v`` lies in some band ``[lo[t], hi[t]]``; lo, hi (K, P)."""
+        out = (v >= lo[0]) & (v <= hi[0])
+        for t in range(1, n_k):
+            out |= (v >= lo[t]) & (v <= hi[t])
+        return out
 
     for r0, r1 in _blocks(n, chunk_size):
         s = _distances(frame, slice(r0, r1), b_sq32, slice(None), a_sq32, use_bf16, work)
 
-        # Real balls (precision, density, coverage): pairs that may be inside are few.
-        mask = work.compare("mask", torch.le, s, hi_r[r0:r1].unsqueeze(1))
+        # Real balls (precision, density, coverage): pairs inside the largest ball are few.
+        mask = work.compare("mask", torch.le, s, hi_r_max[r0:r1].unsqueeze(1))
         rows, cols = mask.nonzero(as_tuple=True)
-        sure = s[rows, cols].to(torch.float64) < lo_r64[rows + r0]
-        fake_count += torch.bincount(cols[sure], minlength=m)
-        covered[rows[sure] + r0] = True
-        check_rows.append(rows[~sure] + r0)
-        check_cols.append(cols[~sure])
+        rows += r0
+        v = s[rows - r0, cols].to(torch.float64)
+        open_pairs = undecided(v, lo_r[:, rows], hi_r[:, rows])
+        check_rows.append(rows[open_pairs])
+        check_cols.append(cols[open_pairs])
         check_kind.append(torch.ones_like(check_cols[-1], dtype=torch.int8))
+        sure_rows, sure_cols, v = rows[~open_pairs], cols[~open_pairs], v[~open_pairs]
+        for t in range(n_k):  # outside every band: below lo[t] means inside ball t
+            inside = v < lo_r[t, sure_rows]
+            fake_count[t] += torch.bincount(sure_cols[inside], minlength=m)
+            covered[t, sure_rows[inside]] = True
 
-        # Fake balls (recall): only rows not already recalled for certain need a re-check.
-        rec = work.compare("mask", torch.lt, s, lo_f).any(dim=1)
-        recalled[r0:r1] = rec
-        open_rows = (~rec).nonzero(as_tuple=True)[0]
-        if open_rows.numel():
-            sub = s[open_rows]
-            r2, c2 = (sub <= hi_f).nonzero(as_tuple=True)
-            check_rows.append(open_rows[r2] + r0)
-            check_cols.append(c2)
-            check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
+        if recalled is not None:
+            # Fake balls (recall): a row inside a smallest ball for certain is recalled for
+            # every k; the other rows only need the pairs inside the largest balls.
+            rec = work.compare("mask", torch.lt, s, lo_f_min).any(dim=1)
+            recalled[:, r0:r1] |= rec.unsqueeze(0)
+            open_rows = (~rec).nonzero(as_tuple=True)[0]
+            if open_rows.numel():
+                sub = s[open_rows]
+                r2, c2 = (sub <= hi_f_max).nonzero(as_tuple=True)
+                if n_k > 1:
+                    v2 = sub[r2, c2]
+                    for t in range(1, n_k):
+                        recalled[t, open_rows[r2[v2 < lo_f[t, c2]]] + r0] = True
+                    keep = undecided(v2, lo_f[:, c2], hi_f[:, c2])
+                    r2, c2 = r2[keep], c2[keep]
+                check_rows.append(open_rows[r2] + r0)
+                check_cols.append(c2)
+                check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
         del s
         # Keep the pairs awaiting a re-check bounded (they pile up only on degenerate data).
         if sum(t.numel() for t in check_rows) > _MAX_PENDING_PAIRS:
             settle()
     settle()
-    return fake_count, covered, recalled
+    return CrossTests(fake_count, covered, recalled)

@@ -6,7 +6,6 @@ No Lightning import here: these functions are the engine behind the callback and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,14 +13,21 @@ import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, check_int
-from lightning_embviz._knn import (
-    cross_ball_tests,
-    kth_neighbour_radii,
-    pair_mode,
-    shared_frames,
+from lightning_embviz.reference import (
+    PRDCResult,
+    RealReference,
+    _check_chunk,
+    _check_size,
 )
 
-__all__ = ["PRDCResult", "compute_prdc", "compute_prdc_details", "frechet_distance"]
+__all__ = [
+    "PRDC_KEYS",
+    "PRDCResult",
+    "RealReference",
+    "compute_prdc",
+    "compute_prdc_details",
+    "frechet_distance",
+]
 
 
 def _validate_pair(real: Any, fake: Any, nearest_k: Any) -> tuple[Tensor, Tensor, int]:
@@ -41,61 +47,8 @@ def _validate_pair(real: Any, fake: Any, nearest_k: Any) -> tuple[Tensor, Tensor
             f"and {f.device}."
         )
     for name, t in (("real_features", r), ("fake_features", f)):
-        if k >= t.shape[0]:
-            raise ValueError(
-                f"`nearest_k={k}` needs more than {k} samples in `{name}`, got {t.shape[0]}. "
-                f"Use more samples or a smaller `nearest_k` (at most {t.shape[0] - 1})."
-            )
+        _check_size(k, t.shape[0], name)
     return r, f, k
-
-
-# Default block sizes: square blocks of 2048 for the symmetric radius pass (16 MiB of
-# float32 distances) and ~64 MiB row blocks for the real-fake pass. Large enough for the
-# GEMM to run near peak throughput, small enough to keep memory O((N + M) * chunk).
-_RADIUS_BLOCK = 2048
-_CROSS_BLOCK_ELEMENTS = 8 << 20
-
-
-def _cross_chunk(n_cols: int) -> int:
-    return int(min(max(_CROSS_BLOCK_ELEMENTS // max(n_cols, 1), 64), 8192))
-
-
-@dataclass(frozen=True)
-class PRDCResult:
-    """Precision, recall, density and coverage with the per-sample results behind them.
-
-    Attributes:
-        precision: fraction of fakes inside at least one real k-NN ball.
-        recall: fraction of reals inside at least one fake k-NN ball.
-        density: mean number of real balls containing a fake, divided by k.
-        coverage: fraction of reals whose own k-NN ball contains at least one fake.
-        nearest_k: the k used.
-        real_radii: (N,) distance of each real point to its k-th nearest real neighbour.
-        fake_radii: (M,) distance of each fake point to its k-th nearest fake neighbour.
-        real_covered: (N,) bool, a fake lies inside this real point's ball (coverage).
-        real_recalled: (N,) bool, this real point lies inside some fake ball (recall).
-        fake_ball_count: (M,) int64, number of real balls containing this fake (density).
-    """
-
-    precision: float
-    recall: float
-    density: float
-    coverage: float
-    nearest_k: int
-    real_radii: Tensor
-    fake_radii: Tensor
-    real_covered: Tensor
-    real_recalled: Tensor
-    fake_ball_count: Tensor
-
-    @property
-    def fake_in_real_manifold(self) -> Tensor:
-        """(M,) bool, the fake lies inside at least one real ball (precision)."""
-        return self.fake_ball_count > 0
-
-    def as_dict(self) -> dict[str, float]:
-        """The four metrics as a plain dict, like ``prdc.compute_prdc``."""
-        return {key: getattr(self, key) for key in PRDC_KEYS}
 
 
 def compute_prdc_details(
@@ -113,49 +66,9 @@ def compute_prdc_details(
         A :class:`PRDCResult`. Per-sample tensors live on the input's device.
     """
     real, fake, k = _validate_pair(real_features, fake_features, nearest_k)
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}.")
-    radius_block = chunk_size or _RADIUS_BLOCK
-    cross_block = chunk_size or _cross_chunk(fake.shape[0])
-    real_frame, fake_frame, cross_frame = shared_frames(real, fake, cross_block)
-    real_radii = kth_neighbour_radii(
-        real, k, pair_mode(real.dtype, real.dtype), radius_block, real_frame
-    )
-    fake_radii = kth_neighbour_radii(
-        fake, k, pair_mode(fake.dtype, fake.dtype), radius_block, fake_frame
-    )
-    fake_count, covered, recalled = cross_ball_tests(
-        real,
-        fake,
-        real_radii,
-        fake_radii,
-        pair_mode(real.dtype, fake.dtype),
-        cross_block,
-        cross_frame,
-    )
-    # Final reductions in NumPy with the reference's own operations, so that the floats are
-    # bit-identical to prdc's, not just the counts.
-    count_np = fake_count.cpu().numpy()
-    covered_np = covered.cpu().numpy()
-    recalled_np = recalled.cpu().numpy()
-    precision = float((count_np > 0).mean())
-    recall = float(recalled_np.mean())
-    density = float((1.0 / float(k)) * count_np.mean())
-    coverage = float(covered_np.mean())
-    return PRDCResult(
-        precision=precision,
-        recall=recall,
-        density=density,
-        coverage=coverage,
-        nearest_k=k,
-        real_radii=real_radii,
-        fake_radii=fake_radii,
-        real_covered=covered,
-        real_recalled=recalled,
-        fake_ball_count=fake_count,
-    )
+    chunk = _check_chunk(chunk_size)
+    reference = RealReference._from_checked(real, (k,), chunk)
+    return reference._results(fake, (k,), chunk)[k]
 
 
 def compute_prdc(

@@ -1,0 +1,316 @@
+"""RealReference: fitted once, identical to compute_prdc and to the reference `prdc` package."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import prdc.prdc as prdc_impl
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _prdc_cases import KINDS, make_sets, reference
+from lightning_embviz import RealReference, compute_prdc, compute_prdc_details
+from lightning_embviz import reference as reference_module
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(KINDS),
+    n=st.integers(8, 80),
+    m=st.integers(8, 80),
+    d=st.sampled_from([1, 3, 12, 40]),
+    ks=st.lists(st.integers(1, 6), min_size=1, max_size=4, unique=True),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_compare_and_sweep_match_compute_prdc_and_the_reference(kind, n, m, d, ks, dtype, seed):
+    real, fake = (a.astype(dtype) for a in make_sets(kind, n, m, d, seed))
+    ref = RealReference(real, nearest_k=ks)
+    swept = ref.sweep(fake)
+    assert list(swept) == ks
+    for k in ks:
+        expected = reference(real, fake, k)
+        assert compute_prdc(real, fake, k) == expected
+        assert ref.compare(fake, nearest_k=k) == expected
+        assert swept[k] == expected
+    assert ref.compare(fake) == swept[ks[0]]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sweep_over_many_k_on_hard_inputs(kind):
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 160, 140, 8, seed=5))
+    ks = tuple(range(1, 13))
+    ref = RealReference(real, nearest_k=ks, chunk_size=40)
+    swept = ref.sweep(fake, chunk_size=33)
+    for k in ks:
+        assert swept[k] == reference(real, fake, k), k
+        # the radii for every k are the reference's, bit for bit
+        np.testing.assert_array_equal(
+            ref.real_radii(k).numpy().astype(np.float32),
+            prdc_impl.compute_nearest_neighbour_distances(real, k),
+        )
+
+
+def test_details_are_identical_to_compute_prdc_details():
+    real, fake = (a.astype(np.float32) for a in make_sets("quantized", 300, 250, 6, seed=2))
+    ref = RealReference(real, nearest_k=(3, 7))
+    for k in (3, 7):
+        ours = ref.compare_details(fake, nearest_k=k)
+        direct = compute_prdc_details(real, fake, k)
+        assert ours.nearest_k == direct.nearest_k == k
+        assert ours.as_dict() == direct.as_dict() == reference(real, fake, k)
+        for name in ("real_radii", "fake_radii", "real_covered", "real_recalled"):
+            assert torch.equal(getattr(ours, name), getattr(direct, name)), name
+        assert torch.equal(ours.fake_ball_count, direct.fake_ball_count)
+    swept = ref.sweep_details(fake)
+    assert list(swept) == [3, 7]
+    assert torch.equal(swept[7].real_covered, ref.compare_details(fake, 7).real_covered)
+
+
+def test_compute_prdc_is_a_fitted_reference(monkeypatch):
+    calls = []
+    original = RealReference._from_checked.__func__
+
+    def spy(cls, real, ks, chunk):
+        calls.append(ks)
+        return original(cls, real, ks, chunk)
+
+    monkeypatch.setattr(RealReference, "_from_checked", classmethod(spy))
+    rng = np.random.default_rng(0)
+    compute_prdc(rng.normal(size=(30, 3)), rng.normal(size=(20, 3)), 4)
+    compute_prdc_details(rng.normal(size=(30, 3)), rng.normal(size=(20, 3)), 2)
+    assert calls == [(4,), (2,)]
+
+
+def test_each_pass_runs_once(monkeypatch):
+    # Fitting: one radius pass for all k. A sweep: one fake radius pass, one real-fake pass.
+    radius_calls, cross_calls = [], []
+    original_radii = reference_module.neighbour_radii
+    original_cross = reference_module.cross_ball_tests
+    monkeypatch.setattr(
+        reference_module,
+        "neighbour_radii",
+        lambda x, ks, *a: radius_calls.append(tuple(ks)) or original_radii(x, ks, *a),
+    )
+    monkeypatch.setattr(
+        reference_module,
+        "cross_ball_tests",
+        lambda *a: cross_calls.append(a[2].shape[0]) or original_cross(*a),
+    )
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(200, 5)).astype(np.float32)
+    fake = rng.normal(size=(180, 5)).astype(np.float32)
+    ref = RealReference(real, nearest_k=(10, 2, 5))
+    assert radius_calls == [(2, 5, 10)]
+    ref.sweep(fake)
+    assert radius_calls == [(2, 5, 10), (2, 5, 10)]
+    assert cross_calls == [3]
+    ref.compare(fake, nearest_k=5)
+    assert radius_calls[-1] == (5,) and cross_calls[-1] == 1
+
+
+def test_description_and_order_of_k():
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(50, 6)).astype(np.float32)
+    ref = RealReference(torch.from_numpy(real), nearest_k=[10, 3, 10, 5])
+    assert ref.nearest_ks == (10, 3, 5)
+    assert ref.nearest_k == 10
+    assert (ref.num_real, ref.width, ref.dtype) == (50, 6, torch.float32)
+    assert ref.device == torch.device("cpu")
+    assert "nearest_ks=(10, 3, 5)" in repr(ref)
+    assert torch.equal(ref.real, torch.from_numpy(real))
+    assert list(ref.sweep(rng.normal(size=(40, 6)).astype(np.float32))) == [10, 3, 5]
+    assert RealReference(real, nearest_k=range(1, 4)).nearest_ks == (1, 2, 3)
+    assert RealReference(real, nearest_k=np.array([4, 2])).nearest_ks == (4, 2)
+    # radii grow with k
+    assert bool((ref.real_radii(3) <= ref.real_radii(5)).all())
+    assert bool((ref.real_radii(5) <= ref.real_radii(10)).all())
+
+
+def test_results_do_not_depend_on_chunk_size_or_fake_row_order():
+    real, fake = (a.astype(np.float32) for a in make_sets("discrete_far", 120, 110, 5, seed=8))
+    ref = RealReference(real, nearest_k=(1, 4))
+    expected = ref.sweep(fake)
+    order = np.random.default_rng(0).permutation(len(fake))
+    assert ref.sweep(fake[order], chunk_size=7) == expected
+    assert RealReference(real, nearest_k=(1, 4), chunk_size=9).sweep(fake) == expected
+
+
+def test_fake_far_from_the_real_scale_rebuilds_the_frame():
+    # A fake set far larger than the real one changes the frame's scale: the real set is
+    # converted again for that comparison, the fitted copy stays for the next one.
+    rng = np.random.default_rng(4)
+    real = rng.normal(size=(90, 4)).astype(np.float32)
+    fake_huge = (rng.normal(size=(80, 4)) * 1e6).astype(np.float32)
+    fake = rng.normal(size=(80, 4)).astype(np.float32)
+    ref = RealReference(real, nearest_k=3)
+    assert ref.compare(fake_huge) == reference(real, fake_huge, 3)
+    assert ref.compare(fake) == reference(real, fake, 3)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt", ".ref"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_save_and_load_round_trip(tmp_path, suffix, dtype):
+    real, fake = (
+        torch.from_numpy(a).to(dtype) for a in make_sets("quantized", 120, 100, 7, seed=6)
+    )
+    ref = RealReference(real, nearest_k=(5, 2, 9))
+    path = tmp_path / f"reference{suffix}"
+    ref.save(path)
+    assert path.exists()  # written as given, no suffix added
+    loaded = RealReference.load(path)
+    assert loaded.nearest_ks == (5, 2, 9)
+    assert loaded.dtype == dtype and loaded.width == 7 and loaded.num_real == 120
+    assert loaded.fingerprint == ref.fingerprint
+    assert torch.equal(loaded.real, ref.real)
+    for k in (2, 5, 9):
+        assert torch.equal(loaded.real_radii(k), ref.real_radii(k))
+    assert loaded.sweep(fake) == ref.sweep(fake)
+    assert loaded.matches(real)
+    # the files open with the safe loaders
+    if suffix == ".pt":
+        assert set(torch.load(path, weights_only=True)) >= {"real", "radii", "format_version"}
+    else:
+        with np.load(path, allow_pickle=False) as data:
+            assert int(data["format_version"]) == reference_module.FORMAT_VERSION
+
+
+def test_loaded_reference_matches_the_reference_package(tmp_path):
+    real, fake = (a.astype(np.float32) for a in make_sets("far", 150, 130, 9, seed=9))
+    RealReference(real, nearest_k=(3, 6)).save(tmp_path / "r.npz")
+    loaded = RealReference.load(tmp_path / "r.npz", device="cpu")
+    assert loaded.compare(fake) == reference(real, fake, 3)
+    assert loaded.compare(fake, nearest_k=6) == reference(real, fake, 6)
+
+
+def _rewrite_npz(src, dst, **changes):
+    with np.load(src, allow_pickle=False) as data:
+        fields = {key: data[key] for key in data.files}
+    fields.update(changes)
+    with open(dst, "wb") as fh:
+        np.savez(fh, **fields)
+
+
+def test_load_errors(tmp_path):
+    rng = np.random.default_rng(10)
+    real = rng.normal(size=(30, 4)).astype(np.float32)
+    good = tmp_path / "good.npz"
+    RealReference(real, nearest_k=3).save(good)
+
+    _rewrite_npz(good, tmp_path / "v99.npz", format_version=np.asarray(99))
+    with pytest.raises(ValueError, match=r"format version 99; this version .* reads version 1"):
+        RealReference.load(tmp_path / "v99.npz")
+
+    damaged = real.copy()
+    damaged[7, 2] += 1.0
+    _rewrite_npz(good, tmp_path / "damaged.npz", real=damaged)
+    with pytest.raises(ValueError, match="is damaged: its real set does not match the fingerpr"):
+        RealReference.load(tmp_path / "damaged.npz")
+
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match=r"is not a saved RealReference \(missing format, "):
+        RealReference.load(tmp_path / "other.npz")
+
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="is not a saved RealReference"):
+        RealReference.load(tmp_path / "other.pt")
+
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match=r"not an npz or torch file.*embviz reference"):
+        RealReference.load(tmp_path / "text.npz")
+
+    with zipfile.ZipFile(good) as archive:
+        assert any(name.startswith("real") for name in archive.namelist())
+
+
+def test_compare_errors():
+    rng = np.random.default_rng(11)
+    real = rng.normal(size=(30, 4)).astype(np.float32)
+    ref = RealReference(real, nearest_k=(3, 5, 10))
+    with pytest.raises(ValueError, match=r"`fake` has width D=5 .* real set has width 4"):
+        ref.compare(np.zeros((20, 5), dtype=np.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"`nearest_k=7` was not fitted; this reference has nearest_k in \(3, 5, 10\)\. "
+        r"Fit it with `RealReference\(real, nearest_k=\(3, 5, 10, 7\)\)`",
+    ):
+        ref.compare(rng.normal(size=(20, 4)), nearest_k=7)
+    with pytest.raises(ValueError, match="`nearest_k=10` needs more than 10 samples in `fake`"):
+        ref.sweep(rng.normal(size=(8, 4)).astype(np.float32))
+    with pytest.raises(ValueError, match="`nearest_k=5` needs more than 5 samples in `fake`"):
+        ref.compare(rng.normal(size=(5, 4)).astype(np.float32), nearest_k=5)
+    with pytest.raises(ValueError, match=r"`fake` has 1 row\(s\) with NaN"):
+        ref.compare(np.array([[np.nan] * 4] + [[0.0] * 4] * 9))
+    with pytest.raises(TypeError, match="`nearest_k` must be an int >= 1, got 'a'"):
+        ref.compare(real, nearest_k="a")
+    with pytest.raises(ValueError, match="`chunk_size` must be >= 1, got 0"):
+        ref.compare(real, chunk_size=0)
+
+
+@pytest.mark.parametrize(
+    ("nearest_k", "exc", "match"),
+    [
+        ((), ValueError, "`nearest_k` is an empty sequence"),
+        (0, ValueError, "`nearest_k` must be >= 1, got 0"),
+        ((3, 0), ValueError, "`nearest_k` must be >= 1, got 0"),
+        (30, ValueError, r"`nearest_k=30` needs more .* `real`, got 30.*at most 29"),
+        ((5, 31), ValueError, "`nearest_k=31` needs more than 31 samples in `real`"),
+        (2.0, TypeError, r"`nearest_k` must be an int >= 1 or a sequence of them, got 2\.0"),
+        (True, TypeError, "got True"),
+        ((5, True), TypeError, "`nearest_k` must be an int >= 1, got True"),
+        ("5", TypeError, "got '5'"),
+    ],
+)
+def test_fit_errors(nearest_k, exc, match):
+    real = np.random.default_rng(12).normal(size=(30, 4))
+    with pytest.raises(exc, match=match):
+        RealReference(real, nearest_k=nearest_k)
+
+
+def test_fit_input_errors():
+    with pytest.raises(ValueError, match=r"`real` must be 2-D with shape \(N, D\)"):
+        RealReference(np.zeros(10))
+    with pytest.raises(TypeError, match=r"`real` must be a torch\.Tensor or a numpy\.ndarray"):
+        RealReference([[0.0, 1.0]] * 10)
+
+
+def test_matches():
+    rng = np.random.default_rng(13)
+    real = rng.normal(size=(300, 8)).astype(np.float32)
+    ref = RealReference(real, nearest_k=3)
+    assert ref.matches(real.copy())
+    assert ref.matches(torch.from_numpy(real.copy()))
+    changed = real.copy()
+    changed[-2, 5] = np.nextafter(changed[-2, 5], np.float32(np.inf))  # one ulp, one value
+    assert not ref.matches(changed)
+    assert not ref.matches(real.astype(np.float64))
+    assert not ref.matches(real[:-1])
+    assert not ref.matches(real.tolist())
+    ints = rng.integers(0, 5, size=(40, 3))
+    assert RealReference(ints, nearest_k=2).matches(ints.copy())
+
+
+def test_to_device_returns_an_equivalent_reference():
+    rng = np.random.default_rng(14)
+    real = rng.normal(size=(60, 4)).astype(np.float32)
+    fake = rng.normal(size=(50, 4)).astype(np.float32)
+    ref = RealReference(real, nearest_k=(2, 4))
+    assert ref.to("cpu") is ref
+    target = "cuda" if torch.cuda.is_available() else "meta"
+    if target == "meta":
+        pytest.skip("needs a CUDA device")
+    moved = ref.to(target)
+    assert moved.device.type == "cuda"
+    assert moved.sweep(torch.from_numpy(fake).cuda()) == ref.sweep(fake)
+    with pytest.raises(ValueError, match=r"`fake` is on cpu but the real set is on cuda"):
+        moved.compare(fake)
+
+
+def test_doctests_run():
+    import doctest
+
+    result = doctest.testmod(reference_module)
+    assert result.attempted > 0 and result.failed == 0
