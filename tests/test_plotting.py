@@ -9,6 +9,7 @@ import time
 import matplotlib.image
 import numpy as np
 import pytest
+import torch
 from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
 
@@ -16,6 +17,7 @@ from lightning_embviz.plotting import (
     CLASS_COLORS,
     FAKE_COLOR,
     FAKE_OUTSIDE_COLOR,
+    GALLERY_TILE,
     REAL_COLOR,
     class_metrics,
     class_metrics_figure,
@@ -24,7 +26,11 @@ from lightning_embviz.plotting import (
     coverage_figure,
     figure_to_array,
     figure_to_png,
+    format_ratio,
+    gallery_figure,
     metrics_title,
+    missed_real_figure,
+    outlier_fake_figure,
     projection_figure,
 )
 
@@ -258,3 +264,294 @@ def test_library_never_imports_pyplot():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- galleries
+
+
+def texts(fig: Figure) -> list[str]:
+    return [t.get_text() for t in fig.texts]
+
+
+def mask_near(img: np.ndarray, color, tol: float = 3.0) -> np.ndarray:
+    return np.abs(img.astype(float) - np.asarray(color, dtype=float)).max(axis=-1) <= tol
+
+
+def bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(mask)
+    return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+
+
+def solid_tiles(colors, size: int = 8) -> np.ndarray:
+    """(B, 3, size, size) tiles, each one solid colour (values in [0, 1])."""
+    return np.stack(
+        [np.broadcast_to(np.array(c, float)[:, None, None], (3, size, size)) for c in colors]
+    )
+
+
+TILE_PX = round(GALLERY_TILE * 100)
+
+
+def test_gallery_tiles_are_drawn_in_order_row_by_row():
+    red, blue, green, grey = (1, 0, 0), (0, 0, 1), (0, 1, 0), (0.5, 0.5, 0.5)
+    images = solid_tiles([red, blue] + [grey] * 6 + [green])
+    captions = [f"c{i}" for i in range(9)]
+    fig = gallery_figure(images, captions, "title line", columns=8)
+    img = figure_to_array(fig)
+    r, b, g = (bbox(mask_near(img, np.array(c) * 255)) for c in (red, blue, green))
+    for top, bottom, left, right in (r, b, g):
+        assert abs((bottom - top + 1) - TILE_PX) <= 2 and abs((right - left + 1) - TILE_PX) <= 2
+    assert r[0] == b[0] and r[3] < b[2]  # same row, red left of blue
+    assert g[0] > r[1] and g[2] == r[2]  # the 9th tile starts the second row, first column
+    assert mask_near(img, (255, 0, 0)).sum() == pytest.approx(TILE_PX**2, rel=0.05)
+    assert texts(fig)[0] == "title line"
+    assert texts(fig)[-9:] == captions
+    assert len(fig.axes) == 9
+
+
+def test_gallery_width_is_fixed_by_columns_and_height_grows_with_rows():
+    one = figure_to_array(gallery_figure(solid_tiles([(1, 0, 0)]), None, "t", columns=8))
+    many = figure_to_array(gallery_figure(solid_tiles([(1, 0, 0)] * 20), None, "t", columns=8))
+    four = figure_to_array(gallery_figure(solid_tiles([(1, 0, 0)] * 20), None, "t", columns=4))
+    assert one.shape[1] == many.shape[1] > four.shape[1]
+    assert many.shape[0] > one.shape[0]
+    assert four.shape[0] > many.shape[0]
+    assert mask_near(many, (255, 0, 0)).sum() == pytest.approx(20 * TILE_PX**2, rel=0.05)
+
+
+def grey_levels(img: np.ndarray) -> dict[int, int]:
+    """Pixel counts per grey level among pure grey pixels (R == G == B)."""
+    flat = img.reshape(-1, 3).astype(int)
+    grey = flat[(flat[:, 0] == flat[:, 1]) & (flat[:, 1] == flat[:, 2]), 0]
+    values, counts = np.unique(grey, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
+
+
+def tile_count(levels: dict[int, int], level: int, tol: int = 1) -> int:
+    return sum(n for v, n in levels.items() if abs(v - level) <= tol)
+
+
+def test_gallery_scaling_is_joint_min_max_outside_unit_range():
+    # Values in [-2, 10]: a tile at 10 (white), at -2 (black), at 4 (mid-grey, not
+    # stretched to white on its own) and at 1 (a quarter).
+    images = np.stack([np.full((6, 6), v) for v in (10.0, -2.0, 4.0, 1.0)])
+    levels = grey_levels(figure_to_array(gallery_figure(images, None, "t")))
+    assert tile_count(levels, 128) == pytest.approx(TILE_PX**2, rel=0.05)
+    assert tile_count(levels, 64) == pytest.approx(TILE_PX**2, rel=0.05)
+    # Values within [0, 1] are shown as they are, not stretched.
+    unit = np.stack([np.full((1, 6, 6), 0.25), np.full((1, 6, 6), 0.5)])
+    levels = grey_levels(figure_to_array(gallery_figure(unit, None, "t")))
+    assert tile_count(levels, 64) == pytest.approx(TILE_PX**2, rel=0.05)
+    assert tile_count(levels, 128) == pytest.approx(TILE_PX**2, rel=0.05)
+    # uint8 images are divided by 255.
+    eight = np.stack([np.full((6, 6), 64, np.uint8), np.full((6, 6), 255, np.uint8)])
+    levels = grey_levels(figure_to_array(gallery_figure(eight, None, "t")))
+    assert tile_count(levels, 64) == pytest.approx(TILE_PX**2, rel=0.05)
+
+
+def test_gallery_scaling_joint_over_both_blocks_and_tanh_range():
+    main = np.full((1, 1, 6, 6), -1.0)  # black
+    contrast = np.full((1, 1, 6, 6), 0.0)  # mid-grey: scaled with the main block's -1 and 1
+    contrast = np.concatenate([contrast, np.full((1, 1, 6, 6), 1.0)])
+    fig = gallery_figure(main, ["a"], "t", contrast_images=contrast, contrast_captions=["b", "c"])
+    levels = grey_levels(figure_to_array(fig))
+    assert tile_count(levels, 128) == pytest.approx(TILE_PX**2, rel=0.05)
+    assert tile_count(levels, 0, tol=0) >= TILE_PX**2
+    assert len(fig.axes) == 3
+
+
+def test_gallery_is_nan_and_inf_safe():
+    images = np.stack([np.full((6, 6), np.nan), np.full((6, 6), np.inf), np.full((6, 6), 0.5)])
+    images[2, 0, 0] = -np.inf
+    levels = grey_levels(figure_to_array(gallery_figure(images, None, "t")))
+    # NaN black, +inf white; the finite values (all 0.5) are shown as they are.
+    assert tile_count(levels, 0, tol=0) >= TILE_PX**2
+    assert tile_count(levels, 128) == pytest.approx(TILE_PX**2, rel=0.05)
+    only_nan = gallery_figure(np.full((2, 3, 4, 4), np.nan), None, "t")
+    assert figure_to_array(only_nan).shape[0] > 0
+
+
+def test_gallery_large_and_non_square_images():
+    rng = np.random.default_rng(0)
+    big = rng.random((3, 3, 300, 150))
+    img = figure_to_array(gallery_figure(big, ["a", "b", "c"], "t"))
+    small = figure_to_array(gallery_figure(big[:, :, :8, :4], ["a", "b", "c"], "t"))
+    assert img.shape == small.shape  # the tile box, not the image, sets the size
+
+
+def test_gallery_empty_draws_a_note_not_an_error():
+    fig = gallery_figure(
+        np.zeros((0, 3, 8, 8)), [], "missed", note_if_empty="no missed real samples"
+    )
+    assert fig.axes == []
+    assert "no missed real samples" in texts(fig)
+    img = figure_to_array(fig)
+    assert img.shape[0] < 250 and (img < 128).any()
+    assert "no missed real samples" in texts(
+        gallery_figure(torch.zeros(0, 8, 8), None, "x", note_if_empty="no missed real samples")
+    )
+
+
+def test_gallery_class_counts_in_the_title():
+    counts = {c: 20 - c for c in range(15)}
+    counts[99] = 0
+    fig = gallery_figure(
+        solid_tiles([(1, 0, 0)]),
+        ["x"],
+        "t",
+        class_counts=counts,
+        class_counts_label="missed per class",
+    )
+    line = " ".join(texts(fig))
+    assert "missed per class: 0: 20 · 1: 19 · 2: 18" in line
+    assert "11: 9 · … 3 more (1 class with none)" in line
+    fig = gallery_figure(solid_tiles([(1, 0, 0)]), ["x"], "t", class_counts={"cat": 0})
+    assert "per class: none" in " ".join(texts(fig))
+
+
+def test_gallery_accepts_tensors_and_grey_layouts():
+    fig = gallery_figure(torch.rand(3, 1, 5, 5), ["a", "b", "c"], "t")
+    assert len(fig.axes) == 3
+    fig = gallery_figure(torch.rand(2, 5, 5, dtype=torch.float64).to(torch.bfloat16), None, "t")
+    assert len(fig.axes) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"images": np.zeros((2, 2, 4, 4))},
+            ValueError,
+            r"\(B, C, H, W\) with C in \(1, 3\).*\(2, 2, 4, 4\)",
+        ),
+        ({"images": np.zeros((2, 4))}, ValueError, r"got \(2, 4\)"),
+        ({"images": np.array([["a"]])}, TypeError, r"must hold numbers"),
+        ({"captions": ["a"]}, ValueError, r"one caption per image \(2\), got 1"),
+        ({"captions": "ab"}, TypeError, r"sequence of strings"),
+        ({"columns": 0}, ValueError, r"`columns` must be an int >= 1, got 0"),
+        (
+            {"contrast_images": np.zeros((1, 4, 4)), "contrast_captions": []},
+            ValueError,
+            r"`contrast_captions` must have one caption per image \(1\)",
+        ),
+    ],
+)
+def test_gallery_bad_arguments(kwargs, error, match):
+    arguments = {"images": np.zeros((2, 4, 4)), "captions": None, "title": "t"}
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        gallery_figure(
+            arguments.pop("images"), arguments.pop("captions"), arguments.pop("title"), **arguments
+        )
+
+
+def test_format_ratio():
+    assert format_ratio(1.8449) == "1.84×"
+    assert format_ratio(12.34) == "12.3×"
+    assert format_ratio(184.4) == "184×"
+    assert format_ratio(float("inf")) == "r=0"
+    assert format_ratio(float("nan")) == "nan"
+
+
+def test_missed_real_figure_captions_title_and_frames():
+    images = solid_tiles([(0.5, 0.5, 0.5)] * 3)
+    fig = missed_real_figure(
+        images,
+        np.array([3.0, 2.5, 1.0]),
+        num_missed=40,
+        num_real=1000,
+        indices=np.array([7, 3, 11]),
+        labels=np.array([1, 1, 4]),
+        class_counts={1: 30, 4: 10},
+        nearest_k=5,
+    )
+    words = texts(fig)
+    assert words[0] == "missed real samples: 40 of 1000 reals have no fake in their k-NN ball"
+    assert "the 3 most clearly missed" in words[1] and "k=5" in words[1]
+    assert "missed per class: 1: 30 · 4: 10" in words[1]
+    assert words[-3:] == ["#7 [1]\n3.00×", "#3 [1]\n2.50×", "#11 [4]\n1.00×"]
+    empty = missed_real_figure(np.zeros((0, 8, 8)), [], num_missed=0, num_real=10)
+    assert empty.axes == [] and any("no missed real samples" in t for t in texts(empty))
+    with pytest.raises(ValueError, match=r"`ratios` must have one value per image \(3\), got 2"):
+        missed_real_figure(images, [1.0, 2.0], num_missed=3, num_real=9)
+    with pytest.raises(ValueError, match=r"`indices` must have one entry per image \(3\), got 1"):
+        missed_real_figure(images, [1.0, 2.0, 3.0], num_missed=3, num_real=9, indices=[1])
+
+
+def test_outlier_fake_figure_with_a_contrast_row():
+    images = solid_tiles([(1, 1, 1)] * 2)  # white tiles: the frames are the only colour
+    deepest = solid_tiles([(1, 1, 1)] * 3)
+    fig = outlier_fake_figure(
+        images,
+        [4.0, 1.5],
+        num_outliers=2,
+        num_fake=100,
+        indices=[10, 20],
+        deepest_images=deepest,
+        deepest_counts=[9, 4, 1],
+        deepest_indices=[1, 2, 3],
+    )
+    words = texts(fig)
+    assert words[0] == "outlier fakes: 2 of 100 fakes lie outside every real k-NN ball"
+    assert words[1].startswith("all, largest caption first")
+    captions = [w for w in words if w.startswith("#")]
+    assert captions == [
+        "#10\n4.00×",
+        "#20\n1.50×",
+        "#1\nin 9 balls",
+        "#2\nin 4 balls",
+        "#3\nin 1 ball",
+    ]
+    assert any(w.startswith("for contrast") for w in words)
+    assert len(fig.axes) == 5
+    img = figure_to_array(fig)
+    assert count_near(img, rgb(FAKE_OUTSIDE_COLOR), 30) > 2 * 4 * TILE_PX * 0.8
+    assert count_near(img, rgb(FAKE_COLOR), 30) > 3 * 4 * TILE_PX * 0.8
+    # No outliers: a note only, no contrast row.
+    none = outlier_fake_figure(
+        np.zeros((0, 3, 4, 4)),
+        [],
+        num_outliers=0,
+        num_fake=100,
+        deepest_images=deepest,
+        deepest_counts=[9, 4, 1],
+    )
+    assert none.axes == [] and any("no outlier fakes" in t for t in texts(none))
+    with pytest.raises(ValueError, match="`deepest_counts` is needed"):
+        outlier_fake_figure(images, [4.0, 1.5], num_outliers=2, num_fake=9, deepest_images=deepest)
+    with pytest.raises(ValueError, match=r"one value per deepest image \(3\), got 2"):
+        outlier_fake_figure(
+            images,
+            [4.0, 1.5],
+            num_outliers=2,
+            num_fake=9,
+            deepest_images=deepest,
+            deepest_counts=[1, 2],
+        )
+
+
+def test_gallery_from_real_details_end_to_end():
+    """Orders from samples.py feed the figure: the most missed real is the first tile."""
+    from lightning_embviz import compute_prdc_details
+    from lightning_embviz.samples import missed_real_order
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(60, 4))
+    fake = rng.normal(size=(60, 4)) * 0.3
+    details = compute_prdc_details(real, fake, nearest_k=3)
+    if not hasattr(details, "real_nearest_fake_ratio"):
+        pytest.skip("the engine's per-sample ratios are not there yet")
+    order = missed_real_order(details)
+    assert len(order) > 8
+    shown = order[:8]
+    # Image i is solid with brightness = its row / 60, so the tile reveals which row it is.
+    images = (np.arange(60, dtype=float) / 59)[:, None, None, None] * np.ones((60, 1, 4, 4))
+    fig = missed_real_figure(
+        images[shown.numpy()],
+        details.real_nearest_fake_ratio[shown],
+        num_missed=len(order),
+        num_real=60,
+        indices=shown,
+    )
+    ratio = details.real_nearest_fake_ratio[shown].tolist()
+    assert texts(fig)[-8:] == [f"#{i}\n{format_ratio(r)}" for i, r in zip(shown.tolist(), ratio)]

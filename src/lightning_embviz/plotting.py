@@ -11,6 +11,7 @@ No Lightning import here.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
@@ -21,6 +22,8 @@ from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
+
+from lightning_embviz._arrays import as_numpy
 
 __all__ = [
     "CLASS_COLORS",
@@ -37,7 +40,12 @@ __all__ = [
     "encode_png",
     "figure_to_array",
     "figure_to_png",
+    "format_ratio",
+    "gallery_display_range",
+    "gallery_figure",
     "metrics_title",
+    "missed_real_figure",
+    "outlier_fake_figure",
     "projection_figure",
 ]
 
@@ -668,6 +676,531 @@ def comparison_figure(
     head = title or "fake sets in one frame fitted on the real set"
     fig.suptitle(f"{head} · k={nearest_k}" if nearest_k else head, fontsize=10)
     return fig
+
+
+# --------------------------------------------------------------------------- galleries
+
+GALLERY_TILE = 0.95  # inches per image tile
+_GALLERY_GAP = 0.08  # inches between tiles
+_GALLERY_MARGIN = 0.15
+_GALLERY_CAPTION = 0.3  # inches below a tile for two caption lines
+_GALLERY_LINE = 0.2  # inches per title line
+_MAX_CLASSES_NAMED = 12
+
+
+def _gallery_images(images: ArrayLike, name: str) -> np.ndarray:
+    """(B, C, H, W) with C in {1, 3}, or (B, H, W), as a float64 (B, H, W, C) array."""
+    arr = as_numpy(images)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
+    ):
+        raise TypeError(f"`{name}` must hold numbers, got dtype {arr.dtype}.")
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[1] not in (1, 3) or min(arr.shape[2:], default=0) < 1:
+        raise ValueError(
+            f"`{name}` must have shape (B, C, H, W) with C in (1, 3), or (B, H, W), got "
+            f"{tuple(arr.shape)}."
+        )
+    scale = 255.0 if arr.dtype == np.uint8 else 1.0
+    return np.moveaxis(arr.astype(np.float64) / scale, 1, -1)
+
+
+def gallery_display_range(*blocks: np.ndarray) -> tuple[float, float]:
+    """The value range mapped to black..white for a gallery's tiles, shared by all tiles.
+
+    The rule (also used by the embedding projector's thumbnails): if every finite value lies
+    in [0, 1] the images are shown as they are, (0, 1); otherwise the finite minimum and
+    maximum over all tiles of the figure together (min-max jointly, so relative brightness
+    between tiles is kept). A gallery of one constant value outside [0, 1] maps to mid-grey.
+
+    Args:
+        blocks: arrays of any shape holding the pixel values (uint8 already divided by 255).
+
+    Returns:
+        ``(low, high)`` with ``low <= high``.
+    """
+    finite = [b[np.isfinite(b)] for b in blocks]
+    values = np.concatenate([f.reshape(-1) for f in finite]) if finite else np.zeros(0)
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    if low >= 0.0 and high <= 1.0:
+        return 0.0, 1.0
+    return low, high
+
+
+def _to_display(tiles: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map values to [0, 1]: (x - low) / (high - low); NaN -> 0, +inf -> 1, -inf -> 0."""
+    if high > low:
+        out = (tiles - low) / (high - low)
+    else:
+        out = np.where(np.isfinite(tiles), 0.5, tiles)
+    out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _class_count_line(counts: Mapping[Any, int], label: str) -> str:
+    items = sorted(
+        ((c, int(v)) for c, v in counts.items()), key=lambda cv: -cv[1]
+    )  # stable: keeps the caller's order among equal counts
+    nonzero = [(c, v) for c, v in items if v > 0]
+    shown = nonzero[:_MAX_CLASSES_NAMED]
+    parts = [f"{c}: {v}" for c, v in shown]
+    text = f"{label}: " + (" · ".join(parts) if parts else "none")
+    hidden = len(nonzero) - len(shown)
+    if hidden:
+        text += f" · … {hidden} more"
+    zero = len(items) - len(nonzero)
+    if zero and nonzero:
+        text += f" ({zero} class{'es' if zero != 1 else ''} with none)"
+    return text
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> list[str]:
+    import textwrap
+
+    chars = max(int(width_in * 144 / fontsize), 20)  # ~0.5 em per character
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        lines += textwrap.wrap(paragraph, chars) or [""]
+    return lines
+
+
+def _gallery_block(
+    fig: Figure,
+    tiles: np.ndarray,
+    captions: Sequence[str] | None,
+    top: float,
+    columns: int,
+    low: float,
+    high: float,
+    color: str | None,
+) -> float:
+    """Draw tiles row by row from ``top`` (inches from the figure top); return the new top."""
+    width_in, height_in = fig.get_size_inches()
+    shown = _to_display(tiles, low, high)
+    for i, tile in enumerate(shown):
+        row, col = divmod(i, columns)
+        left = _GALLERY_MARGIN + col * (GALLERY_TILE + _GALLERY_GAP)
+        tile_top = top + row * (GALLERY_TILE + _GALLERY_CAPTION + _GALLERY_GAP)
+        bottom = height_in - tile_top - GALLERY_TILE
+        ax = fig.add_axes(
+            (left / width_in, bottom / height_in, GALLERY_TILE / width_in, GALLERY_TILE / height_in)
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(color is not None)
+            if color is not None:
+                spine.set_edgecolor(color)
+                spine.set_linewidth(1.5)
+        upsampling = max(tile.shape[:2]) <= GALLERY_TILE * DPI
+        interpolation = "nearest" if upsampling else "antialiased"
+        if tile.shape[2] == 1:
+            ax.imshow(tile[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation=interpolation)
+        else:
+            ax.imshow(tile, interpolation=interpolation)
+        if captions is not None:
+            fig.text(
+                (left + GALLERY_TILE / 2) / width_in,
+                (bottom - 0.03) / height_in,
+                captions[i],
+                ha="center",
+                va="top",
+                fontsize=7,
+                linespacing=1.1,
+            )
+    rows = -(-len(shown) // columns)
+    return top + rows * (GALLERY_TILE + _GALLERY_CAPTION + _GALLERY_GAP)
+
+
+def _check_captions(captions: Sequence[str] | None, count: int, name: str) -> list[str] | None:
+    if captions is None:
+        return None
+    if isinstance(captions, str):
+        raise TypeError(f"`{name}` must be a sequence of strings (one per image), got a str.")
+    out = [str(c) for c in captions]
+    if len(out) != count:
+        raise ValueError(f"`{name}` must have one caption per image ({count}), got {len(out)}.")
+    return out
+
+
+def gallery_figure(
+    images: ArrayLike,
+    captions: Sequence[str] | None,
+    title: str,
+    *,
+    columns: int = 8,
+    note_if_empty: str = "nothing to show",
+    subtitle: str | None = None,
+    class_counts: Mapping[Any, int] | None = None,
+    class_counts_label: str = "per class",
+    contrast_images: ArrayLike | None = None,
+    contrast_captions: Sequence[str] | None = None,
+    contrast_title: str | None = None,
+    color: str | None = None,
+    contrast_color: str | None = None,
+) -> Figure:
+    """A grid of image tiles with a caption under each, and an optional contrast block.
+
+    Tiles are laid out ``columns`` per row, in the given order (row by row), at a fixed size
+    (0.95 inch, 95 pixels; small images are enlarged without smoothing, large ones shrunk
+    with antialiasing), so the figure keeps its width from one epoch to the next. A second
+    block (e.g. the fakes deepest in the real manifold) follows under its own heading.
+
+    Display scaling, the same for every tile of the figure (both blocks): uint8 images are
+    divided by 255; then if every finite value lies in [0, 1] the values are shown as they
+    are, otherwise they are min-max scaled over all tiles jointly (the smallest finite value
+    is black, the largest white), which keeps the relative brightness of the tiles. NaN is
+    shown black, +inf white, -inf black. One-channel images are drawn in grey.
+
+    With no images, the figure holds the title and ``note_if_empty`` instead of tiles (and
+    the contrast block, if given).
+
+    Args:
+        images: (B, C, H, W) with C in {1, 3}, or (B, H, W); a tensor or array, any range.
+            B may be 0.
+        captions: one string per image (newlines allowed), or None.
+        title: the first title line.
+        columns: tiles per row (>= 1).
+        note_if_empty: the note drawn when there are no images.
+        subtitle: a second title line, e.g. what the captions mean.
+        class_counts: ``{class: count}``, e.g. missed samples per class
+            (:func:`lightning_embviz.samples.missed_per_class`); the non-zero counts are named
+            under the title, largest first (at most 12, then how many more).
+        class_counts_label: how that line starts, e.g. ``"missed per class"``.
+        contrast_images: a second block of tiles, same layouts as ``images``.
+        contrast_captions: one string per contrast image, or None.
+        contrast_title: the heading of the contrast block.
+        color: a frame colour for the tiles (e.g. the colour that marks these samples in the
+            scatter views), or None for no frame.
+        contrast_color: the same for the contrast tiles.
+
+    Returns:
+        A Figure (Agg canvas attached), ``columns`` tiles wide.
+
+    Raises:
+        ValueError: on image shapes other than the above, a caption count other than the
+            image count, or ``columns`` < 1.
+        TypeError: on images that are not numbers, or ``captions`` given as one string.
+    """
+    main = _gallery_images(images, "images")
+    contrast = (
+        _gallery_images(contrast_images, "contrast_images") if contrast_images is not None else None
+    )
+    return _draw_gallery(
+        main,
+        captions,
+        title,
+        columns=columns,
+        note_if_empty=note_if_empty,
+        subtitle=subtitle,
+        class_counts=class_counts,
+        class_counts_label=class_counts_label,
+        contrast=contrast,
+        contrast_captions=contrast_captions,
+        contrast_title=contrast_title,
+        color=color,
+        contrast_color=contrast_color,
+    )
+
+
+def _draw_gallery(
+    main: np.ndarray,
+    captions: Sequence[str] | None,
+    title: str,
+    *,
+    columns: int,
+    note_if_empty: str,
+    subtitle: str | None,
+    class_counts: Mapping[Any, int] | None,
+    class_counts_label: str,
+    contrast: np.ndarray | None,
+    contrast_captions: Sequence[str] | None,
+    contrast_title: str | None,
+    color: str | None,
+    contrast_color: str | None,
+) -> Figure:
+    """:func:`gallery_figure` on images already converted to (B, H, W, C) float64."""
+    if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
+        raise ValueError(f"`columns` must be an int >= 1, got {columns!r}.")
+    columns = int(columns)
+    main_captions = _check_captions(captions, len(main), "captions")
+    contrast_caps = (
+        _check_captions(contrast_captions, len(contrast), "contrast_captions")
+        if contrast is not None
+        else None
+    )
+    if contrast is not None and len(contrast) == 0:
+        contrast = None
+    low, high = gallery_display_range(main, *([contrast] if contrast is not None else []))
+
+    width = 2 * _GALLERY_MARGIN + columns * GALLERY_TILE + (columns - 1) * _GALLERY_GAP
+    head = _wrap(title, width, 10)
+    sub = _wrap(subtitle, width, 8) if subtitle else []
+    if class_counts:
+        sub += _wrap(_class_count_line(class_counts, class_counts_label), width, 8)
+    block_height = GALLERY_TILE + _GALLERY_CAPTION + _GALLERY_GAP
+    title_height = 0.1 + _GALLERY_LINE * len(head) + 0.17 * len(sub) + 0.1
+    main_rows = -(-len(main) // columns) if len(main) else 0
+    main_height = main_rows * block_height if main_rows else 0.8
+    contrast_height = 0.0
+    if contrast is not None:
+        contrast_height = 0.3 + -(-len(contrast) // columns) * block_height
+    height = title_height + main_height + contrast_height + _GALLERY_MARGIN
+
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.patch.set_facecolor("white")
+    top = 0.1
+    fig.text(0.5, 1 - top / height, "\n".join(head), ha="center", va="top", fontsize=10)
+    top += _GALLERY_LINE * len(head)
+    if sub:
+        fig.text(
+            0.5, 1 - top / height, "\n".join(sub), ha="center", va="top", fontsize=8,
+            color="#333333",
+        )  # fmt: skip
+        top += 0.17 * len(sub)
+    top += 0.1
+    if len(main):
+        top = _gallery_block(fig, main, main_captions, top, columns, low, high, color)
+    else:
+        fig.text(
+            0.5, 1 - (top + 0.4) / height, note_if_empty, ha="center", va="center",
+            fontsize=10, color="#555555", style="italic",
+        )  # fmt: skip
+        top += main_height
+    if contrast is not None:
+        fig.text(
+            _GALLERY_MARGIN / width, 1 - (top + 0.05) / height, contrast_title or "",
+            ha="left", va="top", fontsize=8, color="#333333",
+        )  # fmt: skip
+        top += 0.3
+        _gallery_block(fig, contrast, contrast_caps, top, columns, low, high, contrast_color)
+    return fig
+
+
+def format_ratio(value: float) -> str:
+    """A ratio for a caption: ``"1.84×"``, ``"12.3×"``, ``"184×"``; ``"r=0"`` for inf.
+
+    Args:
+        value: a distance divided by a k-NN radius.
+
+    Returns:
+        Short text.
+    """
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "r=0" if value > 0 else "-inf"
+    if abs(value) >= 100:
+        return f"{value:.0f}×"
+    if abs(value) >= 10:
+        return f"{value:.1f}×"
+    return f"{value:.2f}×"
+
+
+def _sample_captions(
+    count: int,
+    lines: Sequence[str],
+    indices: ArrayLike | None,
+    labels: ArrayLike | Sequence[Any] | None,
+    name: str,
+) -> list[str]:
+    idx = as_numpy(indices).reshape(-1) if indices is not None else None
+    lab = (
+        np.asarray(as_numpy(labels) if isinstance(labels, Tensor) else labels).reshape(-1)
+        if labels is not None
+        else None
+    )
+    for what, arr in (("indices", idx), ("labels", lab)):
+        if arr is not None and arr.shape[0] != count:
+            raise ValueError(
+                f"`{name}{what}` must have one entry per image ({count}), got {arr.shape[0]}."
+            )
+    out = []
+    for i in range(count):
+        head = []
+        if idx is not None:
+            head.append(f"#{idx[i]}")
+        if lab is not None:
+            value = lab[i]
+            head.append(f"[{value.item() if isinstance(value, np.generic) else value}]")
+        out.append(" ".join(head) + "\n" + lines[i] if head else lines[i])
+    return out
+
+
+def _ratios(ratios: ArrayLike, count: int, name: str) -> np.ndarray:
+    arr = as_numpy(ratios).astype(np.float64).reshape(-1)
+    if arr.shape[0] != count:
+        raise ValueError(f"`{name}` must have one value per image ({count}), got {arr.shape[0]}.")
+    return arr
+
+
+def missed_real_figure(
+    images: ArrayLike,
+    ratios: ArrayLike,
+    *,
+    num_missed: int,
+    num_real: int,
+    indices: ArrayLike | None = None,
+    labels: ArrayLike | Sequence[Any] | None = None,
+    class_counts: Mapping[Any, int] | None = None,
+    nearest_k: int | None = None,
+    title: str | None = None,
+    columns: int = 8,
+) -> Figure:
+    """The missed-real gallery: real samples whose k-NN ball holds no fake, most missed first.
+
+    Give the images in :func:`lightning_embviz.samples.missed_real_order`'s order (usually
+    its first ``gallery_size`` rows). Each caption shows the sample's index (and label) and
+    its ratio, nearest fake distance / own k-NN radius (>= 1 for a missed sample: how many
+    radii away the nearest fake is). Display scaling: see :func:`gallery_figure`.
+
+    Args:
+        images: (B, C, H, W) or (B, H, W) images of the shown samples, B may be 0.
+        ratios: (B,) ``real_nearest_fake_ratio`` of the shown samples.
+        num_missed: how many reals are missed in all (the title says how many are shown).
+        num_real: the size of the real set.
+        indices: (B,) dataset indices for the captions, or None.
+        labels: (B,) class labels for the captions, or None.
+        class_counts: ``{class: missed count}``
+            (:func:`~lightning_embviz.samples.missed_per_class`).
+        nearest_k: k, for the title.
+        title: replaces the first words of the title (default ``"missed real samples"``).
+        columns: tiles per row.
+
+    Returns:
+        A Figure (Agg canvas attached); with no images a note says nothing was missed.
+    """
+    tiles = _gallery_images(images, "images")
+    values = _ratios(ratios, len(tiles), "ratios")
+    captions = _sample_captions(len(tiles), [format_ratio(v) for v in values], indices, labels, "")
+    head = (
+        f"{title or 'missed real samples'}: {num_missed} of {num_real} reals have no fake in "
+        "their k-NN ball"
+    )
+    k = f" · k={int(nearest_k)}" if nearest_k is not None else ""
+    shown = f"the {len(tiles)} most clearly missed" if num_missed > len(tiles) else "all"
+    sub = (
+        f"{shown}, largest caption first: nearest fake distance / own k-NN radius{k}"
+        if len(tiles)
+        else k.lstrip(" ·")
+    )
+    return _draw_gallery(
+        tiles,
+        captions,
+        head,
+        columns=columns,
+        subtitle=sub,
+        note_if_empty="no missed real samples: every real has a fake inside its k-NN ball",
+        class_counts=class_counts,
+        class_counts_label="missed per class",
+        contrast=None,
+        contrast_captions=None,
+        contrast_title=None,
+        color=UNCOVERED_COLOR,
+        contrast_color=None,
+    )
+
+
+def outlier_fake_figure(
+    images: ArrayLike,
+    ratios: ArrayLike,
+    *,
+    num_outliers: int,
+    num_fake: int,
+    indices: ArrayLike | None = None,
+    labels: ArrayLike | Sequence[Any] | None = None,
+    deepest_images: ArrayLike | None = None,
+    deepest_counts: ArrayLike | None = None,
+    deepest_indices: ArrayLike | None = None,
+    deepest_labels: ArrayLike | Sequence[Any] | None = None,
+    nearest_k: int | None = None,
+    title: str | None = None,
+    columns: int = 8,
+) -> Figure:
+    """The outlier-fake gallery: fakes outside every real k-NN ball, farthest first.
+
+    Give the images in :func:`lightning_embviz.samples.outlier_fake_order`'s order. Each
+    caption shows the index (and label) and the ratio min over reals of d(f, x) / r_k(x): how
+    far the fake lies from the real manifold, in radii of the nearest ball (>= 1 for an
+    outlier). With ``deepest_images`` (in
+    :func:`~lightning_embviz.samples.deepest_fake_order`'s order, typically one row) a
+    contrast block shows the fakes inside the most real balls, captioned with their ball
+    count. With no outliers the figure is a note only (no contrast block). Display scaling:
+    see :func:`gallery_figure` (one rule for both blocks).
+
+    Args:
+        images: (B, C, H, W) or (B, H, W) images of the shown outliers, B may be 0.
+        ratios: (B,) ``fake_nearest_ball_ratio`` of the shown outliers.
+        num_outliers: how many fakes are outside every real ball in all.
+        num_fake: the size of the fake set.
+        indices: (B,) dataset indices for the captions, or None.
+        labels: (B,) labels (e.g. a conditional GAN's classes), or None.
+        deepest_images: (B2, C, H, W) or (B2, H, W) images of the deepest fakes, or None.
+        deepest_counts: (B2,) their ``fake_ball_count``.
+        deepest_indices: (B2,) their dataset indices, or None.
+        deepest_labels: (B2,) their labels, or None.
+        nearest_k: k, for the title.
+        title: replaces the first words of the title (default ``"outlier fakes"``).
+        columns: tiles per row.
+
+    Returns:
+        A Figure (Agg canvas attached).
+
+    Raises:
+        ValueError: if ``deepest_images`` is given without ``deepest_counts`` or counts differ.
+    """
+    tiles = _gallery_images(images, "images")
+    values = _ratios(ratios, len(tiles), "ratios")
+    captions = _sample_captions(len(tiles), [format_ratio(v) for v in values], indices, labels, "")
+    contrast = contrast_caps = None
+    if deepest_images is not None and len(tiles):
+        contrast = _gallery_images(deepest_images, "deepest_images")
+        if deepest_counts is None:
+            raise ValueError("`deepest_counts` is needed with `deepest_images` (the captions).")
+        counts = as_numpy(deepest_counts).reshape(-1)
+        if counts.shape[0] != len(contrast):
+            raise ValueError(
+                f"`deepest_counts` must have one value per deepest image ({len(contrast)}), "
+                f"got {counts.shape[0]}."
+            )
+        contrast_caps = _sample_captions(
+            len(contrast),
+            [f"in {int(c)} ball{'s' if int(c) != 1 else ''}" for c in counts],
+            deepest_indices,
+            deepest_labels,
+            "deepest_",
+        )
+    head = (
+        f"{title or 'outlier fakes'}: {num_outliers} of {num_fake} fakes lie outside every "
+        "real k-NN ball"
+    )
+    k = f" · k={int(nearest_k)}" if nearest_k is not None else ""
+    shown = f"the {len(tiles)} farthest" if num_outliers > len(tiles) else "all"
+    sub = (
+        f"{shown}, largest caption first: min over reals of distance / that real's k-NN radius{k}"
+        if len(tiles)
+        else k.lstrip(" ·")
+    )
+    return _draw_gallery(
+        tiles,
+        captions,
+        head,
+        columns=columns,
+        subtitle=sub,
+        note_if_empty="no outlier fakes: every fake lies inside some real k-NN ball",
+        class_counts=None,
+        class_counts_label="",
+        contrast=contrast,
+        contrast_captions=contrast_caps,
+        contrast_title="for contrast: the fakes deepest in the real manifold (most real balls)",
+        color=FAKE_OUTSIDE_COLOR,
+        contrast_color=FAKE_COLOR,
+    )
 
 
 def _canvas(fig: Figure) -> FigureCanvasAgg:
