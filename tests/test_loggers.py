@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from lightning_embviz import loggers as embviz_loggers
-from lightning_embviz.loggers import log_embedding_projector, log_figures, logger_kind
+from lightning_embviz.loggers import log_embedding_projector, log_figures, log_tables, logger_kind
 
 NAMESPACES = ["pytorch_lightning.loggers", "lightning.pytorch.loggers"]
 WIDTH, HEIGHT = 80, 60  # pixels of the test figures (2 x 1.5 inches at 40 dpi)
@@ -292,7 +292,10 @@ def fresh_warnings(monkeypatch):
 
 def test_unknown_logger_warns_once_and_saves_under_its_dir(tmp_path, fresh_warnings):
     logger = DirLogger(log_dir=str(tmp_path / "run"), save_dir=str(tmp_path / "save"))
-    with pytest.warns(UserWarning, match=r"DirLogger.*figures are saved as PNG files under"):
+    with pytest.warns(
+        UserWarning,
+        match=r"DirLogger.*figures are saved as PNG files \(and tables as CSV files\) under",
+    ):
         destinations = log_figures([logger], figures(), 5, fallback_dir=tmp_path / "fallback")
     assert destinations == [
         str(tmp_path / "run" / "embviz" / "pca" / "step_000005.png"),
@@ -579,3 +582,209 @@ def test_projector_bad_arguments(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
         log_embedding_projector([logger], **arguments)
     assert not list(tmp_path.glob("**/*.tsv"))
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def tables() -> dict[str, dict[str, np.ndarray]]:
+    real = {
+        "index": np.array([10, 11, 12], dtype=np.int64),
+        "label": np.array([3, 1, 3]),
+        "radius": np.array([0.5, 0.25, 0.0], dtype=np.float32),
+        "nearest_fake_ratio": np.array([0.5, 4.0, np.inf]),
+        "covered": np.array([True, False, False]),
+    }
+    fake = {
+        "index": np.array([0, 1], dtype=np.int64),
+        "ball_count": np.array([2, 0], dtype=np.int64),
+        "nearest_ball_ratio": np.array([0.1, 2.5]),
+        "inside_real_manifold": np.array([True, False]),
+    }
+    return {"embviz/samples_real": real, "embviz/samples_fake": fake}
+
+
+MARKDOWN = "**Missed real samples**: 2 of 3\n\n| index | ratio |\n|---|---|\n| 11 | 4.00× |\n"
+
+
+def assert_table_file(path: Path, rows: dict[str, np.ndarray]) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == list(rows)
+    for column, values in rows.items():
+        np.testing.assert_array_equal(frame[column].to_numpy(), values)
+        if values.dtype.kind in "biu":
+            assert frame[column].dtype == values.dtype.newbyteorder("=")
+
+
+def assert_tables_under(base: Path, step: int) -> None:
+    for name, rows in tables().items():
+        assert_table_file(base / name / f"step_{step:06d}.csv", rows)
+
+
+def read_text_summaries(log_dir: str, tag: str) -> list[tuple[int, str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    full = f"{tag}/text_summary"
+    assert events.SummaryMetadata(full).plugin_data.plugin_name == "text"
+    return [
+        (event.step, tensor_util.make_ndarray(event.tensor_proto).item().decode())
+        for event in events.Tensors(full)
+    ]
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_tables_tensorboard_text_summary_and_files(namespace, tmp_path):
+    logger = loggers_module(namespace).TensorBoardLogger(save_dir=str(tmp_path), name="tb")
+    first = log_tables([logger], tables(), 3, markdown=MARKDOWN, fallback_dir=tmp_path / "unused")
+    second = log_tables([logger], tables(), 7, markdown="later", fallback_dir=None)
+    log_dir = Path(logger.log_dir)
+    assert first == [
+        "tensorboard:embviz/samples@3",
+        str(log_dir / "embviz" / "samples_real" / "step_000003.csv"),
+        str(log_dir / "embviz" / "samples_fake" / "step_000003.csv"),
+    ]
+    assert second[0] == "tensorboard:embviz/samples@7"
+    assert read_text_summaries(str(log_dir), "embviz/samples") == [(3, MARKDOWN), (7, "later")]
+    assert_tables_under(log_dir, 3)
+    assert_tables_under(log_dir, 7)
+    assert not (tmp_path / "unused").exists()
+
+
+def test_tables_tensorboard_custom_tag_and_no_markdown(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb")
+    log_tables([logger], tables(), 1, markdown="x", markdown_tag="gan/samples", fallback_dir=None)
+    destinations = log_tables([logger], tables(), 2, fallback_dir=None)
+    assert not any(d.startswith("tensorboard:") for d in destinations)
+    assert read_text_summaries(logger.log_dir, "gan/samples") == [(1, "x")]
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_tables_csv_logger_next_to_the_figures(namespace, tmp_path):
+    logger = loggers_module(namespace).CSVLogger(save_dir=str(tmp_path), name="csv")
+    pngs = log_figures([logger], {"embviz/missed_real": solid_figure(RED)}, 3, fallback_dir=None)
+    destinations = log_tables([logger], tables(), 3, markdown=MARKDOWN, fallback_dir=None)
+    log_dir = Path(logger.log_dir)
+    assert pngs == [str(log_dir / "embviz" / "missed_real" / "step_000003.png")]
+    assert destinations == [
+        str(log_dir / "embviz" / "samples_real" / "step_000003.csv"),
+        str(log_dir / "embviz" / "samples_fake" / "step_000003.csv"),
+    ]
+    assert_tables_under(log_dir, 3)
+    assert sorted(p.name for p in (log_dir / "embviz").iterdir()) == [
+        "missed_real",
+        "samples_fake",
+        "samples_real",
+    ]
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_tables_mlflow_artifacts(namespace, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow is not installed")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file:{tmp_path / 'mlruns'}"
+    logger = loggers_module(namespace).MLFlowLogger(experiment_name="embviz", tracking_uri=uri)
+    destinations = log_tables([logger], tables(), 3, markdown=MARKDOWN, fallback_dir=tmp_path / "x")
+    run_id = logger.run_id
+    assert destinations == [
+        f"mlflow:{run_id}/embviz/samples_real/step_000003.csv",
+        f"mlflow:{run_id}/embviz/samples_fake/step_000003.csv",
+    ]
+    client = MlflowClient(tracking_uri=uri)
+    assert [a.path for a in client.list_artifacts(run_id, "embviz")] == [
+        "embviz/samples_fake",
+        "embviz/samples_real",
+    ]
+    for name, rows in tables().items():
+        local = client.download_artifacts(run_id, f"{name}/step_000003.csv", str(tmp_path))
+        assert_table_file(Path(local), rows)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_tables_wandb_offline_table_at_trainer_step(namespace, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb is not installed")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    logger = loggers_module(namespace).WandbLogger(
+        save_dir=str(tmp_path), offline=True, project="embviz"
+    )
+    try:
+        destinations = log_tables([logger], tables(), 4, markdown=MARKDOWN, fallback_dir=None)
+        run_dir = Path(logger.experiment.dir).parent
+    finally:
+        wandb.finish()
+    assert destinations == ["wandb:embviz/samples_real@4", "wandb:embviz/samples_fake@4"]
+
+    (run_file,) = glob.glob(str(run_dir / "run-*.wandb"))
+    deadline = time.monotonic() + 20.0
+    history = read_wandb_history(run_file)
+    while not any("embviz/samples_fake/_type" in row for row in history):
+        assert time.monotonic() < deadline, f"W&B never wrote the history to {run_file}"
+        time.sleep(0.1)
+        history = read_wandb_history(run_file)
+    for name, rows in tables().items():
+        (row,) = [row for row in history if f"{name}/_type" in row]
+        assert row["trainer/global_step"] == 4
+        assert row[f"{name}/_type"] == "table-file"
+        assert row[f"{name}/nrows"] == len(rows["index"])
+        table = json.loads((run_dir / "files" / row[f"{name}/path"]).read_text())
+        assert table["columns"] == list(rows)
+        columns = [list(c) for c in zip(*table["data"])]
+        assert columns == [values.tolist() for values in rows.values()]  # inf as Infinity
+
+
+def test_tables_unknown_logger_no_logger_and_dummy(tmp_path, fresh_warnings):
+    logger = DirLogger(log_dir=str(tmp_path / "run"))
+    with pytest.warns(UserWarning, match=r"DirLogger.*tables as CSV files"):
+        destinations = log_tables([logger], tables(), 5, markdown="x", fallback_dir=tmp_path / "f")
+    assert destinations == [
+        str(tmp_path / "run" / "embviz" / "samples_real" / "step_000005.csv"),
+        str(tmp_path / "run" / "embviz" / "samples_fake" / "step_000005.csv"),
+    ]
+    assert_tables_under(tmp_path / "run", 5)
+    assert not (tmp_path / "f").exists()
+
+    none = log_tables([None], tables(), 6, markdown="x", fallback_dir=tmp_path / "fallback")
+    assert none[0] == str(tmp_path / "fallback" / "embviz" / "samples_real" / "step_000006.csv")
+    assert_tables_under(tmp_path / "fallback", 6)
+
+    dummy = importlib.import_module("lightning.pytorch.loggers.logger").DummyLogger()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert log_tables([dummy], tables(), 1, markdown="x", fallback_dir=tmp_path / "d") == []
+    assert not (tmp_path / "d").exists()
+
+
+def test_tables_without_logger_use_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (real, _) = log_tables([], tables(), 2, fallback_dir=None)
+    assert Path(real) == tmp_path / "embviz" / "samples_real" / "step_000002.csv"
+    assert_tables_under(tmp_path, 2)
+
+
+@pytest.mark.parametrize(
+    ("step", "given", "kwargs", "error", "match"),
+    [
+        (-1, None, {}, ValueError, r"`step` must be >= 0, got -1"),
+        (1, {"": {"a": np.zeros(2)}}, {}, ValueError, r"tag must name something"),
+        (1, {"t": {}}, {}, ValueError, r"`t` must be a non-empty mapping"),
+        (1, {"t": {"a": np.zeros(2), "b": np.zeros(1)}}, {}, ValueError, r"'a' has 2 values"),
+        (1, None, {"markdown": 3}, TypeError, r"`markdown` must be a str or None, got int"),
+        (1, None, {"markdown_tag": ""}, ValueError, r"tag must name something"),
+    ],
+)
+def test_log_tables_bad_arguments(tmp_path, step, given, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        log_tables(
+            [], given if given is not None else tables(), step, fallback_dir=tmp_path, **kwargs
+        )
+    assert list(tmp_path.iterdir()) == []

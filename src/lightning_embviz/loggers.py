@@ -21,6 +21,19 @@ no logger              PNG files under ``fallback_dir`` (the callback passes
                        ``trainer.default_root_dir``)
 =====================  ======================================================================
 
+Where each per-sample table goes (:func:`log_tables`; ``name`` e.g. ``"embviz/samples_real"``):
+
+=====================  ======================================================================
+TensorBoard            the markdown summary as text ``embviz/samples`` at ``step``
+                       (``experiment.add_text``), and the CSV files under its ``log_dir``
+CSV                    ``<log_dir>/<name>/step_<step:06d>.csv``, next to the figures' PNGs
+MLflow                 the run artifact ``<name>/step_<step:06d>.csv``
+W&B                    a ``wandb.Table`` ``name`` logged with ``trainer/global_step = step``
+any other logger       CSV files under the logger's directory, like the figures
+``DummyLogger``        nothing
+no logger              CSV files under ``fallback_dir``
+=====================  ======================================================================
+
 Call these functions on global rank zero only (the callback does).
 """
 
@@ -41,8 +54,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_embviz.plotting import RenderedFigure
+from lightning_embviz.samples import _check_rows, write_csv
 
-__all__ = ["log_embedding_projector", "log_figures", "logger_kind", "needs_png"]
+__all__ = ["log_embedding_projector", "log_figures", "log_tables", "logger_kind", "needs_png"]
 
 _LIGHTNING_NAMESPACES = frozenset({"lightning", "pytorch_lightning", "lightning_fabric"})
 _KIND_BY_CLASS_NAME = {
@@ -154,6 +168,76 @@ def log_figures(
             base = Path(_logger_dir(logger) or fallback_dir or Path.cwd())
             _warn_unknown_logger(logger, base)
             destinations += _save_all(base, rendered, step)
+    return destinations
+
+
+def log_tables(
+    loggers: Sequence[Any],
+    tables: Mapping[str, Mapping[str, Any]],
+    step: int,
+    *,
+    markdown: str | None = None,
+    markdown_tag: str = "embviz/samples",
+    fallback_dir: str | os.PathLike[str] | None,
+) -> list[str]:
+    """Log per-sample tables (e.g. :func:`lightning_embviz.samples.sample_tables`) at ``step``.
+
+    Each table is a mapping column name -> 1-D array (all of one length); ``tables`` maps a
+    name such as ``"embviz/samples_real"`` to a table. Files are written with
+    :func:`lightning_embviz.samples.write_csv` (``pandas.read_csv`` reads them back with the
+    right dtypes) at ``<dir>/<name>/step_<step:06d>.csv``, the layout of the figures' PNGs.
+    See the module notes for each logger kind; TensorBoard gets ``markdown`` (when given) as
+    a text summary under ``markdown_tag``, shown by its Text tab, and the CSV files.
+
+    Args:
+        loggers: The Trainer's loggers (``trainer.loggers``); ``None`` entries are skipped.
+        tables: name -> table (column name -> 1-D array).
+        step: The global step the tables belong to (the step of the matching scalars).
+        markdown: A short summary for TensorBoard
+            (:func:`lightning_embviz.samples.markdown_summary`), or None.
+        markdown_tag: The TensorBoard text tag.
+        fallback_dir: Where files go when there is no logger, or when an unknown logger has
+            neither ``log_dir`` nor ``save_dir``; the current directory if ``None``.
+
+    Returns:
+        One destination per table (and text) and logger, e.g.
+        ``"tensorboard:embviz/samples@3"``,
+        ``"mlflow:<run_id>/embviz/samples_real/step_000003.csv"``,
+        ``"wandb:embviz/samples_real@3"`` or a file path.
+
+    Raises:
+        TypeError: If a name is not a string, or ``markdown`` is neither a string nor None.
+        ValueError: If ``step`` is negative, a name is empty, or a table is empty or has
+            columns of unequal length.
+    """
+    step = _check_step(step)
+    checked = {_check_tag(name): _check_rows(rows, name) for name, rows in tables.items()}
+    if markdown is not None and not isinstance(markdown, str):
+        raise TypeError(f"`markdown` must be a str or None, got {type(markdown).__name__}.")
+    markdown_tag = _check_tag(markdown_tag)
+    active = [logger for logger in loggers if logger is not None]
+    if not active:
+        base = Path(fallback_dir) if fallback_dir is not None else Path.cwd()
+        return _save_tables(base, checked, step)
+    destinations: list[str] = []
+    for logger in active:
+        kind = logger_kind(logger)
+        if kind == "dummy":
+            continue
+        if kind == "mlflow":
+            destinations += _log_mlflow_tables(logger, checked, step)
+        elif kind == "wandb":
+            destinations += _log_wandb_tables(logger, checked, step)
+        else:
+            base = Path(_logger_dir(logger) or fallback_dir or Path.cwd())
+            if kind is None:
+                _warn_unknown_logger(logger, base)
+            if kind == "tensorboard" and markdown is not None:
+                experiment = logger.experiment
+                experiment.add_text(markdown_tag, markdown, global_step=step)
+                _flush(experiment)
+                destinations.append(f"tensorboard:{markdown_tag}@{step}")
+            destinations += _save_tables(base, checked, step)
     return destinations
 
 
@@ -289,7 +373,7 @@ def _render(fig: Any, tag: str) -> RenderedFigure:
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
 
 
-def _relative_png_path(tag: str, step: int) -> Path:
+def _relative_png_path(tag: str, step: int, suffix: str = ".png") -> Path:
     """``"embviz/pca"``, 3 -> ``embviz/pca/step_000003.png`` with file-system-safe parts."""
     parts = []
     for part in tag.split("/"):
@@ -297,7 +381,7 @@ def _relative_png_path(tag: str, step: int) -> Path:
             continue
         safe = _UNSAFE_PATH_CHARS.sub("_", part)
         parts.append("_" if set(safe) <= {"."} else safe)
-    return Path(*parts, f"step_{step:0{_STEP_DIGITS}d}.png")
+    return Path(*parts, f"step_{step:0{_STEP_DIGITS}d}{suffix}")
 
 
 def _write_png(base: Path, tag: str, step: int, png: bytes) -> Path:
@@ -309,6 +393,15 @@ def _write_png(base: Path, tag: str, step: int, png: bytes) -> Path:
 
 def _save_all(base: Path, rendered: Mapping[str, RenderedFigure], step: int) -> list[str]:
     return [str(_write_png(base, tag, step, fig.png)) for tag, fig in rendered.items()]
+
+
+def _save_tables(base: Path, tables: Mapping[str, Mapping[str, Any]], step: int) -> list[str]:
+    paths = []
+    for name, rows in tables.items():
+        path = base / _relative_png_path(name, step, ".csv")
+        write_csv(rows, path)
+        paths.append(str(path))
+    return paths
 
 
 def _logger_dir(logger: Any) -> Optional[str]:
@@ -350,7 +443,8 @@ def _warn_unknown_logger(logger: Any, base: Path) -> None:
     warnings.warn(
         f"lightning-embviz does not know how to log figures to `{name}`"
         " (supported: TensorBoardLogger, CSVLogger, MLFlowLogger, WandbLogger); "
-        f"figures are saved as PNG files under {str(base)!r} instead.",
+        f"figures are saved as PNG files (and tables as CSV files) under {str(base)!r} "
+        "instead.",
         UserWarning,
         stacklevel=3,
     )
@@ -391,6 +485,33 @@ def _log_wandb(logger: Any, rendered: Mapping[str, RenderedFigure], step: int) -
     for tag, fig in rendered.items():
         logger.log_image(key=tag, images=[fig.pixels], step=step, caption=[f"step {step}"])
     return [f"wandb:{tag}@{step}" for tag in rendered]
+
+
+def _log_mlflow_tables(
+    logger: Any, tables: Mapping[str, Mapping[str, Any]], step: int
+) -> list[str]:
+    client = logger.experiment
+    run_id = logger.run_id
+    destinations = []
+    with tempfile.TemporaryDirectory(prefix="embviz-") as tmp:
+        for name, rows in tables.items():
+            relative = _relative_png_path(name, step, ".csv")
+            local = Path(tmp) / relative
+            write_csv(rows, local)
+            artifact_dir = relative.parent.as_posix()
+            client.log_artifact(run_id, str(local), artifact_path=artifact_dir or None)
+            destinations.append(f"mlflow:{run_id}/{relative.as_posix()}")
+    return destinations
+
+
+def _log_wandb_tables(logger: Any, tables: Mapping[str, Mapping[str, Any]], step: int) -> list[str]:
+    # WandbLogger.log_table goes through log_metrics like log_image: the table carries
+    # ``trainer/global_step = step`` and the logger's prefix.
+    for name, rows in tables.items():
+        columns = list(rows)
+        values = [np.asarray(rows[c]).tolist() for c in columns]
+        logger.log_table(key=name, columns=columns, data=[list(r) for r in zip(*values)], step=step)
+    return [f"wandb:{name}@{step}" for name in tables]
 
 
 def _projector_entry_dir(experiment: Any, step: int, tag: str) -> Optional[Path]:
