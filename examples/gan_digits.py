@@ -14,30 +14,41 @@ scikit-learn.
 4. ``ModelCheckpoint`` keeps the checkpoints with the best ``embviz/coverage``, plus
    periodic ones for ``compare_checkpoints.py``.
 
+Lightning's progress bar shows the training, one line per epoch with the coverage and the
+modes hit of that epoch's validation; Lightning's sanity check runs first, so a broken
+``validation_step`` fails before the first training step.
+
 Run::
 
     python examples/gan_digits.py                    # about 3 minutes on 2 CPU cores
-    tensorboard --logdir outputs/gan_digits/tensorboard
+    tensorboard --logdir outputs/gan_digits/tensorboard --samples_per_plugin images=1000
+
+TensorBoard keeps only 10 images per tag unless ``--samples_per_plugin`` says otherwise,
+so without the flag a 30-epoch run would show the figures of only 10 of its epochs.
 
 Flags: ``--epochs``, ``--out``, ``--logger {tensorboard,csv,mlflow,wandb,none}``,
-``--quick`` (a few-second smoke run), ``--seed``.
+``--quick`` (a few-second smoke run), ``--seed``, ``--overwrite`` (replace an earlier run
+in ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.core.optimizer import LightningOptimizer
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
@@ -245,8 +256,8 @@ class DigitsGAN(pl.LightningModule):
 
     def training_step(self, batch: list[Tensor], batch_idx: int) -> None:
         (real,) = batch
-        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
-        z = torch.randn(len(real), self.hparams.latent_dim, device=self.device)
+        opt_g, opt_d = cast("list[LightningOptimizer]", self.optimizers())
+        z = torch.randn(len(real), self.hparams["latent_dim"], device=self.device)
         ones = torch.ones(len(real), 1, device=self.device)
         zeros = torch.zeros_like(ones)
 
@@ -267,7 +278,7 @@ class DigitsGAN(pl.LightningModule):
 
         self.log_dict({"loss/d": d_loss, "loss/g": g_loss}, on_step=False, on_epoch=True)
 
-    def validation_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def validation_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Any]:
         real, labels, z = batch
         fake = self.generator(z)
         emb_real, _ = self.embed(real)
@@ -288,14 +299,13 @@ class DigitsGAN(pl.LightningModule):
         self._fake_classes.clear()
         counts = torch.bincount(classes, minlength=N_CLASSES).float()
         hit = (counts >= 0.5 * len(classes) / N_CLASSES).sum()
-        # To the logger only while fitting: `compare_checkpoints.py` logs it itself, at
-        # each checkpoint's step.
-        fitting = self.trainer.state.fn == "fit"
-        self.log(MODES_KEY, hit.float(), logger=fitting)
+        # Under `trainer.validate(ckpt_path=...)` with EmbeddingMonitor, Lightning logs this
+        # at the step where the training run logged the checkpoint's validation.
+        self.log(MODES_KEY, hit.float())
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         betas = (0.5, 0.999)
-        lr = self.hparams.lr
+        lr = self.hparams["lr"]
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
         return [opt_g, opt_d]
@@ -329,6 +339,52 @@ class MetricsHistory(Callback):
         self.rows.append(row)
 
 
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, kept as one line per epoch, showing that epoch's validation.
+
+    The line ends with the ``embviz/coverage`` and the modes hit of the epoch's validation
+    (shown from the end of the epoch on) instead of Lightning's default ``v_num``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(leave=True)
+
+    def on_train_start(self, *_: Any) -> None:
+        # With `leave=True` every epoch opens its own bar; the one Lightning opens here
+        # would stay behind as an empty "Training: 0/?" line.
+        pass
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = trainer.callback_metrics
+        items: dict[str, Any] = {}
+        if "embviz/coverage" in metrics:
+            items["coverage"] = f"{float(metrics['embviz/coverage']):.3f}"
+        if MODES_KEY in metrics:
+            items["modes"] = int(metrics[MODES_KEY])
+        return items
+
+
+class HideLightningTips(logging.Filter):
+    """Drop the advertising tips from Lightning's console messages (the others stay)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().lstrip("\N{ELECTRIC LIGHT BULB} ").startswith("Tip:")
+
+
+def quiet_lightning() -> None:
+    """Silence the warnings that do not apply to this tiny CPU example, and Lightning's tips."""
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # torch vs Lightning
+    # Lightning logs through one of these, depending on which of its packages came last.
+    for package in (
+        "pytorch_lightning",
+        "lightning_fabric",
+        "lightning.pytorch",
+        "lightning.fabric",
+    ):
+        logging.getLogger(f"{package}.utilities.rank_zero").addFilter(HideLightningTips())
+
+
 def format_table(rows: list[dict[str, float]]) -> str:
     """Format the per-epoch metrics as a fixed-width text table."""
     names = ["epoch", "precision", "recall", "density", "coverage", "fd", "modes"]
@@ -350,7 +406,9 @@ def make_logger(kind: str, out: Path) -> Any:
     if kind == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        return TensorBoardLogger(save_dir=str(out), name="tensorboard")
+        # A named version: `compare_checkpoints.py` writes its run next to it ("compare"),
+        # so one TensorBoard shows both on one step axis.
+        return TensorBoardLogger(save_dir=str(out), name="tensorboard", version="train")
     if kind == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
@@ -376,10 +434,49 @@ def make_logger(kind: str, out: Path) -> Any:
     )
 
 
+def tensorboard_command(log_dir: Path) -> str:
+    """The TensorBoard command for ``log_dir``, keeping up to 1000 figures per tag.
+
+    TensorBoard keeps only 10 images per tag by default, so a 30-epoch run would show the
+    figures of only 10 of its epochs.
+    """
+    return f"tensorboard --logdir {log_dir} --samples_per_plugin images=1000"
+
+
+# What a run writes into `--out` (the logs of other loggers get a new version each run).
+RUN_OUTPUTS = ("checkpoints", "compare", "tensorboard/train", "tensorboard/compare")
+
+
+def clear_previous_run(out: Path, overwrite: bool) -> None:
+    """Refuse to mix two runs in ``out``, or (``overwrite``) remove the earlier run's outputs.
+
+    The TensorBoard run has a fixed name and the checkpoints fixed folders: a second run
+    into the same folder would interleave its curves with the first run's and leave its
+    checkpoints next to the old ones.
+
+    Raises:
+        SystemExit: ``out`` holds an earlier run and ``overwrite`` is false.
+    """
+    found = [out / name for name in RUN_OUTPUTS if (out / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise SystemExit(
+            f"{out} already holds a run ({', '.join(map(str, found))}); pass --overwrite "
+            "to replace it, or choose another folder with --out."
+        )
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    print(f"removed the earlier run in {out}: {', '.join(map(str, found))}")
+
+
 def open_command(kind: str, out: Path) -> Optional[str]:
     """The one command that opens the logged run, or None."""
     if kind == "tensorboard":
-        return f"tensorboard --logdir {out / 'tensorboard'}"
+        return tensorboard_command(out / "tensorboard")
     if kind == "mlflow":
         return f"mlflow ui --backend-store-uri sqlite:///{(out / 'mlflow.db').resolve()}"
     if kind == "csv":
@@ -407,6 +504,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the checkpoints and TensorBoard logs of an earlier run in --out",
+    )
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 2 if args.quick else 30
@@ -423,11 +525,11 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
     """
     args = parse_args(argv)
     out: Path = args.out
+    clear_previous_run(out, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    quiet_lightning()
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # torch vs Lightning
 
     # The networks are tiny: one thread is fastest, and it leaves the other cores to the
     # callback's background projections.
@@ -478,11 +580,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
         devices=1,
         max_epochs=args.epochs,
         logger=make_logger(args.logger, out),
-        callbacks=[monitor, history, best, periodic],
+        callbacks=[monitor, history, best, periodic, EpochProgressBar()],
         default_root_dir=str(out),
-        num_sanity_val_steps=0,
         log_every_n_steps=10,
-        enable_progress_bar=False,
         enable_model_summary=False,
         deterministic=True,
     )
