@@ -595,7 +595,7 @@ def test_figure_errors_are_reported_not_swallowed(tmp_path, train_loader, val_lo
         ({"seed": -1}, ValueError, r"seed=-1"),
         ({"real_key": ""}, ValueError, r"real_key=''"),
         ({"fake_key": 3}, TypeError, r"fake_key=3"),
-        ({"fake_key": "real"}, ValueError, r"four different keys"),
+        ({"fake_key": "real"}, ValueError, r"must name different keys"),
         ({"embed": "features"}, TypeError, r"embed='features'"),
         ({"prefix": None}, TypeError, r"prefix=None"),
         ({"background": 1}, TypeError, r"background=1"),

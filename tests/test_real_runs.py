@@ -161,8 +161,11 @@ def test_validate_ckpt_lands_on_the_training_step(
     compared = tb_scalars(compare_dir, "embviz/coverage")
     assert compared == pytest.approx(training)  # same steps, same values
     assert tb_image_steps(compare_dir, "embviz/pca") == sorted(training)
-    # the user's own validation metrics land on the same steps too
+    # the user's own validation metrics land on the same steps too, and Lightning's `epoch`
+    # scalar names the checkpoint's epoch (not the validating Trainer's 0)
     assert sorted(tb_scalars(compare_dir, "val_marker")) == sorted(training)
+    for step in training:
+        assert tb_scalars(compare_dir, "epoch")[step] == tb_scalars(train_dir, "epoch")[step]
     # 3. validate() returns every embviz value, once per checkpoint
     for result in results.values():
         assert {f"embviz/{k}" for k in KEYS} <= set(result)

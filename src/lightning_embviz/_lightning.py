@@ -44,6 +44,7 @@ __all__ = [
     "is_fitting",
     "is_sanity_checking",
     "loop_step",
+    "set_current_epoch",
     "set_loop_step",
     "warn",
 ]
@@ -116,6 +117,23 @@ def set_loop_step(trainer: Any, step: int) -> Optional[int]:
     if epoch_loop is None or not isinstance(old, (int, np.integer)):
         return None
     epoch_loop._batches_that_stepped = int(step)
+    return int(old)
+
+
+def set_current_epoch(trainer: Any, epoch: int) -> Optional[int]:
+    """Make ``trainer.current_epoch`` read ``epoch``; return the old value (None: unchanged).
+
+    ``current_epoch`` is the fit loop's count of completed epochs; Lightning adds it as the
+    ``epoch`` scalar of every epoch-level log. Used under ``trainer.validate(ckpt_path=...)``
+    so that this scalar (and titles) name the checkpoint's epoch, and undone afterwards.
+    """
+    current = getattr(
+        getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None), "current", None
+    )
+    old = getattr(current, "completed", None)
+    if current is None or not isinstance(old, (int, np.integer)):
+        return None
+    current.completed = int(epoch)
     return int(old)
 
 

@@ -22,8 +22,9 @@ from lightning_embviz.plotting import RenderedFigure
 
 __all__ = ["FigureJob", "FigureWorker", "FinishedJob"]
 
-# A job returns figures by key (unprefixed), e.g. {"pca": Figure}.
-FigureJob = Callable[[], dict[str, Figure]]
+# A job returns figures by key (unprefixed), e.g. {"pca": Figure}; other values (tables)
+# pass through unrendered.
+FigureJob = Callable[[], dict[str, Any]]
 
 
 def _lower_priority() -> None:
@@ -39,21 +40,24 @@ class FinishedJob:
 
     step: int
     context: Any
-    figures: dict[str, RenderedFigure]
+    figures: dict[str, Any]
     error: BaseException | None = None
 
 
 @dataclasses.dataclass
 class _Pending:
-    future: Future[dict[str, RenderedFigure]]
+    future: Future[dict[str, Any]]
     step: int
     context: Any
 
 
-def _run(job: FigureJob, png: bool) -> dict[str, RenderedFigure]:
-    rendered = {}
-    for key, fig in job().items():
-        out = RenderedFigure.from_figure(fig)
+def _run(job: FigureJob, png: bool) -> dict[str, Any]:
+    rendered: dict[str, Any] = {}
+    for key, value in job().items():
+        if not isinstance(value, Figure):  # e.g. tables: passed through as they are
+            rendered[key] = value
+            continue
+        out = RenderedFigure.from_figure(value)
         if png:
             out.png  # noqa: B018 - encode here, off the training thread
         rendered[key] = out

@@ -24,7 +24,12 @@ import torch
 
 from lightning_embviz import _arrays
 from lightning_embviz._arrays import METRIC_KEYS
-from lightning_embviz._buffer import EmbeddingBuffer, collective_device, gather_embeddings
+from lightning_embviz._buffer import (
+    EmbeddingBuffer,
+    collective_device,
+    gather_embeddings,
+    gather_selected_images,
+)
 from lightning_embviz._evaluate import OK, Evaluation, evaluate
 from lightning_embviz._lightning import (
     CallbackBase,
@@ -35,12 +40,14 @@ from lightning_embviz._lightning import (
     is_fitting,
     is_sanity_checking,
     loop_step,
+    set_current_epoch,
     set_loop_step,
     warn,
 )
 from lightning_embviz._outputs import OutputKeys, parse_outputs
 from lightning_embviz._sampler import RowKeys, SamplerInfo, sampler_info
 from lightning_embviz._worker import FigureWorker
+from lightning_embviz.views import SampleTables, SampleViews
 
 __all__ = ["METRIC_NAMES", "EmbeddingMonitor"]
 
@@ -187,6 +194,11 @@ class EmbeddingMonitor(CallbackBase):
         log_projector: bool = False,
         keep_on_device: bool = False,
         seed: int = 0,
+        real_images_key: str = "real_images",
+        fake_images_key: str = "fake_images",
+        gallery_size: int = 32,
+        thumbnail_size: int = 32,
+        log_samples: bool = True,
     ) -> None:
         def bad(arg: str, value: Any, expected: str, error: type[Exception] = ValueError) -> None:
             raise error(f"`EmbeddingMonitor({arg}={value!r})` is not valid. Expected {expected}.")
@@ -204,6 +216,8 @@ class EmbeddingMonitor(CallbackBase):
             "fake_key": fake_key,
             "labels_key": labels_key,
             "index_key": index_key,
+            "real_images_key": real_images_key,
+            "fake_images_key": fake_images_key,
         }
         for arg, value in keys.items():
             if not isinstance(value, str):
@@ -212,8 +226,8 @@ class EmbeddingMonitor(CallbackBase):
                 bad(arg, value, "a non-empty string")
         if len(set(keys.values())) != len(keys):
             raise ValueError(
-                "`EmbeddingMonitor(real_key=..., fake_key=..., labels_key=..., index_key=...)` "
-                f"must name four different keys, got {keys}."
+                "`EmbeddingMonitor(real_key=..., fake_key=..., labels_key=..., index_key=..., "
+                f"real_images_key=..., fake_images_key=...)` must name different keys, got {keys}."
             )
         if embed is not None and not callable(embed):
             bad("embed", embed, "None or a callable `embed(pl_module, batch) -> dict`", TypeError)
@@ -224,7 +238,10 @@ class EmbeddingMonitor(CallbackBase):
             check_int("max_samples", max_samples, nearest_k + 1, f"None or an int > {nearest_k=}")
         if view_max_samples is not None:
             check_int("view_max_samples", view_max_samples, 10, "None or an int >= 10")
+        check_int("gallery_size", gallery_size, 0, "an int >= 0 (0: no galleries)")
+        check_int("thumbnail_size", thumbnail_size, 4, "an int >= 4 (pixels)")
         for arg, flag in (
+            ("log_samples", log_samples),
             ("background", background),
             ("log_projector", log_projector),
             ("keep_on_device", keep_on_device),
@@ -245,7 +262,9 @@ class EmbeddingMonitor(CallbackBase):
             )
 
         self.nearest_k = int(nearest_k)
-        self.keys = OutputKeys(real_key, fake_key, labels_key, index_key)
+        self.keys = OutputKeys(
+            real_key, fake_key, labels_key, index_key, real_images_key, fake_images_key
+        )
         self.real_key, self.fake_key = real_key, fake_key
         self.labels_key, self.index_key = labels_key, index_key
         self.embed = embed
@@ -258,6 +277,9 @@ class EmbeddingMonitor(CallbackBase):
         self.log_projector = log_projector
         self.keep_on_device = keep_on_device
         self.seed = int(seed)
+        self.gallery_size = int(gallery_size)
+        self.thumbnail_size = int(thumbnail_size)
+        self.log_samples = log_samples
 
         # One ViewBuilder per dataloader. Build the first now, so that a bad view name or a
         # missing optional dependency fails at construction, not after the first epoch.
@@ -277,7 +299,7 @@ class EmbeddingMonitor(CallbackBase):
         self._last_step = -1
         self._contract_checked = False
         self._checkpoint: Optional[CheckpointPosition] = None
-        self._saved_loop_step: Optional[int] = None
+        self._saved_position: Optional[tuple[Optional[int], Optional[int]]] = None
         self._worker = FigureWorker(background)
         self._warned: set[str] = set()
         self._reset_run_state()
@@ -354,10 +376,14 @@ class EmbeddingMonitor(CallbackBase):
             return
         self._measuring = True
         if not fitting and self._checkpoint is not None and self._checkpoint.step is not None:
-            # validate(ckpt_path=...): log at the step of the checkpoint's training validation.
-            old = set_loop_step(trainer, self._checkpoint.step)
-            if self._saved_loop_step is None:
-                self._saved_loop_step = old
+            # validate(ckpt_path=...): log at the step (and epoch) of the checkpoint's
+            # training validation; undone in `on_validation_end`.
+            old_step = set_loop_step(trainer, self._checkpoint.step)
+            old_epoch = None
+            if self._checkpoint.epoch is not None:
+                old_epoch = set_current_epoch(trainer, self._checkpoint.epoch)
+            if self._saved_position is None:
+                self._saved_position = (old_step, old_epoch)
 
     def on_validation_batch_end(
         self,
@@ -378,7 +404,12 @@ class EmbeddingMonitor(CallbackBase):
                 outputs = self.embed(pl_module, batch)
             source = "`embed(pl_module, batch)`"
         parsed = parse_outputs(
-            outputs, self.keys, source=source, where=where, keep_on_device=self.keep_on_device
+            outputs,
+            self.keys,
+            source=source,
+            where=where,
+            keep_on_device=self.keep_on_device,
+            thumbnail_side=self.thumbnail_size,
         )
         self._contract_checked = True
         if not self._measuring:
@@ -461,9 +492,8 @@ class EmbeddingMonitor(CallbackBase):
             self._reset_run_state()
 
     def _title(self, trainer: Any, step: int, idx: int, n_loaders: int) -> str:
-        epoch = trainer.current_epoch
+        epoch = trainer.current_epoch  # the checkpoint's under validate(ckpt_path=...)
         if not is_fitting(trainer) and self._checkpoint is not None:
-            epoch = self._checkpoint.epoch if self._checkpoint.epoch is not None else epoch
             title = f"checkpoint: epoch {epoch}, step {step}"
         else:
             title = f"epoch {epoch}, step {step}"
@@ -477,6 +507,8 @@ class EmbeddingMonitor(CallbackBase):
             device = torch.device(getattr(pl_module, "device", "cpu"))
         real, fake = buffer.local_sets(device)
         del buffer
+        # Thumbnails never travel with the rows: the galleries fetch the few they show.
+        local_images = (real.keys.cpu(), real.images, fake.keys.cpu(), fake.images)
         distributed = is_distributed(trainer)
         if distributed:
             real, fake = gather_embeddings(real, fake, out_device=device)
@@ -521,9 +553,74 @@ class EmbeddingMonitor(CallbackBase):
                 add_dataloader_idx=False,
                 batch_size=1,
             )
+        sample_views = None
+        if values[0] == 1.0 and (self.gallery_size or self.log_samples):
+            sample_views = self._sample_views(result, local_images, distributed)
         if result is not None and result.status == OK:
-            self._emit_views(trainer, idx, n_loaders, step, result, suffix)
+            self._emit_views(trainer, idx, n_loaders, step, result, suffix, sample_views)
         return values[0] == 1.0
+
+    def _sample_views(
+        self, result: Optional[Evaluation], local: tuple[Any, ...], distributed: bool
+    ) -> Optional[SampleViews]:
+        """Pick the gallery rows on rank 0, fetch their thumbnails from every rank.
+
+        Called on every rank (the fetch is a collective); returns the views on rank 0.
+        """
+        from lightning_embviz import samples
+
+        size = self.gallery_size
+        contrast = min(size, 8)
+        wanted = torch.full((2 * size + contrast,), -1, dtype=torch.int64)
+        rows = None
+        if result is not None and result.details is not None:
+            assert result.real is not None and result.fake is not None
+            try:  # never fail a training run for a gallery; the collectives below still run
+                d = _on_cpu(result.details)
+                missed = samples.missed_real_order(d)[:size]
+                outliers = samples.outlier_fake_order(d)[:size]
+                deepest = samples.deepest_fake_order(d)[:contrast] if len(outliers) else missed[:0]
+                real_keys, fake_keys = result.real.keys.cpu(), result.fake.keys.cpu()
+                picked = [real_keys[missed], fake_keys[outliers], fake_keys[deepest]]
+                for part, start in zip(picked, (0, size, 2 * size)):
+                    wanted[start : start + len(part)] = part
+                rows = (d, missed, outliers, deepest)
+            except Exception as err:
+                wanted.fill_(-1)
+                detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+                self._warn_once(
+                    "samples",
+                    "EmbeddingMonitor: selecting the gallery samples failed; the metrics were "
+                    f"logged, the galleries and per-sample tables are missing.\n{detail}",
+                )
+        if distributed and size:
+            comm = collective_device(torch.device("cpu"))
+            shared = wanted.to(comm)
+            torch.distributed.broadcast(shared, src=0)
+            wanted = shared.cpu()
+        real_keys_local, real_images, fake_keys_local, fake_images = local
+        real_thumbs = fake_thumbs = None
+        if size:
+            want_real = wanted[:size][wanted[:size] >= 0]
+            want_fake = wanted[size:][wanted[size:] >= 0]
+            real_thumbs = gather_selected_images(real_images, real_keys_local, want_real)
+            fake_thumbs = gather_selected_images(fake_images, fake_keys_local, want_fake)
+        if rows is None or result is None or result.real is None or result.fake is None:
+            return None
+        d, missed, outliers, deepest = rows
+        return SampleViews(
+            d,
+            real_index=result.real.keys.cpu(),
+            fake_index=result.fake.keys.cpu(),
+            real_labels=None if result.real.labels is None else result.real.labels.cpu(),
+            fake_labels=None if result.fake.labels is None else result.fake.labels.cpu(),
+            missed=missed,
+            outliers=outliers,
+            deepest=deepest,
+            real_images=None if real_thumbs is None else real_thumbs.values(),
+            fake_images=None if fake_thumbs is None else fake_thumbs.values(),
+            tables=self.log_samples,
+        )
 
     @staticmethod
     def _broadcast(values: list[float], device: torch.device) -> list[float]:
@@ -534,7 +631,14 @@ class EmbeddingMonitor(CallbackBase):
     # ------------------------------------------------------------------ figures
 
     def _emit_views(
-        self, trainer: Any, idx: int, n_loaders: int, step: int, result: Evaluation, suffix: str
+        self,
+        trainer: Any,
+        idx: int,
+        n_loaders: int,
+        step: int,
+        result: Evaluation,
+        suffix: str,
+        sample_views: Optional[SampleViews],
     ) -> None:
         assert result.real is not None and result.fake is not None and result.details is not None
         real, fake = result.real, result.fake
@@ -553,14 +657,13 @@ class EmbeddingMonitor(CallbackBase):
                 real_labels=real_y,
                 fake_labels=fake_y,
             )
-        if not self.views:
+        if not self.views and sample_views is None:
             return
         from lightning_embviz.loggers import needs_png
 
-        builder = self._view_builder(idx)
         job = functools.partial(
             _build_views,
-            builder,
+            self._view_builder(idx) if self.views else None,
             real_x,
             fake_x,
             _on_cpu(result.details),
@@ -568,6 +671,7 @@ class EmbeddingMonitor(CallbackBase):
             fake_y,
             self._title(trainer, step, idx, n_loaders),
             functools.partial(self._view_states.__setitem__, idx),
+            sample_views,
         )
         self._worker.submit(job, step, suffix, png=needs_png(trainer.loggers))
         if not self.background:
@@ -575,7 +679,7 @@ class EmbeddingMonitor(CallbackBase):
 
     def _poll(self, trainer: Any, wait: bool) -> None:
         """Log the figures of finished jobs, oldest first (all of them when ``wait``)."""
-        from lightning_embviz.loggers import log_figures
+        from lightning_embviz.loggers import log_figures, log_tables
 
         for done in self._worker.poll(wait):
             if done.error is not None:
@@ -587,13 +691,19 @@ class EmbeddingMonitor(CallbackBase):
                     RuntimeWarning,
                 )
                 continue
+            root = getattr(trainer, "default_root_dir", None)
+            tables = done.figures.pop("samples", None)
             named = {f"{self.prefix}{key}{done.context}": fig for key, fig in done.figures.items()}
-            log_figures(
-                trainer.loggers,
-                named,
-                done.step,
-                fallback_dir=getattr(trainer, "default_root_dir", None),
-            )
+            log_figures(trainer.loggers, named, done.step, fallback_dir=root)
+            if isinstance(tables, SampleTables):
+                log_tables(
+                    trainer.loggers,
+                    {f"{self.prefix}{k}{done.context}": t for k, t in tables.tables.items()},
+                    done.step,
+                    markdown=tables.markdown,
+                    markdown_tag=f"{self.prefix}samples{done.context}",
+                    fallback_dir=root,
+                )
 
     def on_train_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
         """Log the figures that the background worker has finished."""
@@ -615,9 +725,13 @@ class EmbeddingMonitor(CallbackBase):
         self._poll(trainer, wait=True)
 
     def _restore_loop_step(self, trainer: Any) -> None:
-        if self._saved_loop_step is not None:
-            set_loop_step(trainer, self._saved_loop_step)
-            self._saved_loop_step = None
+        if self._saved_position is not None:
+            step, epoch = self._saved_position
+            if step is not None:
+                set_loop_step(trainer, step)
+            if epoch is not None:
+                set_current_epoch(trainer, epoch)
+            self._saved_position = None
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Log what is left, stop the worker thread, forget the loaded checkpoint."""
@@ -685,10 +799,17 @@ def _build_views(
     fake_labels: Optional[torch.Tensor],
     title: str,
     on_state: Callable[[dict[str, Any]], None],
+    sample_views: Optional[SampleViews] = None,
 ) -> dict[str, Any]:
-    """One run's figures (runs in the worker); reports the builder's new state."""
-    figures = builder.build(
-        real, fake, details, real_labels=real_labels, fake_labels=fake_labels, title=title
-    )
-    on_state(builder.state_dict())
-    return figures
+    """One run's figures and tables (runs in the worker); reports the builder's new state."""
+    out: dict[str, Any] = {}
+    if builder is not None:
+        out.update(
+            builder.build(
+                real, fake, details, real_labels=real_labels, fake_labels=fake_labels, title=title
+            )
+        )
+        on_state(builder.state_dict())
+    if sample_views is not None:
+        out.update(sample_views.build(title))
+    return out

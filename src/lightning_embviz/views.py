@@ -30,7 +30,7 @@ from lightning_embviz.projection import (
     subsample_indices,
 )
 
-__all__ = ["DEFAULT_MAX_SAMPLES", "ViewBuilder"]
+__all__ = ["DEFAULT_MAX_SAMPLES", "SampleTables", "SampleViews", "ViewBuilder"]
 
 
 _STATE_VERSION = 1
@@ -316,3 +316,110 @@ class ViewBuilder:
             for method, frame in state["frames"].items():
                 if method in self._projections:
                     self._projections[method].load_state_dict(frame)
+
+
+class SampleViews:
+    """What one validation run shows per sample: the two galleries and the per-sample tables.
+
+    Built by the callback from the engine's per-sample results and the few thumbnails it
+    fetched; :meth:`build` runs in the figure worker.
+
+    Args:
+        details: The run's :class:`~lightning_embviz.PRDCResult` (on the CPU).
+        real_index: (N,) dataset index of each real row.
+        fake_index: (M,) dataset index of each fake row.
+        real_labels: (N,) labels or None.
+        fake_labels: (M,) labels or None.
+        missed: Rows of the shown missed reals (``samples.missed_real_order``, cut).
+        outliers: Rows of the shown outlier fakes (``samples.outlier_fake_order``, cut).
+        deepest: Rows of the fakes shown for contrast (``samples.deepest_fake_order``, cut).
+        real_images: (len(missed), C, h, w) images of the shown reals, or None (no gallery).
+        fake_images: (len(outliers) + len(deepest), C, h, w) images, or None.
+        tables: Also build the per-sample tables.
+    """
+
+    def __init__(
+        self,
+        details: PRDCResult,
+        *,
+        real_index: Tensor,
+        fake_index: Tensor,
+        real_labels: Optional[Tensor],
+        fake_labels: Optional[Tensor],
+        missed: Tensor,
+        outliers: Tensor,
+        deepest: Tensor,
+        real_images: Optional[Tensor],
+        fake_images: Optional[Tensor],
+        tables: bool,
+    ) -> None:
+        self.details = details
+        self.real_index, self.fake_index = real_index, fake_index
+        self.real_labels, self.fake_labels = real_labels, fake_labels
+        self.missed, self.outliers, self.deepest = missed, outliers, deepest
+        self.real_images, self.fake_images = real_images, fake_images
+        self.tables = tables
+
+    def build(self, title: Optional[str]) -> dict[str, Any]:
+        """The galleries and tables of this run.
+
+        Returns:
+            ``"missed_real"`` / ``"outlier_fake"`` figures (when images were given) and, with
+            ``tables``, a :class:`SampleTables` under ``"samples"``.
+        """
+        from lightning_embviz import samples
+
+        d: Any = self.details
+        out: dict[str, Any] = {}
+        real_labels = None if self.real_labels is None else as_numpy(self.real_labels)
+        fake_labels = None if self.fake_labels is None else as_numpy(self.fake_labels)
+        if self.real_images is not None:
+            rows = self.missed
+            out["missed_real"] = plotting.missed_real_figure(
+                self.real_images,
+                as_numpy(d.real_nearest_fake_ratio)[rows.numpy()],
+                num_missed=int((~d.real_covered).sum()),
+                num_real=len(d.real_covered),
+                indices=as_numpy(self.real_index)[rows.numpy()],
+                labels=None if real_labels is None else real_labels[rows.numpy()],
+                class_counts=None
+                if real_labels is None
+                else samples.missed_per_class(d, real_labels),
+                nearest_k=d.nearest_k,
+                title=title,
+            )
+        if self.fake_images is not None:
+            out_rows, deep = self.outliers.numpy(), self.deepest.numpy()
+            n_out = len(out_rows)
+            fake_index = as_numpy(self.fake_index)
+            out["outlier_fake"] = plotting.outlier_fake_figure(
+                self.fake_images[:n_out],
+                as_numpy(d.fake_nearest_ball_ratio)[out_rows],
+                num_outliers=int((d.fake_ball_count == 0).sum()),
+                num_fake=len(d.fake_ball_count),
+                indices=fake_index[out_rows],
+                labels=None if fake_labels is None else fake_labels[out_rows],
+                deepest_images=self.fake_images[n_out:] if len(deep) else None,
+                deepest_counts=as_numpy(d.fake_ball_count)[deep] if len(deep) else None,
+                deepest_indices=fake_index[deep] if len(deep) else None,
+                deepest_labels=None if fake_labels is None or not len(deep) else fake_labels[deep],
+                nearest_k=d.nearest_k,
+                title=title,
+            )
+        if self.tables:
+            real_rows, fake_rows = samples.sample_tables(
+                d, self.real_index, self.fake_index, real_labels, fake_labels
+            )
+            out["samples"] = SampleTables(
+                {"samples_real": real_rows, "samples_fake": fake_rows},
+                samples.markdown_summary(real_rows, fake_rows),
+            )
+        return out
+
+
+class SampleTables:
+    """Per-sample tables (name -> columns) and their markdown summary, ready for the loggers."""
+
+    def __init__(self, tables: dict[str, Any], markdown: str) -> None:
+        self.tables = tables
+        self.markdown = markdown
