@@ -10,13 +10,16 @@ absolute times depend on the machine and its load):
   k, both on a reference fitted for 1..K (one fake radius pass and one real-fake pass each);
 - ``fit``: the one-off cost of fitting, for scale.
 
-Each timing is the best of ``--repeat`` runs, interleaved. The results are checked: the
-comparison equals ``compute_prdc`` and the sweep's values for a few k equal single-k runs.
+Each timing is the best of ``--repeat`` runs, interleaved; ``--cpu-time`` measures the
+process's CPU time instead of wall time (steadier on a machine shared with other work,
+best with ``--threads 1``). The results are checked: the comparison equals
+``compute_prdc`` and the sweep's values for a few k equal single-k runs.
 
 Usage::
 
     python benchmarks/bench_reference.py                       # 10 000 + 10 000 x 512
     python benchmarks/bench_reference.py --sizes 5000x64,10000x512 --repeat 3 --max-k 20
+    python benchmarks/bench_reference.py --threads 1 --cpu-time
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from lightning_embviz import RealReference, compute_prdc
 
@@ -38,10 +42,13 @@ def make_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return real, fake
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
+    start = CLOCK()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, CLOCK() - start
 
 
 def run(n: int, d: int, k: int, max_k: int, repeat: int) -> None:
@@ -79,8 +86,19 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--max-k", type=int, default=20, help="sweep over k = 1..max_k")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--cpu-time", action="store_true", help="process CPU time, not wall")
     args = parser.parse_args()
-    print(f"best of {args.repeat}; seconds; sweep over k = 1..{args.max_k}")
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = "CPU" if args.cpu_time else "wall"
+    print(
+        f"best of {args.repeat}; {clock} seconds; {torch.get_num_threads()} thread(s); "
+        f"sweep over k = 1..{args.max_k}"
+    )
     header = (
         f"{'N=M':>6} {'D':>5} | {'fit k':>6} {'fit 1..K':>7} | {'full':>6} {'compare':>7} "
         f"{'ratio':>6} | {'single':>6} {'sweep':>6} {'ratio':>7} | same"

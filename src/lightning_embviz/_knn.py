@@ -114,12 +114,23 @@ def exact_squared_distances(a: Tensor, b: Tensor, rows: Tensor, cols: Tensor) ->
     if p == 0:
         return out
     width = max(a.shape[1], 1)
-    block = max(1, (1 << 20) // width)  # ~8 MiB of float64 per block
+    block = min(p, max(1, (1 << 19) // width))  # ~4 MiB of float64 per block
+    # One set of buffers for all blocks: fresh multi-MiB tensors per block cost a page fault
+    # per 4 KiB (twice as slow as the arithmetic).
+    pick_a = torch.empty(block, a.shape[1], dtype=a.dtype, device=a.device)
+    pick_b = torch.empty(block, b.shape[1], dtype=b.dtype, device=a.device)
+    diff = torch.empty(block, a.shape[1], dtype=torch.float64, device=a.device)
+    other = torch.empty_like(diff)
     for start in range(0, p, block):
         r = rows[start : start + block]
         c = cols[start : start + block]
-        diff = a.index_select(0, r).to(torch.float64) - b.index_select(0, c).to(torch.float64)
-        out[start : start + block] = (diff * diff).sum(dim=1)
+        n = r.numel()
+        torch.index_select(a, 0, r, out=pick_a[:n])
+        torch.index_select(b, 0, c, out=pick_b[:n])
+        diff[:n].copy_(pick_a[:n])
+        other[:n].copy_(pick_b[:n])
+        diff[:n].sub_(other[:n]).square_()
+        torch.sum(diff[:n], dim=1, out=out[start : start + n])
     return out
 
 
@@ -527,11 +538,15 @@ def neighbour_radii(
             collect(s, mask, c0, r0, transposed=True)
     rows = torch.cat(rows_l)
     cols = torch.cat(cols_l)
-    vals = torch.cat(vals_l).to(torch.float64)
+    # Estimates below 0 are raised to 0 (the exact values are >= 0, so they stay within
+    # err); non-negative float32 values order like their bit patterns, so one int64 sort
+    # by (row, value) does what two stable sorts would.
+    vals = torch.cat(vals_l).clamp_min_(0.0)
     for pieces in (rows_l, cols_l, vals_l):  # free the pieces
         pieces.clear()
-    order = _sort_by_row(rows, vals)
-    rows, cols, vals = rows[order], cols[order], vals[order]
+    order = torch.argsort((rows << 31) | vals.view(torch.int32).to(torch.int64))
+    rows, cols, vals = rows[order], cols[order], vals[order].to(torch.float64)
+    del order
     counts = torch.bincount(rows, minlength=n)
     offsets = torch.cumsum(counts, 0) - counts
     scale2 = frame.scale**2
@@ -541,16 +556,21 @@ def neighbour_radii(
     # when |estimate - tk| <= 2 err. Pairs below the band are certainly among the k nearest,
     # so the answer is the (k - below)-th undecided one. Rows with err = 0 (all their points
     # sit on the frame's centre) have exact estimates.
-    tks, belows, undecided = [], [], []
+    tks = [vals[offsets + (kk - 1)] for kk in ks]
+    # Only pairs between the first k's band and the last k's band get per-k work.
+    lo_first = (tks[0] - 2.0 * err)[rows]
+    below_all = torch.bincount(rows[vals < lo_first], minlength=n)
+    near = ((vals >= lo_first) & (vals <= (tks[-1] + 2.0 * err)[rows])).nonzero(as_tuple=True)[0]
+    del lo_first
+    rows, cols, vals = rows[near], cols[near], vals[near]
+    belows, undecided = [], []
     any_undecided = torch.zeros_like(rows, dtype=torch.bool)
-    for kk in ks:
-        tk = vals[offsets + (kk - 1)]
+    for tk in tks:
         lo = (tk - 2.0 * err)[rows]
         hi = (tk + 2.0 * err)[rows]
-        belows.append(torch.bincount(rows[vals < lo], minlength=n))
+        belows.append(below_all + torch.bincount(rows[vals < lo], minlength=n))
         und = (vals >= lo) & (vals <= hi) & (err[rows] > 0)
         del lo, hi
-        tks.append(tk)
         undecided.append(und)
         any_undecided |= und
     # Each undecided pair is recomputed once, whatever the number of k it matters for.
@@ -650,7 +670,9 @@ def cross_ball_tests(
         band = _typical_band(tau16, frame.a_sq, b_max, theta_r[0])
         if theta_f is not None:
             band = max(band, _typical_band(tau16, b_sq, a_max, theta_f[0]))
-        use_bf16 = band < _BF16_MAX_BAND or _gemm_choice() == "bf16"
+        # Each k adds its own band of pairs to re-check: the wider bfloat16 band pays off
+        # for one or a few k, not for a long sweep.
+        use_bf16 = band * n_k < _BF16_MAX_BAND or _gemm_choice() == "bf16"
     tau = _gemm_tau(real.shape[1], use_bf16)
 
     # A pair is inside a ball of squared radius theta (scaled units) for certain when its
