@@ -508,12 +508,12 @@ def test_too_few_samples_warns_and_training_goes_on(tmp_path, train_loader):
 def test_a_failure_in_the_metrics_warns_and_training_goes_on(
     tmp_path, train_loader, val_loader, monkeypatch
 ):
-    import lightning_embviz._evaluate as evaluate_module
+    from lightning_embviz.reference import RealReference
 
     def broken(*args, **kwargs):
         raise RuntimeError("engine exploded")
 
-    monkeypatch.setattr(evaluate_module, "compute_prdc_details", broken)
+    monkeypatch.setattr(RealReference, "sweep_details", broken)
     with pytest.warns(UserWarning, match=r"computing the metrics failed(.|\n)*engine exploded"):
         trainer = fit(
             tmp_path,

@@ -16,11 +16,19 @@ from typing import Optional
 
 import torch
 
-from lightning_embviz._arrays import METRIC_KEYS
+from lightning_embviz._arrays import METRIC_KEYS, PRDC_KEYS
 from lightning_embviz._buffer import EmbeddingSet, finalize_set
-from lightning_embviz.metrics import PRDCResult, compute_prdc_details, frechet_distance
+from lightning_embviz.metrics import PRDCResult, frechet_distance
+from lightning_embviz.reference import RealReference
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "metric_keys"]
+
+
+def metric_keys(nearest_ks: tuple[int, ...]) -> tuple[str, ...]:
+    """Every key one run logs: the usual five for the first k, ``<metric>_k<k>`` for others."""
+    extra = tuple(f"{name}_k{k}" for k in nearest_ks[1:] for name in PRDC_KEYS)
+    return METRIC_KEYS + extra
+
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
@@ -31,8 +39,11 @@ class Evaluation:
 
     Attributes:
         status: ``"ok"``, ``"skipped"`` (too few usable rows) or ``"failed"`` (an error).
-        metrics: Every key of :data:`METRIC_KEYS`; NaN unless ``status == "ok"``.
-        details: Per-sample results (``status == "ok"`` only).
+        metrics: Every key of :func:`metric_keys`; NaN unless ``status == "ok"``.
+        details: Per-sample results for the first k (``status == "ok"`` only).
+        sweep: ``{k: metrics}`` for every k (``status == "ok"`` and several k only).
+        reference: The fitted real set, to pass to the next run (reused while the real
+            rows stay bit-identical).
         real: The rows the metrics were computed on (after cap and finiteness check).
         fake: Same for the fake set.
         notes: ``(once_id, message)`` pairs to warn about; ``once_id`` None warns every time.
@@ -44,10 +55,12 @@ class Evaluation:
     real: Optional[EmbeddingSet] = None
     fake: Optional[EmbeddingSet] = None
     notes: list[tuple[Optional[str], str]] = dataclasses.field(default_factory=list)
+    sweep: Optional[dict[int, dict[str, float]]] = None
+    reference: Optional[RealReference] = None
 
 
-def _nan_metrics() -> dict[str, float]:
-    return dict.fromkeys(METRIC_KEYS, math.nan)
+def _nan_metrics(nearest_ks: tuple[int, ...]) -> dict[str, float]:
+    return dict.fromkeys(metric_keys(nearest_ks), math.nan)
 
 
 def _drop_non_finite(rows: EmbeddingSet) -> tuple[EmbeddingSet, int]:
@@ -62,24 +75,28 @@ def evaluate(
     real: EmbeddingSet,
     fake: EmbeddingSet,
     *,
-    nearest_k: int,
+    nearest_k: int | tuple[int, ...],
     max_samples: Optional[int],
     seed: int = 0,
     where: str = "",
+    reference: Optional[RealReference] = None,
 ) -> Evaluation:
     """Evaluate one validation run (gathered rows of every rank, any order).
 
     Args:
         real: Real rows (unsorted, possibly with repeated keys).
         fake: Fake rows.
-        nearest_k: k of the k-NN balls.
+        nearest_k: k of the k-NN balls, or several (the first gives the usual keys).
         max_samples: The uniform cap per set, or None.
         seed: Seed of the cap's hash.
         where: ``" of validation dataloader 1"`` or ``""``, for messages.
+        reference: The previous run's fitted real set; reused when the real rows are
+            bit-identical (same results, a third less distance work), else refitted.
 
     Returns:
         An :class:`Evaluation`; never raises for bad data or a failing computation.
     """
+    ks = (nearest_k,) if isinstance(nearest_k, int) else tuple(nearest_k)
     notes: list[tuple[Optional[str], str]] = []
     real = finalize_set(real, dedupe=True, max_samples=max_samples, seed=seed)
     fake = finalize_set(fake, dedupe=True, max_samples=max_samples, seed=seed)
@@ -113,21 +130,27 @@ def evaluate(
                 "NaN or Inf values; the metrics use the remaining rows.",
             )
         )
-    need = nearest_k + 1
+    need = max(ks) + 1
     if len(real) < need or len(fake) < need:
         notes.append(
             (
                 None,
                 f"EmbeddingMonitor: skipped the metrics{where}: {len(real)} real and {len(fake)} "
-                f"fake usable rows, but nearest_k={nearest_k} needs at least {need} of "
+                f"fake usable rows, but nearest_k={max(ks)} needs at least {need} of "
                 "each; logged NaN. Validate on more samples or lower `nearest_k`.",
             )
         )
-        return Evaluation(SKIPPED, _nan_metrics(), None, real, fake, notes)
+        return Evaluation(SKIPPED, _nan_metrics(ks), None, real, fake, notes, None, reference)
     try:
-        details = compute_prdc_details(real.features, fake.features, nearest_k)
+        if reference is None or reference.nearest_ks != ks or not reference.matches(real.features):
+            reference = RealReference(real.features, ks)
+        results = reference.sweep_details(fake.features)
+        details = results[ks[0]]
         metrics = details.as_dict()
         metrics["fd"] = frechet_distance(real.features, fake.features)
+        for k in ks[1:]:
+            metrics.update({f"{n}_k{k}": v for n, v in results[k].as_dict().items()})
+        sweep = {k: r.as_dict() for k, r in results.items()} if len(ks) > 1 else None
     except Exception as err:  # a failure must not end a long training run
         notes.append(
             (
@@ -136,5 +159,5 @@ def evaluate(
                 "run. " + "".join(traceback.format_exception(type(err), err, err.__traceback__)),
             )
         )
-        return Evaluation(FAILED, _nan_metrics(), None, real, fake, notes)
-    return Evaluation(OK, metrics, details, real, fake, notes)
+        return Evaluation(FAILED, _nan_metrics(ks), None, real, fake, notes)
+    return Evaluation(OK, metrics, details, real, fake, notes, sweep, reference)

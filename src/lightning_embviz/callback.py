@@ -30,7 +30,7 @@ from lightning_embviz._buffer import (
     gather_embeddings,
     gather_selected_images,
 )
-from lightning_embviz._evaluate import OK, Evaluation, evaluate
+from lightning_embviz._evaluate import OK, Evaluation, evaluate, metric_keys
 from lightning_embviz._lightning import (
     CallbackBase,
     CheckpointPosition,
@@ -178,7 +178,7 @@ class EmbeddingMonitor(CallbackBase):
 
     def __init__(
         self,
-        nearest_k: int = 5,
+        nearest_k: int | Sequence[int] = 5,
         *,
         real_key: str = "real",
         fake_key: str = "fake",
@@ -210,7 +210,19 @@ class EmbeddingMonitor(CallbackBase):
                 bad(arg, value, expected, type(err))
                 raise
 
-        check_int("nearest_k", nearest_k, 1, "an int >= 1")
+        if isinstance(nearest_k, Sequence) and not isinstance(nearest_k, str):
+            expected = "an int >= 1 or a sequence of different ints >= 1, e.g. (5, 10)"
+            if not nearest_k:
+                bad("nearest_k", nearest_k, expected)
+            try:
+                ks = tuple(_arrays.check_int(k, "nearest_k", 1) for k in nearest_k)
+            except (TypeError, ValueError) as err:
+                bad("nearest_k", nearest_k, expected, type(err))
+                raise
+            if len(set(ks)) != len(ks):
+                bad("nearest_k", nearest_k, expected)
+        else:
+            ks = (check_int("nearest_k", nearest_k, 1, "an int >= 1 or a sequence of ints"),)
         keys = {
             "real_key": real_key,
             "fake_key": fake_key,
@@ -235,7 +247,9 @@ class EmbeddingMonitor(CallbackBase):
             bad("prefix", prefix, 'a string such as "embviz/"', TypeError)
         check_int("every_n_epochs", every_n_epochs, 1, "an int >= 1")
         if max_samples is not None:
-            check_int("max_samples", max_samples, nearest_k + 1, f"None or an int > {nearest_k=}")
+            check_int(
+                "max_samples", max_samples, max(ks) + 1, f"None or an int > nearest_k={max(ks)}"
+            )
         if view_max_samples is not None:
             check_int("view_max_samples", view_max_samples, 10, "None or an int >= 10")
         check_int("gallery_size", gallery_size, 0, "an int >= 0 (0: no galleries)")
@@ -261,7 +275,9 @@ class EmbeddingMonitor(CallbackBase):
                 TypeError,
             )
 
-        self.nearest_k = int(nearest_k)
+        self.nearest_ks = ks
+        self.nearest_k = ks[0]
+        self._metric_keys = metric_keys(ks)
         self.keys = OutputKeys(
             real_key, fake_key, labels_key, index_key, real_images_key, fake_images_key
         )
@@ -302,6 +318,10 @@ class EmbeddingMonitor(CallbackBase):
         self._saved_position: Optional[tuple[Optional[int], Optional[int]]] = None
         self._worker = FigureWorker(background)
         self._warned: set[str] = set()
+        # Rank 0's fitted real set per dataloader, reused while the real rows do not change.
+        # Not checkpointed: refitting after a resume costs a third of one run's distance
+        # work, while saving it would put the whole real set into every checkpoint.
+        self._references: dict[int, Any] = {}
         self._reset_run_state()
 
     # ------------------------------------------------------------------ configuration
@@ -322,7 +342,7 @@ class EmbeddingMonitor(CallbackBase):
     def state_key(self) -> str:
         """Key of this callback's state in a checkpoint; differs when the arguments differ."""
         return self._generate_state_key(
-            nearest_k=self.nearest_k,
+            nearest_k=self.nearest_k if len(self.nearest_ks) == 1 else self.nearest_ks,
             prefix=self.prefix,
             real_key=self.real_key,
             fake_key=self.fake_key,
@@ -515,19 +535,23 @@ class EmbeddingMonitor(CallbackBase):
 
         where = f" of validation dataloader {idx}" if n_loaders > 1 else ""
         result: Optional[Evaluation] = None
-        values = [math.nan] * (len(METRIC_KEYS) + 1)
+        keys = self._metric_keys
+        values = [math.nan] * (len(keys) + 1)
         if trainer.is_global_zero:
             result = evaluate(
                 real,
                 fake,
-                nearest_k=self.nearest_k,
+                nearest_k=self.nearest_ks,
                 max_samples=self.max_samples,
                 seed=self.seed,
                 where=where,
+                reference=self._references.get(idx),
             )
+            if result.reference is not None:
+                self._references[idx] = result.reference
             for once, message in result.notes:
                 self._warn_once(None if once is None else f"{once}-{idx}", message)
-            values = [float(result.status == OK)] + [result.metrics[k] for k in METRIC_KEYS]
+            values = [float(result.status == OK)] + [result.metrics[k] for k in keys]
         del real, fake
         if distributed:
             values = self._broadcast(values, device)
@@ -538,7 +562,7 @@ class EmbeddingMonitor(CallbackBase):
         # Through Lightning's loggers (so `validate` returns the values too); without a
         # logger during `fit` there is nothing to write, and Lightning would warn per key.
         to_loggers = bool(trainer.loggers) or not is_fitting(trainer)
-        for name, value in zip(METRIC_KEYS, values[1:]):
+        for name, value in zip(keys, values[1:]):
             pl_module.log(
                 f"{self.prefix}{name}{suffix}",
                 value,
@@ -657,7 +681,7 @@ class EmbeddingMonitor(CallbackBase):
                 real_labels=real_y,
                 fake_labels=fake_y,
             )
-        if not self.views and sample_views is None:
+        if not self.views and sample_views is None and result.sweep is None:
             return
         from lightning_embviz.loggers import needs_png
 
@@ -672,6 +696,7 @@ class EmbeddingMonitor(CallbackBase):
             self._title(trainer, step, idx, n_loaders),
             functools.partial(self._view_states.__setitem__, idx),
             sample_views,
+            result.sweep,
         )
         self._worker.submit(job, step, suffix, png=needs_png(trainer.loggers))
         if not self.background:
@@ -800,6 +825,7 @@ def _build_views(
     title: str,
     on_state: Callable[[dict[str, Any]], None],
     sample_views: Optional[SampleViews] = None,
+    sweep: Optional[dict[int, dict[str, float]]] = None,
 ) -> dict[str, Any]:
     """One run's figures and tables (runs in the worker); reports the builder's new state."""
     out: dict[str, Any] = {}
@@ -812,4 +838,8 @@ def _build_views(
         on_state(builder.state_dict())
     if sample_views is not None:
         out.update(sample_views.build(title))
+    if sweep is not None:
+        from lightning_embviz.plotting import k_sweep_figure
+
+        out["k_sweep"] = k_sweep_figure(sweep, title=title)
     return out

@@ -43,6 +43,7 @@ __all__ = [
     "format_ratio",
     "gallery_display_range",
     "gallery_figure",
+    "k_sweep_figure",
     "metrics_title",
     "missed_real_figure",
     "outlier_fake_figure",
@@ -1273,3 +1274,40 @@ class RenderedFigure:
         if self._png is None:
             self._png = encode_png(self.pixels)
         return self._png
+
+
+def k_sweep_figure(sweep: Mapping[int, Mapping[str, float]], *, title: str | None = None) -> Figure:
+    """Precision, recall, density and coverage against k, for one run (``embviz/k_sweep``).
+
+    Larger k gives larger balls: every metric but density grows with k, and how fast tells
+    how close fakes and reals are at each scale (Naeem et al. recommend k = 5).
+
+    Args:
+        sweep: ``{k: {"precision": p, "recall": r, "density": d, "coverage": c}}`` (e.g.
+            :meth:`lightning_embviz.RealReference.sweep`), at least one k.
+        title: first title line (e.g. ``"epoch 3, step 1200"``).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: an empty sweep or a missing metric.
+    """
+    if not sweep:
+        raise ValueError("`sweep` must hold at least one k.")
+    ks = sorted(int(k) for k in sweep)
+    fig = _new_figure((6.4, 4.2))
+    ax = fig.add_subplot()
+    for name, color in METRIC_COLORS.items():
+        try:
+            values = [float(sweep[k][name]) for k in ks]
+        except KeyError as err:
+            raise ValueError(f"`sweep[k]` must hold {name!r} for every k.") from err
+        ax.plot(ks, values, marker="o", color=color, label=name)
+    ax.set_xlabel("k (nearest neighbours)")
+    ax.set_xticks(ks)
+    ax.set_ylabel("value")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _set_title(fig, title, "metrics against k")
+    return fig

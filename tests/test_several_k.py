@@ -1,0 +1,81 @@
+"""Several k in one run, and the fitted real set reused while the validation set is fixed."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from _models import make_module_class
+from lightning_embviz import EmbeddingMonitor, compute_prdc
+from lightning_embviz.reference import RealReference
+
+TinyGAN = make_module_class(pl)
+
+
+def test_several_k_keys_and_sweep_figure(tmp_path, train_loader, val_loader):
+    model = TinyGAN(shifts=(0.4, 0.2))
+    tb = TensorBoardLogger(tmp_path, name="tb", version=0)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        default_root_dir=tmp_path,
+        logger=tb,
+        callbacks=[EmbeddingMonitor(nearest_k=(5, 3, 10), views=None, log_samples=False)],
+    )
+    trainer.fit(model, train_loader, val_loader)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    real, fake = model.collected("real", 1), model.collected("fake", 1)
+    for k, suffix in ((5, ""), (3, "_k3"), (10, "_k10")):
+        expected = compute_prdc(real, fake, nearest_k=k)
+        for name, value in expected.items():
+            assert metrics[f"embviz/{name}{suffix}"] == pytest.approx(value, abs=1e-7), (k, name)
+    assert "embviz/fd_k10" not in metrics
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb.log_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("embviz/coverage_k10")]
+    assert [e.step for e in acc.Images("embviz/k_sweep")] == steps and len(steps) == 2
+
+
+def test_real_reference_is_fitted_once_while_the_real_set_is_fixed(
+    tmp_path, train_loader, val_loader, monkeypatch
+):
+    fits = []
+    fit = RealReference._fit
+
+    def spy(self, *args, **kwargs):
+        fits.append(1)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(RealReference, "_fit", spy)
+    model = TinyGAN(shifts=(0.4, 0.2, 0.1))
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=[EmbeddingMonitor(views=None, log_samples=False)],
+    )
+    trainer.fit(model, train_loader, val_loader)
+    assert len(fits) == 1  # three measured runs on the same validation reals
+    real, fake = model.collected("real", 2), model.collected("fake", 2)
+    expected = compute_prdc(real, fake, nearest_k=5)
+    assert float(trainer.callback_metrics["embviz/coverage"]) == pytest.approx(
+        expected["coverage"], abs=1e-7
+    )
+
+
+def test_bad_nearest_k_sequences_fail_at_construction():
+    with pytest.raises(ValueError, match=r"nearest_k=\(5, 5\)"):
+        EmbeddingMonitor(nearest_k=(5, 5))
+    with pytest.raises(ValueError, match=r"nearest_k=\(\)"):
+        EmbeddingMonitor(nearest_k=())
+    with pytest.raises(TypeError, match=r"nearest_k=\(5, 2.0\)"):
+        EmbeddingMonitor(nearest_k=(5, 2.0))
+    with pytest.raises(ValueError, match=r"max_samples=10"):
+        EmbeddingMonitor(nearest_k=(5, 10), max_samples=10)
+    assert torch.tensor(EmbeddingMonitor(nearest_k=(5, 10)).nearest_ks).tolist() == [5, 10]
