@@ -71,6 +71,7 @@ def test_report_subprocess_writes_metrics_equal_to_compute_prdc_and_pngs(tmp_pat
     assert metrics["nearest_k"] == 3
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["pca.png", "pca_coverage.png", "tsne.png"]
+    assert sorted(p.name for p in out.glob("*.csv")) == ["samples_fake.csv", "samples_real.csv"]
     for name in pngs:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
         assert (out / name).stat().st_size > 10_000
@@ -420,3 +421,228 @@ def test_nested_out_is_created(tmp_path, capsys):
     assert main(["report", r, f, "-o", str(out), "--projection", "pca", "-q"]) == 0
     assert (out / "metrics.json").is_file()
     assert [p.name for p in out.iterdir() if p.name.startswith(".embviz")] == []
+
+
+# ---------------------------------------------------------------- per-sample tables and galleries
+
+
+def reference_indicators(real, fake, k):
+    from prdc.prdc import compute_nearest_neighbour_distances, compute_pairwise_distance
+
+    radii = compute_nearest_neighbour_distances(real, k)
+    dist = compute_pairwise_distance(real, fake)
+    return dist.min(axis=1) < radii, (dist < radii[:, None]).sum(axis=0)
+
+
+def test_report_always_writes_sample_tables(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    real, fake = make_sets(150, 120)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    labels = save(tmp_path / "rl.npy", np.arange(150) % 3)
+    out = tmp_path / "out"
+    argv = ["report", r, f, "-k", "4", "-o", str(out), "--projection", "pca", "--labels", labels]
+    assert main([*argv, "-q"]) == 0
+    assert "samples_real.csv" in capsys.readouterr().out
+    real_frame = pd.read_csv(out / "samples_real.csv")
+    fake_frame = pd.read_csv(out / "samples_fake.csv")
+    assert list(real_frame.columns) == [
+        "index", "label", "radius", "nearest_fake_distance", "nearest_fake_ratio", "covered",
+        "recalled",
+    ]  # fmt: skip
+    assert list(fake_frame.columns) == [
+        "index", "ball_count", "nearest_ball_ratio", "inside_real_manifold",
+    ]  # fmt: skip
+    covered, counts = reference_indicators(real, fake, 4)
+    assert real_frame["index"].tolist() == list(range(150))
+    assert real_frame["label"].tolist() == (np.arange(150) % 3).tolist()
+    np.testing.assert_array_equal(real_frame["covered"].to_numpy(), covered)
+    np.testing.assert_array_equal(fake_frame["ball_count"].to_numpy(), counts)
+    np.testing.assert_array_equal(fake_frame["inside_real_manifold"].to_numpy(), counts > 0)
+    assert (
+        real_frame["covered"].mean() == json.loads((out / "metrics.json").read_text())["coverage"]
+    )
+    assert not (out / "missed_real.png").exists() and not (out / "outlier_fake.png").exists()
+
+
+@pytest.fixture
+def gallery_spy(monkeypatch):
+    """Record what the command hands to the gallery builders (and still draw them)."""
+    import lightning_embviz.plotting as plotting
+
+    calls: dict[str, list] = {}
+    for name in ("missed_real_figure", "outlier_fake_figure"):
+        original = getattr(plotting, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            calls.setdefault(_name, []).append((args, kwargs))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(plotting, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize(("real_suffix", "fake_suffix"), [(".npy", ".pt"), (".npz", ".npy")])
+def test_report_galleries_show_the_ordered_samples(
+    tmp_path, capsys, gallery_spy, real_suffix, fake_suffix
+):
+    from lightning_embviz import compute_prdc_details
+    from lightning_embviz.samples import (
+        deepest_fake_order,
+        missed_real_order,
+        outlier_fake_order,
+    )
+
+    real, fake = make_sets(120, 100)
+    rng = np.random.default_rng(1)
+    real_images = rng.normal(size=(120, 1, 6, 6)).astype(np.float32)  # any range
+    fake_images = rng.integers(0, 256, size=(100, 3, 5, 4), dtype=np.uint8)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    ri = tmp_path / f"ri{real_suffix}"
+    if real_suffix == ".npz":
+        np.savez(ri, images=real_images, other=np.zeros(3))
+    else:
+        np.save(ri, real_images)
+    fi = tmp_path / f"fi{fake_suffix}"
+    if fake_suffix == ".pt":
+        torch.save(torch.from_numpy(fake_images), fi)
+    else:
+        np.save(fi, fake_images)
+    out = tmp_path / "out"
+    argv = ["report", r, f, "-o", str(out), "--projection", "pca", "-k", "3", "-q"]
+    argv += ["--real-images", str(ri), "--fake-images", str(fi), "--gallery-size", "7"]
+    assert main(argv) == 0, capsys.readouterr().err
+    for name in ("missed_real.png", "outlier_fake.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    details = compute_prdc_details(real, fake, nearest_k=3)
+    missed = missed_real_order(details).numpy()
+    outliers = outlier_fake_order(details).numpy()
+    deepest = deepest_fake_order(details).numpy()
+    assert len(missed) > 7 and len(outliers) > 7
+    ((args, kwargs),) = gallery_spy["missed_real_figure"]
+    np.testing.assert_array_equal(args[0], real_images[missed[:7]])
+    np.testing.assert_array_equal(kwargs["indices"], missed[:7])
+    np.testing.assert_array_equal(args[1], details.real_nearest_fake_ratio.numpy()[missed[:7]])
+    assert kwargs["num_missed"] == len(missed) and kwargs["num_real"] == 120
+    ((args, kwargs),) = gallery_spy["outlier_fake_figure"]
+    np.testing.assert_array_equal(args[0], fake_images[outliers[:7]])
+    np.testing.assert_array_equal(kwargs["indices"], outliers[:7])
+    np.testing.assert_array_equal(kwargs["deepest_indices"], deepest[:7])
+    np.testing.assert_array_equal(kwargs["deepest_images"], fake_images[deepest[:7]])
+    assert kwargs["num_outliers"] == len(outliers) and kwargs["num_fake"] == 100
+
+
+def test_report_channels_last_images_and_one_gallery_only(tmp_path, capsys, gallery_spy):
+    real, fake = make_sets(80, 60)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    images = np.random.default_rng(0).random((80, 5, 6, 3))  # (N, H, W, C)
+    ri = save(tmp_path / "ri.npy", images)
+    out = tmp_path / "out"
+    assert (
+        main(["report", r, f, "-o", str(out), "--projection", "pca", "-q", "--real-images", ri])
+        == 0
+    )
+    ((args, kwargs),) = gallery_spy["missed_real_figure"]
+    np.testing.assert_array_equal(args[0], np.moveaxis(images, 3, 1)[kwargs["indices"]])
+    assert len(kwargs["indices"]) == min(32, kwargs["num_missed"])
+    assert (out / "missed_real.png").is_file() and not (out / "outlier_fake.png").exists()
+    assert "outlier_fake_figure" not in gallery_spy
+
+
+def test_report_gallery_with_labels_names_missed_per_class(tmp_path, capsys, gallery_spy):
+    real, fake = make_sets(90, 70)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    labels = np.array(["cat", "dog", "owl"])[np.arange(90) % 3]
+    rl = tmp_path / "labels.csv"
+    rl.write_text("label\n" + "\n".join(labels) + "\n")
+    ri = save(tmp_path / "ri.npy", np.zeros((90, 4, 4)))
+    argv = ["report", r, f, "-o", str(tmp_path / "o"), "--projection", "pca", "-q"]
+    assert main([*argv, "--labels", str(rl), "--real-images", ri]) == 0
+    ((_, kwargs),) = gallery_spy["missed_real_figure"]
+    covered, _ = reference_indicators(real, fake, 5)
+    expected = {c: int((~covered[labels == c]).sum()) for c in ("cat", "dog", "owl")}
+    assert kwargs["class_counts"] == expected
+    np.testing.assert_array_equal(kwargs["labels"], labels[kwargs["indices"]])
+
+
+def _bad_images(name: str, d: Path) -> str:
+    if name == "count":
+        return save(d / "i.npy", np.zeros((119, 1, 4, 4)))
+    if name == "shape":
+        return save(d / "i.npy", np.zeros((120, 2, 4, 4)))
+    if name == "two_d":
+        return save(d / "i.npy", np.zeros((120, 16)))
+    if name == "format":
+        return save(d / "i.png", np.zeros((120, 4, 4)))
+    if name == "missing":
+        return str(d / "nope.npy")
+    if name == "text":
+        return save(d / "i.npy", np.array(["a"] * 120))
+    if name == "npz_keys":
+        np.savez(d / "i.npz", a=np.zeros((120, 4, 4)), b=np.zeros((120, 4, 4)))
+        return str(d / "i.npz")
+    return _write(d / "i.pt", b"not a torch file")
+
+
+BAD_IMAGES = {
+    "count": "holds 119 images but",
+    "shape": "images need shape (N, C, H, W) with C 1 or 3",
+    "two_d": "has shape (120, 16)",
+    "format": "unknown format '.png' for images",
+    "missing": "--real-images",
+    "text": "expected numbers",
+    "npz_keys": "name the one to use 'images'",
+    "corrupt": "cannot read as .pt",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_bad_image_files_fail_before_the_metrics(tmp_path, capsys, monkeypatch, name):
+    import lightning_embviz.metrics as metrics
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("metrics computed despite a bad image file")
+
+    monkeypatch.setattr(metrics, "compute_prdc_details", no_work)
+    real, fake = make_sets(120, 100)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    images = _bad_images(name, tmp_path)
+    code = main(["report", r, f, "-o", str(tmp_path / "out"), "-q", "--real-images", images])
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("embviz: error: --real-images ") and BAD_IMAGES[name] in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_fake_image_count_names_the_fake_file(tmp_path, capsys):
+    real, fake = make_sets(50, 40)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    fi = save(tmp_path / "fi.npy", np.zeros((50, 4, 4)))
+    assert main(["report", r, f, "-o", str(tmp_path / "o"), "-q", "--fake-images", fi]) == 2
+    err = capsys.readouterr().err
+    assert f"--fake-images {fi}: holds 50 images but {f} has 40 embedding rows" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x"])
+def test_gallery_size_must_be_positive(tmp_path, capsys, value):
+    real, fake = make_sets(30, 30)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    assert main(["report", r, f, "-o", str(tmp_path / "o"), "--gallery-size", value]) == 2
+    assert "--gallery-size: expected a positive integer" in capsys.readouterr().err
+
+
+def test_help_documents_galleries_and_tables(capsys):
+    assert main(["report", "--help"]) == 0
+    text = capsys.readouterr().out
+    for part in (
+        "--real-images",
+        "--fake-images",
+        "--gallery-size",
+        "missed_real.png",
+        "outlier_fake.png",
+        "samples_real.csv",
+        "samples_fake.csv",
+        "min-max",
+    ):
+        assert part in text, part

@@ -539,8 +539,6 @@ def test_gallery_from_real_details_end_to_end():
     real = rng.normal(size=(60, 4))
     fake = rng.normal(size=(60, 4)) * 0.3
     details = compute_prdc_details(real, fake, nearest_k=3)
-    if not hasattr(details, "real_nearest_fake_ratio"):
-        pytest.skip("the engine's per-sample ratios are not there yet")
     order = missed_real_order(details)
     assert len(order) > 8
     shown = order[:8]

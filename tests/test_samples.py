@@ -83,29 +83,7 @@ TRICKY = tricky_sets()
 
 
 def details_for(real, fake, k):
-    details = compute_prdc_details(real, fake, nearest_k=k)
-    if hasattr(details, "real_nearest_fake_ratio"):
-        return details
-    # TEMPORARY until the engine's per-sample fields land: the engine's indicators, with the
-    # distances and ratios from the reference's own distance matrix.
-    ref = reference(real, fake, k)
-    fields = {
-        name: getattr(details, name)
-        for name in (
-            "nearest_k",
-            "real_radii",
-            "fake_radii",
-            "real_covered",
-            "real_recalled",
-            "fake_ball_count",
-        )
-    }
-    return SimpleNamespace(
-        **fields,
-        real_nearest_fake_distance=torch.as_tensor(ref.nearest),
-        real_nearest_fake_ratio=torch.as_tensor(ref.ratio),
-        fake_nearest_ball_ratio=torch.as_tensor(ref.ball_ratio),
-    )
+    return compute_prdc_details(real, fake, nearest_k=k)
 
 
 # --------------------------------------------------------------------------- orders
@@ -203,7 +181,9 @@ def test_orders_are_empty_when_nothing_is_missed():
 
 
 def test_orders_refuse_something_else_than_details():
-    with pytest.raises(TypeError, match=r"`details` has no `real_covered` \(got a dict\).*compute_prdc_details"):
+    with pytest.raises(
+        TypeError, match=r"`details` has no `real_covered` \(got a dict\).*compute_prdc_details"
+    ):
         missed_real_order({"real_covered": [True]})
     bad = hand_made(
         real_covered=[True, False],

@@ -18,7 +18,10 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["main"]
 
@@ -30,6 +33,7 @@ examples:
   embviz report real.npy fake.npy -o out/
   embviz report real.pt fake.pt -k 3 --projection pca,tsne,umap --max-samples 3000 --seed 1
   embviz report real.npz fake.npz --labels real_labels.npy --fake-labels fake_labels.npy
+  embviz report real.npy fake.npy --real-images real_images.npy --fake-images fake_images.npy
 
 Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
 .pt/.pth (a tensor, a list of tensors or a dict holding 'embeddings'), .csv (one row
@@ -48,6 +52,20 @@ keys), fd (Fréchet distance), num_real, num_fake, nearest_k (and per_class with
 --labels), and PNGs: DIR/<method>.png for each projection, DIR/pca_coverage.png (the
 k-NN balls, in the PCA frame or else the first method's) and, with labels,
 DIR/<method>_classes.png and DIR/class_metrics.png.
+
+Always writes the per-sample tables DIR/samples_real.csv (index, label, radius,
+nearest_fake_distance, nearest_fake_ratio, covered, recalled) and DIR/samples_fake.csv
+(index, label, ball_count, nearest_ball_ratio, inside_real_manifold); index is the row
+in the input file, label is there with --labels / --fake-labels; pandas.read_csv reads
+them. With --real-images, DIR/missed_real.png shows the reals whose k-NN ball holds no
+fake, most clearly missed first (caption: nearest fake distance / own radius); with
+--fake-images, DIR/outlier_fake.png shows the fakes outside every real ball, farthest
+first (caption: distance / nearest ball's radius), and a row of the fakes deepest in the
+real manifold for contrast. At most --gallery-size tiles each. Image files: .npy
+(memory-mapped: only the shown images are read), .npz, .pt/.pth, shape (N, C, H, W)
+with C 1 or 3, (N, H, W), or (N, H, W, C); one image per embedding row, same order.
+Display: values already in [0, 1] are shown as they are (uint8 is divided by 255),
+otherwise min-max scaled over all tiles of a figure jointly.
 
 -o DIR is created and checked (a writable directory, not a file) before any work.
 Exit status: 0 on success, 2 on bad input or usage (one-line message on stderr).
@@ -206,6 +224,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="class label per fake sample, shape (M,) (e.g. a conditional GAN's conditions)",
     )
+    report.add_argument(
+        "--real-images",
+        metavar="FILE",
+        help="one image per REAL row, (N, C, H, W) or (N, H, W): draws missed_real.png",
+    )
+    report.add_argument(
+        "--fake-images",
+        metavar="FILE",
+        help="one image per FAKE row, (M, C, H, W) or (M, H, W): draws outlier_fake.png",
+    )
+    report.add_argument(
+        "--gallery-size",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="most tiles per gallery (default: 32)",
+    )
     compare = sub.add_parser(
         "compare",
         help="several fake sets (e.g. checkpoints) in one frame, side by side",
@@ -255,6 +290,121 @@ def _json_key(value: Any) -> str:
     return value.item() if hasattr(value, "item") else value
 
 
+_IMAGE_FORMATS = (".npy", ".npz", ".pt", ".pth")
+_IMAGE_KEYS = ("images", "image", "x", "arr_0")
+
+
+def _numeric(data: Any) -> bool:
+    """A real-valued number (or bool) array or tensor."""
+    import numpy as np
+
+    dtype = data.dtype
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "biuf"  # object, str, complex refused
+    return not getattr(dtype, "is_complex", True)  # torch: every other dtype is a number
+
+
+class _ImageFileError(ValueError):
+    """An image file that cannot be used for a gallery (message is one line)."""
+
+
+class _ImageFile:
+    """An image array opened for the galleries: checked shape, rows read on demand.
+
+    ``.npy`` files are memory-mapped and ``.pt`` files loaded with ``mmap=True`` where
+    possible, so only the images a gallery shows are read from disk.
+    """
+
+    def __init__(self, path: str, rows: int, flag: str, source: str) -> None:
+        self.path = Path(path)
+        self.flag = flag
+        where = f"{flag} {path}"
+        if not self.path.is_file():
+            raise _ImageFileError(f"{where}: no such file.")
+        suffix = self.path.suffix.lower()
+        if suffix not in _IMAGE_FORMATS:
+            raise _ImageFileError(
+                f"{where}: unknown format {suffix or '(no extension)'!r} for images; expected "
+                f"{', '.join(_IMAGE_FORMATS)} holding an array of shape (N, C, H, W) or (N, H, W)."
+            )
+        try:
+            self.data = self._open(suffix)
+        except _ImageFileError:
+            raise
+        except Exception as err:  # any reader failure becomes a one-line message
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise _ImageFileError(f"{where}: cannot read as {suffix} ({reason}).") from None
+        shape = tuple(int(n) for n in self.data.shape)
+        if not _numeric(self.data):
+            raise _ImageFileError(
+                f"{where}: holds values of type {self.data.dtype}, expected numbers."
+            )
+        self.channels_last = False
+        if len(shape) == 4 and shape[1] not in (1, 3) and shape[3] in (1, 3):
+            self.channels_last = True
+        elif len(shape) not in (3, 4) or (len(shape) == 4 and shape[1] not in (1, 3)):
+            raise _ImageFileError(
+                f"{where}: has shape {shape}; images need shape (N, C, H, W) with C 1 or 3, "
+                "(N, H, W), or (N, H, W, C)."
+            )
+        if shape[0] != rows:
+            raise _ImageFileError(
+                f"{where}: holds {shape[0]} images but {source} has {rows} embedding rows; give "
+                "one image per embedding row, in the same order."
+            )
+
+    def _open(self, suffix: str) -> Any:
+        import numpy as np
+
+        if suffix == ".npy":
+            return np.load(self.path, mmap_mode="r", allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(self.path, allow_pickle=False) as npz:
+                return self._pick({k: npz[k] for k in npz.files})
+        import torch
+
+        try:
+            obj = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
+            obj = torch.load(self.path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            obj = self._pick(obj)
+        if not isinstance(obj, (torch.Tensor, np.ndarray)):
+            raise _ImageFileError(
+                f"{self.flag} {self.path}: holds a {type(obj).__name__}, expected a tensor or a "
+                "dict holding 'images'."
+            )
+        return obj
+
+    def _pick(self, container: dict[str, Any]) -> Any:
+        if len(container) == 1:
+            return next(iter(container.values()))
+        for key in _IMAGE_KEYS:
+            if key in container:
+                return container[key]
+        raise _ImageFileError(
+            f"{self.flag} {self.path}: holds several arrays {sorted(container)}; name the one to "
+            "use 'images'."
+        )
+
+    def take(self, rows: Any) -> np.ndarray:
+        """The images of ``rows`` (int array) as (B, C, H, W) or (B, H, W)."""
+        import numpy as np
+
+        from lightning_embviz._arrays import as_numpy
+
+        index = np.asarray(rows, dtype=np.int64)
+        if isinstance(self.data, np.ndarray):
+            out = np.asarray(self.data[index])
+        else:  # a torch tensor
+            import torch
+
+            out = as_numpy(self.data[torch.from_numpy(index)])
+        if self.channels_last:
+            out = np.moveaxis(out, 3, 1)
+        return out
+
+
 def _report(args: argparse.Namespace, progress: _Progress) -> int:
     from lightning_embviz._io import load_embeddings, load_labels
     from lightning_embviz.metrics import compute_prdc_details, frechet_distance
@@ -267,6 +417,16 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
     fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
     if fake_labels is not None and real_labels is None:
         raise ValueError("--fake-labels needs --labels for the real set too.")
+    real_images = (
+        _ImageFile(args.real_images, len(real), "--real-images", args.real)
+        if args.real_images
+        else None
+    )
+    fake_images = (
+        _ImageFile(args.fake_images, len(fake), "--fake-images", args.fake)
+        if args.fake_images
+        else None
+    )
 
     from lightning_embviz.plotting import class_metrics
     from lightning_embviz.views import ViewBuilder
@@ -307,8 +467,10 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
         title=f"{Path(args.fake).name} vs {Path(args.real).name}",
         progress=progress,
     )
+    figures.update(_galleries(details, real_images, fake_images, real_labels, fake_labels, args))
     progress(f"writing {len(figures)} figures to {out}")
     written = _write_figures(figures, out)
+    written += _write_sample_tables(details, real_labels, fake_labels, out)
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n", encoding="utf-8")
 
@@ -319,6 +481,72 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
     _out(f"  {'nearest_k':<10} {args.nearest_k}")
     _out(f"wrote {metrics_path} and {', '.join(p.name for p in written)}")
     return 0
+
+
+def _galleries(
+    details: Any,
+    real_images: Optional[_ImageFile],
+    fake_images: Optional[_ImageFile],
+    real_labels: Optional[np.ndarray],
+    fake_labels: Optional[np.ndarray],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """``missed_real`` and ``outlier_fake`` figures for the image files that were given."""
+    from lightning_embviz.plotting import missed_real_figure, outlier_fake_figure
+    from lightning_embviz.samples import (
+        deepest_fake_order,
+        missed_per_class,
+        missed_real_order,
+        outlier_fake_order,
+    )
+
+    figures: dict[str, Any] = {}
+    size = args.gallery_size
+    if real_images is not None:
+        order = missed_real_order(details).numpy()
+        shown = order[:size]
+        figures["missed_real"] = missed_real_figure(
+            real_images.take(shown),
+            details.real_nearest_fake_ratio.cpu().numpy()[shown],
+            num_missed=len(order),
+            num_real=len(details.real_covered),
+            indices=shown,
+            labels=real_labels[shown] if real_labels is not None else None,
+            class_counts=missed_per_class(details, real_labels)
+            if real_labels is not None
+            else None,
+            nearest_k=args.nearest_k,
+        )
+    if fake_images is not None:
+        order = outlier_fake_order(details).numpy()
+        shown = order[:size]
+        deepest = deepest_fake_order(details).numpy()[: min(size, 8)]
+        figures["outlier_fake"] = outlier_fake_figure(
+            fake_images.take(shown),
+            details.fake_nearest_ball_ratio.cpu().numpy()[shown],
+            num_outliers=len(order),
+            num_fake=len(details.fake_ball_count),
+            indices=shown,
+            labels=fake_labels[shown] if fake_labels is not None else None,
+            deepest_images=fake_images.take(deepest),
+            deepest_counts=details.fake_ball_count.cpu().numpy()[deepest],
+            deepest_indices=deepest,
+            deepest_labels=fake_labels[deepest] if fake_labels is not None else None,
+            nearest_k=args.nearest_k,
+        )
+    return figures
+
+
+def _write_sample_tables(
+    details: Any, real_labels: Optional[np.ndarray], fake_labels: Optional[np.ndarray], out: Path
+) -> list[Path]:
+    from lightning_embviz.samples import sample_tables, write_csv
+
+    real_rows, fake_rows = sample_tables(details, real_labels=real_labels, fake_labels=fake_labels)
+    paths = [out / "samples_real.csv", out / "samples_fake.csv"]
+    write_csv(real_rows, paths[0])
+    write_csv(fake_rows, paths[1])
+    return paths
 
 
 def _names(args: argparse.Namespace) -> list[str]:
