@@ -11,7 +11,7 @@ what that run wrote, so that the README always shows what the current code produ
    as "classes hit") for a selection of epochs, a sentence with the first and last values,
    and the wall time the event files span.
 3. It writes ``docs/metrics_per_epoch.png`` (precision, recall, density and coverage per
-   epoch, the Fréchet distance on a second axis) and the figures that ``EmbeddingMonitor``
+   epoch, the Fréchet distance in a panel below) and the figures that ``EmbeddingMonitor``
    logged at the first and the last epoch (``docs/pca_epoch_first.png``, ...), decoded from
    the event files. Gallery figures (``embviz/missed_real``) are written when the run has
    them.
