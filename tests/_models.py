@@ -167,6 +167,9 @@ class DDPGAN(pl.LightningModule):
         out = {"real": real, "fake": fake, "labels": y}
         if mode == "index":
             out["index"] = index
+        if mode == "images":  # each row as a 2x3 picture, for the galleries
+            out["real_images"] = real.reshape(-1, 1, 2, 3)
+            out["fake_images"] = fake.reshape(-1, 1, 2, 3)
         return out
 
     def configure_optimizers(self) -> Any:

@@ -135,3 +135,30 @@ def test_fit_under_ddp_every_rank_logs_the_same_and_rank_zero_draws(tmp_path):
     scalar_steps = [e.step for e in acc.Scalars("embviz/coverage")]
     assert len(scalar_steps) == 2
     assert [e.step for e in acc.Images("embviz/pca")] == scalar_steps  # drawn once, by rank 0
+
+
+def test_galleries_and_tables_under_ddp_equal_single_process(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    # 37 samples: the DistributedSampler repeats one to even out the ranks
+    val = DataLoader(indexed_dataset(37, seed=3), batch_size=8)
+    model = DDPGAN({0: "images"})
+    outputs = {}
+    for name in ("ddp", "single"):
+        kwargs: dict[str, Any] = {
+            "logger": CSVLogger(tmp_path, name=name, version=0),
+            "callbacks": [EmbeddingMonitor(views=None, gallery_size=5)],
+        }
+        if name == "ddp":
+            trainer = ddp_trainer(tmp_path, **kwargs)
+        else:
+            trainer = pl.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path, **kwargs)
+        trainer.validate(model, val)
+        outputs[name] = tmp_path / name / "version_0" / "embviz"
+    for tag in ("missed_real", "outlier_fake"):
+        ddp_png = (outputs["ddp"] / tag / "step_000000.png").read_bytes()
+        assert ddp_png == (outputs["single"] / tag / "step_000000.png").read_bytes(), tag
+    for table in ("samples_real", "samples_fake"):
+        ddp_csv = (outputs["ddp"] / table / "step_000000.csv").read_text()
+        assert ddp_csv == (outputs["single"] / table / "step_000000.csv").read_text(), table
+        assert len(ddp_csv.splitlines()) == 38  # header + 37 samples, the repeat dropped
