@@ -424,7 +424,7 @@ def _markdown_block(
         cells.append(_ratio_text(float(rows[ratio_column][i])))
         for column, _ in extra:
             value = _scalar(rows[column][i])
-            cells.append(f"{value:.4g}" if isinstance(value, float) else str(value))
+            cells.append(f"{value:#.4g}" if isinstance(value, float) else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
