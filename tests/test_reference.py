@@ -98,7 +98,7 @@ def test_each_pass_runs_once(monkeypatch):
     monkeypatch.setattr(
         reference_module,
         "cross_ball_tests",
-        lambda *a: cross_calls.append(a[2].shape[0]) or original_cross(*a),
+        lambda *a, **kw: cross_calls.append(a[2].shape[0]) or original_cross(*a, **kw),
     )
     rng = np.random.default_rng(1)
     real = rng.normal(size=(200, 5)).astype(np.float32)
@@ -314,3 +314,164 @@ def test_doctests_run():
 
     result = doctest.testmod(reference_module)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- per-sample nearest results (compute_prdc_details / compare_details) -------------------
+
+
+def reference_nearest(real: np.ndarray, fake: np.ndarray, k: int):
+    """Nearest fakes and nearest ball edges from the reference's own distance matrices."""
+    dist = prdc_impl.compute_pairwise_distance(real, fake)  # (N, M), rounded like prdc
+    radii = prdc_impl.compute_nearest_neighbour_distances(real, k)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = dist.astype(np.float64) / radii.astype(np.float64)[:, None]
+    ratio[radii == 0, :] = np.inf
+    return dist.min(axis=1), dist.argmin(axis=1), ratio.min(axis=0), ratio.argmin(axis=0)
+
+
+def assert_consistent(det) -> None:
+    """The ratios decide the indicators exactly."""
+    assert torch.equal(det.real_nearest_fake_ratio < 1, det.real_covered)
+    assert torch.equal(det.fake_nearest_ball_ratio < 1, det.fake_in_real_manifold)
+    radii = det.real_radii
+    expected = torch.where(radii > 0, det.real_nearest_fake_distance / radii, torch.inf)
+    assert torch.equal(det.real_nearest_fake_ratio, expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nearest_results_equal_the_reference_on_hard_inputs(kind):
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 150, 130, 9, seed=7))
+    det = compute_prdc_details(real, fake, 4, chunk_size=29)
+    assert det.as_dict() == reference(real, fake, 4)
+    assert_consistent(det)
+    nearest, nearest_index, ratio, ratio_index = reference_nearest(real, fake, 4)
+    # float32 input: the reference's distances are the exact ones rounded to float32
+    np.testing.assert_array_equal(det.real_nearest_fake_distance.numpy(), nearest)
+    np.testing.assert_array_equal(det.fake_nearest_ball_ratio.numpy(), ratio)
+    if kind != "tiny":  # there both round most distances to 0 or to float32 subnormals
+        np.testing.assert_array_equal(det.real_nearest_fake_index.numpy(), nearest_index)
+        # the index points at a real whose ratio is the minimum (the lowest one on ties)
+        np.testing.assert_array_equal(det.fake_nearest_ball_index.numpy(), ratio_index)
+
+
+@pytest.mark.parametrize("kind", ["normal", "far", "discrete", "duplicates", "collapsed"])
+def test_nearest_results_in_float64(kind):
+    # The reference's float64 distances come from a float64 GEMM and carry its rounding;
+    # ours are exact. The values agree to that rounding and the indicators exactly.
+    real, fake = make_sets(kind, 140, 120, 6, seed=8)
+    det = compute_prdc_details(real, fake, 3)
+    assert det.as_dict() == reference(real, fake, 3)
+    assert_consistent(det)
+    nearest, _, ratio, _ = reference_nearest(real, fake, 3)
+    rtol = 1e-6 if kind == "far" else 1e-12  # far from the origin the GEMM cancels digits
+    np.testing.assert_allclose(det.real_nearest_fake_distance.numpy(), nearest, rtol=rtol)
+    finite = np.isfinite(ratio)
+    np.testing.assert_allclose(
+        det.fake_nearest_ball_ratio.numpy()[finite], ratio[finite], rtol=rtol
+    )
+    assert np.array_equal(np.isfinite(det.fake_nearest_ball_ratio.numpy()), finite)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(KINDS),
+    chunk=st.integers(1, 50),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_nearest_results_do_not_depend_on_chunk_size_or_row_order(kind, chunk, k, seed):
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 60, 50, 4, seed))
+    det = compute_prdc_details(real, fake, k)
+    assert_consistent(det)
+    rng = np.random.default_rng(seed)
+    pr, pf = rng.permutation(len(real)), rng.permutation(len(fake))
+    other = compute_prdc_details(real[pr], fake[pf], k, chunk_size=chunk)
+    assert_consistent(other)
+    assert torch.equal(other.real_nearest_fake_distance, det.real_nearest_fake_distance[pr])
+    assert torch.equal(other.real_nearest_fake_ratio, det.real_nearest_fake_ratio[pr])
+    assert torch.equal(other.fake_nearest_ball_ratio, det.fake_nearest_ball_ratio[pf])
+    # indices point at samples at that same distance / ratio
+    rows = torch.arange(len(real))
+    picked = fake[pf][other.real_nearest_fake_index.numpy()]
+    np.testing.assert_array_equal(
+        np.sqrt(((real[pr].astype(np.float64) - picked) ** 2).sum(1).astype(np.float32)),
+        other.real_nearest_fake_distance.numpy().astype(np.float32),
+    )
+    assert bool((other.real_nearest_fake_index[rows] >= 0).all())
+
+
+def test_sweep_details_carry_per_k_ratios():
+    real, fake = (a.astype(np.float32) for a in make_sets("quantized", 130, 110, 5, seed=3))
+    ref = RealReference(real, nearest_k=(2, 6))
+    swept = ref.sweep_details(fake)
+    for k in (2, 6):
+        single = compute_prdc_details(real, fake, k)
+        for name in (
+            "real_nearest_fake_distance",
+            "real_nearest_fake_index",
+            "real_nearest_fake_ratio",
+            "fake_nearest_ball_ratio",
+            "fake_nearest_ball_index",
+        ):
+            assert torch.equal(getattr(swept[k], name), getattr(single, name)), (k, name)
+        assert_consistent(swept[k])
+
+
+def test_radius_zero_balls_give_infinite_ratios():
+    # Duplicated real rows have radius 0 for k = 1: nothing is inside, ratio inf.
+    real = np.repeat(np.arange(12, dtype=np.float32).reshape(6, 2), 2, axis=0)
+    fake = np.arange(20, dtype=np.float32).reshape(10, 2) + 0.25
+    det = compute_prdc_details(real, fake, 1)
+    assert bool((det.real_radii == 0).all())
+    assert bool(torch.isinf(det.real_nearest_fake_ratio).all())
+    assert bool(torch.isinf(det.fake_nearest_ball_ratio).all())
+    assert bool((det.fake_nearest_ball_index == -1).all())
+    assert_consistent(det)
+    assert det.as_dict() == reference(real, fake, 1)
+
+
+def test_tiny_radii_are_decided_exactly(monkeypatch):
+    # Real pairs 1e-31 apart: squared radii below 2**-100 in the frame. Their ratio bounds
+    # would overflow float32, so those rows are compared exactly with every fake.
+    from lightning_embviz import _knn
+
+    rows_seen = []
+    original = _knn._NearestSearch._fold_ratios
+    monkeypatch.setattr(
+        _knn._NearestSearch,
+        "_fold_ratios",
+        lambda self, t, rows, cols: rows_seen.append(rows.numel()) or original(self, t, rows, cols),
+    )
+    base = np.array([[0.0, 0.0], [5.0, 0.0], [-4.0, 0.0], [2.0, 0.0]])
+    real = np.vstack([base, base + np.array([0.0, 1e-31])])
+    fake = np.array([[1.0, 1.0], [4.0, 6.0], [0.0, 9.0]])
+    det = compute_prdc_details(real, fake, 1)
+    radii = det.real_radii.numpy()
+    assert bool(((radii > 0) & (radii < 2e-31)).all())
+    diff = real[:, None, :] - fake[None, :, :]
+    dist = np.sqrt((diff * diff).sum(-1))
+    ratio = dist / radii[:, None]
+    np.testing.assert_array_equal(det.fake_nearest_ball_ratio.numpy(), ratio.min(0))
+    np.testing.assert_array_equal(det.real_nearest_fake_distance.numpy(), dist.min(1))
+    assert_consistent(det)
+    assert sum(rows_seen) >= len(real) * len(fake)  # every tiny row against every fake
+
+
+def test_collapsed_fakes_are_narrowed_with_float64(monkeypatch):
+    from lightning_embviz import _knn
+
+    calls = []
+    original = _knn._narrow_row_minimum
+    monkeypatch.setattr(
+        _knn, "_narrow_row_minimum", lambda *a: calls.append(a[2].numel()) or original(*a)
+    )
+    rng = np.random.default_rng(15)
+    real = rng.normal(size=(300, 64)).astype(np.float32)
+    fake = (rng.normal(size=(250, 64)) * 1e-4 + 30.0).astype(np.float32)
+    det = compute_prdc_details(real, fake, 5)
+    assert calls  # the float64 narrowing ran
+    nearest, nearest_index, ratio, _ = reference_nearest(real, fake, 5)
+    np.testing.assert_array_equal(det.real_nearest_fake_distance.numpy(), nearest)
+    np.testing.assert_array_equal(det.real_nearest_fake_index.numpy(), nearest_index)
+    np.testing.assert_array_equal(det.fake_nearest_ball_ratio.numpy(), ratio)
+    assert det.as_dict() == reference(real, fake, 5)

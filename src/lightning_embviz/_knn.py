@@ -614,6 +614,220 @@ class CrossTests:
     fake_ball_count: Tensor  # (K, M) int64
     real_covered: Tensor  # (K, N) bool
     real_recalled: Tensor | None  # (K, N) bool; None when no fake radii were given
+    # With details=True (else None):
+    real_nearest: Tensor | None = None  # (N,) float64 key of each real's nearest fake
+    real_nearest_index: Tensor | None = None  # (N,) int64 that fake (lowest index on ties)
+    fake_ratio: Tensor | None = None  # (K, M) float64 min over reals of key / radius
+    fake_ratio_index: Tensor | None = None  # (K, M) int64 that real (-1: every radius is 0)
+
+
+_F32_MAX = float(torch.finfo(torch.float32).max)
+# Relative slack that covers the float32 rounding of the bounds computed in the dense passes
+# of the nearest searches (a product and a sum: 2 u, taken twice).
+_BOUND_SLACK = 2.0**-21
+# Radii this small (squared, in frame units) make float32 ratio bounds overflow; their rows
+# are handled exactly against every fake instead (they only arise from near-duplicates).
+_TINY_THETA = 2.0**-100
+
+
+def _merge_min(
+    best: Tensor, best_index: Tensor, groups: Tensor, values: Tensor, index: Tensor
+) -> None:
+    """Fold ``values`` (with their ``index``) into the per-group minimum and its index.
+
+    Ties keep the lowest index, so the result does not depend on the order of the pairs.
+    """
+    if not groups.numel():
+        return
+    size = best.shape[0]
+    low = torch.full((size,), math.inf, dtype=best.dtype, device=best.device)
+    low.scatter_reduce_(0, groups, values, reduce="amin")
+    at_low = values == low[groups]
+    low_index = torch.full((size,), torch.iinfo(torch.int64).max, device=best.device)
+    low_index.scatter_reduce_(0, groups[at_low], index[at_low], reduce="amin")
+    better = low < best
+    tie = (low == best) & torch.isfinite(low)
+    best_index[tie] = torch.minimum(best_index[tie], low_index[tie])
+    best[better] = low[better]
+    best_index[better] = low_index[better]
+
+
+# Average candidates per row above which the nearest-fake search narrows them with float64
+# GEMM estimates first (cheaper than that many exact re-checks from gathered rows).
+_DENSE_CANDIDATES = 16
+_U64 = 2.0**-53
+
+
+def _narrow_row_minimum(
+    real: Tensor, fake: Tensor, rows: Tensor, cols: Tensor, mode: PairMode
+) -> tuple[Tensor, Tensor]:
+    """Keep the candidate pairs that float64 estimates cannot rule out of their row's minimum.
+
+    The candidates' rows and columns are centred on the mean of the candidate fakes, so a
+    tight clump of fakes becomes small numbers, and their squared distances are estimated
+    with float64 GEMMs (error below ``2 (D + 32) u64 (|a|^2 + |b|^2)``, as for float32). A
+    pair stays when its exact value may lie within the key rounding of its row's minimum
+    (then its key may equal the minimum's: ties go to the lowest index).
+
+    Args:
+        real: (N, D) tensor.
+        fake: (M, D) tensor.
+        rows: (P,) row indices of the candidate pairs.
+        cols: (P,) column indices; every row's minimum is among its candidates.
+        mode: key rounding of the pairs.
+
+    Returns:
+        The remaining ``(rows, cols)``.
+    """
+    uniq_rows = torch.unique(rows)
+    uniq_cols = torch.unique(cols)
+    b = fake.index_select(0, uniq_cols).to(torch.float64)
+    center = b.mean(dim=0)
+    b -= center
+    b_sq = (b * b).sum(dim=1)
+    b_max = float(b_sq.max())
+    tau = 2.0 * (real.shape[1] + 32) * _U64
+    # Rows are handled a few at a time so the float64 block stays near 32 MiB.
+    step = max(1, (1 << 22) // max(uniq_cols.numel(), 1))
+    kept_rows, kept_cols = [], []
+    for start in range(0, uniq_rows.numel(), step):
+        r = uniq_rows[start : start + step]
+        a = real.index_select(0, r).to(torch.float64) - center
+        a_sq = (a * a).sum(dim=1)
+        est = torch.addmm(b_sq.unsqueeze(0), a, b.T, alpha=-2.0).add_(a_sq.unsqueeze(1))
+        err = tau * (a_sq + b_max)
+        limit = (est.amin(dim=1) + err) * (1.0 + 2.0 * _KEY_MARGIN[mode]) + err
+        rr, cc = (est <= limit.unsqueeze(1)).nonzero(as_tuple=True)
+        kept_rows.append(r[rr])
+        kept_cols.append(uniq_cols[cc])
+    return torch.cat(kept_rows), torch.cat(kept_cols)
+
+
+class _NearestSearch:
+    """Exact nearest searches riding on the real-fake pass (for ``details=True``).
+
+    - For each real i: ``min_j key(i, j)`` (its nearest fake) and that fake.
+    - For each fake j and each k: ``min_i key(i, j) / r_k(i)`` (how far, relative to the
+      ball's radius, the nearest real ball's edge is; < 1 exactly when the fake lies inside
+      some ball) and that real.
+
+    Both use the block's float32 estimates to keep only the pairs whose error band can
+    reach the minimum (a row minimum is complete within a block; a column minimum is
+    tightened block after block), and settle those pairs on exact keys.
+    """
+
+    def __init__(
+        self,
+        real: Tensor,
+        fake: Tensor,
+        real_radii: Tensor,
+        frame: Frame,
+        tau: float,
+        mode: PairMode,
+        b_max: float,
+    ) -> None:
+        self.real, self.fake, self.mode = real, fake, mode
+        self.radii = real_radii  # (K, N)
+        n, m = real.shape[0], fake.shape[0]
+        n_k = real_radii.shape[0]
+        device = real.device
+        self.err = tau * (frame.a_sq + b_max)  # (N,) per-row GEMM error bound
+        self.nearest = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+        self.nearest_index = torch.full((n,), -1, dtype=torch.int64, device=device)
+        self.ratio = torch.full((n_k, m), math.inf, dtype=torch.float64, device=device)
+        self.ratio_index = torch.full((n_k, m), -1, dtype=torch.int64, device=device)
+        # Ratio^2 of pair (i, j) lies in [c_i s - d_i, a_i s + b_i] (s: its estimate).
+        margin = _KEY_MARGIN[mode] + 2.0**-45  # key rounding, and the float64 of theta
+        abs_margin = _KEY_ABS_MARGIN[mode] * frame.scale**2
+        theta = (real_radii * frame.scale) ** 2
+        usable = theta >= _TINY_THETA
+        inv = torch.where(usable, 1.0 / theta.clamp_min(_TINY_THETA), 0.0)
+        up, down = 1.0 + _BOUND_SLACK, 1.0 - _BOUND_SLACK
+        self.a = _up32(inv * (1.0 + margin) * up)
+        self.b = _up32(
+            torch.where(usable, (self.err * (1.0 + margin) + abs_margin) * inv * up, 0.0)
+        )
+        self.c = _down32(inv * (1.0 - margin) * down)
+        self.d = _up32(
+            torch.where(usable, (self.err * (1.0 - margin) + abs_margin) * inv * up, 0.0)
+        )
+        self.b[~usable] = math.inf  # never an upper bound ...
+        self.d[~usable] = -math.inf  # ... nor a candidate (c s - d = +inf)
+        self.upper = torch.full((n_k, m), _F32_MAX, dtype=torch.float32, device=device)
+        # Rows with a tiny but non-zero radius: decided exactly against every fake.
+        self.tiny = ((real_radii > 0) & ~usable).any(dim=0).nonzero(as_tuple=True)[0]
+        self.row_pairs: list[tuple[Tensor, Tensor]] = []
+        self.col_pairs: list[tuple[int, Tensor, Tensor, Tensor]] = []
+        self.pending = 0
+
+    def update(self, s: Tensor, r0: int, r1: int, work: _Workspace) -> None:
+        """Take the candidates of one block ``s`` (rows r0:r1 against every fake)."""
+        # Row minimum: the exact minimum lies within 2 err of the smallest estimate; every
+        # pair whose key may equal the minimum's key (lowest index wins ties) is kept too.
+        low = torch.amin(s, dim=1).to(torch.float64)
+        err = self.err[r0:r1]
+        limit = _up32((low + err) * (1.0 + 2.0 * _KEY_MARGIN[self.mode]) + err)
+        rows, cols = work.compare("near", torch.le, s, limit.unsqueeze(1)).nonzero(as_tuple=True)
+        rows += r0
+        if rows.numel() > _DENSE_CANDIDATES * (r1 - r0):
+            # Many fakes within the float32 band of the nearest one (a collapsed generator):
+            # narrow them down with float64 estimates before the exact re-checks.
+            rows, cols = _narrow_row_minimum(self.real, self.fake, rows, cols, self.mode)
+        self.row_pairs.append((rows, cols))
+        self.pending += rows.numel()
+        # Column minimum of the ratio, per k.
+        w = work.get("ratio", s.shape[0], s.shape[1], torch.float32)
+        for t in range(self.a.shape[0]):
+            torch.addcmul(self.b[t, r0:r1].unsqueeze(1), s, self.a[t, r0:r1].unsqueeze(1), out=w)
+            torch.minimum(self.upper[t], torch.amin(w, dim=0), out=self.upper[t])
+            torch.addcmul(-self.d[t, r0:r1].unsqueeze(1), s, self.c[t, r0:r1].unsqueeze(1), out=w)
+            mask = work.compare("near", torch.le, w, self.upper[t].unsqueeze(0))
+            rows, cols = mask.nonzero(as_tuple=True)
+            self.col_pairs.append((t, rows + r0, cols, w[rows, cols]))
+            self.pending += rows.numel()
+        if self.pending > _MAX_PENDING_PAIRS:
+            self.settle()
+
+    def settle(self) -> None:
+        """Decide the collected candidates exactly and free them."""
+        if self.row_pairs:
+            rows = torch.cat([r for r, _ in self.row_pairs])
+            cols = torch.cat([c for _, c in self.row_pairs])
+            self.row_pairs.clear()
+            key = round_key(exact_squared_distances(self.real, self.fake, rows, cols), self.mode)
+            _merge_min(self.nearest, self.nearest_index, rows, key, cols)
+        for t in range(self.a.shape[0]):
+            mine = [p for p in self.col_pairs if p[0] == t]
+            if not mine:
+                continue
+            rows = torch.cat([p[1] for p in mine])
+            cols = torch.cat([p[2] for p in mine])
+            lower = torch.cat([p[3] for p in mine])
+            keep = lower <= self.upper[t, cols]  # the bound has tightened since
+            rows, cols = rows[keep], cols[keep]
+            self._fold_ratios(t, rows, cols)
+        self.col_pairs.clear()
+        self.pending = 0
+
+    def _fold_ratios(self, t: int, rows: Tensor, cols: Tensor) -> None:
+        key = round_key(exact_squared_distances(self.real, self.fake, rows, cols), self.mode)
+        radius = self.radii[t, rows]
+        ratio = torch.where(radius > 0, key / radius, math.inf)
+        _merge_min(self.ratio[t], self.ratio_index[t], cols, ratio, rows)
+        # An achieved ratio bounds the minimum: later candidates must beat it.
+        found = torch.isfinite(self.ratio[t])
+        tighter = _up32(self.ratio[t][found] ** 2 * (1.0 + _BOUND_SLACK))
+        self.upper[t, found] = torch.minimum(self.upper[t, found], tighter)
+
+    def finish(self) -> None:
+        """Settle what is left and handle the rows with tiny radii."""
+        self.settle()
+        m = self.fake.shape[0]
+        for i in self.tiny.tolist():
+            rows = torch.full((m,), i, dtype=torch.int64, device=self.fake.device)
+            cols = torch.arange(m, device=self.fake.device)
+            for t in range(self.a.shape[0]):
+                self._fold_ratios(t, rows, cols)
 
 
 def cross_ball_tests(
@@ -624,6 +838,7 @@ def cross_ball_tests(
     mode: PairMode,
     chunk_size: int,
     frame: Frame | None = None,
+    details: bool = False,
 ) -> CrossTests:
     """Ball-membership tests between two sets for several k, decided exactly, in one pass.
 
@@ -647,6 +862,8 @@ def cross_ball_tests(
         mode: key rounding of real-fake pairs.
         chunk_size: real rows per block; memory is O(chunk_size * M).
         frame: both sets converted by :func:`shared_frames` (built here if None).
+        details: also find each real's nearest fake and each fake's nearest ball edge
+            relative to the ball's radius, exactly (a few more passes over each block).
 
     Returns:
         A :class:`CrossTests`.
@@ -705,6 +922,7 @@ def cross_ball_tests(
     check_kind: list[Tensor] = []  # 1: real-ball tests, 2: fake-ball tests
 
     work = _Workspace(device)
+    search = _NearestSearch(real, fake, real_radii, frame, tau, mode, b_max) if details else None
 
     def settle() -> None:
         """Decide the collected pairs exactly, for every k, and free them."""
@@ -770,9 +988,22 @@ def cross_ball_tests(
                 check_rows.append(open_rows[r2] + r0)
                 check_cols.append(c2)
                 check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
+        if search is not None:
+            search.update(s, r0, r1, work)
         del s
         # Keep the pairs awaiting a re-check bounded (they pile up only on degenerate data).
         if sum(t.numel() for t in check_rows) > _MAX_PENDING_PAIRS:
             settle()
     settle()
-    return CrossTests(fake_count, covered, recalled)
+    if search is None:
+        return CrossTests(fake_count, covered, recalled)
+    search.finish()
+    return CrossTests(
+        fake_count,
+        covered,
+        recalled,
+        search.nearest,
+        search.nearest_index,
+        search.ratio,
+        search.ratio_index,
+    )

@@ -58,9 +58,15 @@ def compute_prdc_details(
     *,
     chunk_size: int | None = None,
 ) -> PRDCResult:
-    """Compute PRDC and keep the per-sample results (which reals are covered, ball counts).
+    """Compute PRDC and keep the per-sample results behind the four numbers.
 
     Same arguments and same values as :func:`compute_prdc`; see there for the definitions.
+    Per sample: the k-NN radii, which reals are covered and recalled, how many real balls
+    hold each fake, each real's nearest fake (distance, index, and distance relative to the
+    real's radius: below 1 exactly when covered) and each fake's nearest real ball edge
+    (``min_x d(f, x) / r_k(x)``: below 1 exactly when the fake is in the real manifold).
+    All are exact, rounded as the reference rounds distances; finding the nearest samples
+    adds a few passes over each block of the real-fake distances.
 
     Returns:
         A :class:`PRDCResult`. Per-sample tensors live on the input's device.
@@ -120,9 +126,9 @@ def compute_prdc(
         >>> sorted(compute_prdc(real, fake, nearest_k=5))
         ['coverage', 'density', 'precision', 'recall']
     """
-    return compute_prdc_details(
-        real_features, fake_features, nearest_k, chunk_size=chunk_size
-    ).as_dict()
+    real, fake, k = _validate_pair(real_features, fake_features, nearest_k)
+    chunk = _check_chunk(chunk_size)
+    return RealReference._from_checked(real, (k,), chunk)._metrics(fake, (k,), chunk)[k]
 
 
 def _covariance64(x: Tensor) -> tuple[Tensor, Tensor]:

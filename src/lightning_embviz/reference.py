@@ -9,6 +9,7 @@ the fake-fake and real-fake distance passes. :func:`lightning_embviz.compute_prd
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zipfile
 from collections.abc import Sequence
@@ -66,6 +67,15 @@ class PRDCResult:
         real_covered: (N,) bool, a fake lies inside this real point's ball (coverage).
         real_recalled: (N,) bool, this real point lies inside some fake ball (recall).
         fake_ball_count: (M,) int64, number of real balls containing this fake (density).
+        real_nearest_fake_distance: (N,) float64, distance from each real point to its
+            nearest fake, rounded as the reference rounds distances.
+        real_nearest_fake_index: (N,) int64, that fake's row (the lowest one on ties).
+        real_nearest_fake_ratio: (N,) float64, ``real_nearest_fake_distance / real_radii``
+            (inf where the radius is 0). A real point is covered exactly when this is < 1.
+        fake_nearest_ball_ratio: (M,) float64, ``min over reals x of d(f, x) / r_k(x)``: how
+            far the nearest real ball's edge is, relative to that ball's radius (inf when
+            every radius is 0). A fake is inside the real manifold exactly when this is < 1.
+        fake_nearest_ball_index: (M,) int64, the real point of that ball (-1 when none).
     """
 
     precision: float
@@ -78,6 +88,11 @@ class PRDCResult:
     real_covered: Tensor
     real_recalled: Tensor
     fake_ball_count: Tensor
+    real_nearest_fake_distance: Tensor
+    real_nearest_fake_index: Tensor
+    real_nearest_fake_ratio: Tensor
+    fake_nearest_ball_ratio: Tensor
+    fake_nearest_ball_index: Tensor
 
     @property
     def fake_in_real_manifold(self) -> Tensor:
@@ -354,7 +369,7 @@ class RealReference:
         return f
 
     def _run(
-        self, fake: Tensor, ks: tuple[int, ...], chunk: int | None
+        self, fake: Tensor, ks: tuple[int, ...], chunk: int | None, details: bool
     ) -> tuple[Tensor, Tensor, CrossTests]:
         """The fake radii and the real-fake tests for the fitted ``ks`` (increasing).
 
@@ -376,6 +391,7 @@ class RealReference:
             pair_mode(self._real.dtype, fake.dtype),
             cross_block,
             cross,
+            details=details,
         )
         if cross.scale == self._scale and "a" in cross._half:
             self._real16 = cross._half["a"]  # keep the bfloat16 copy for the next comparison
@@ -406,24 +422,45 @@ class RealReference:
             fake_frame = Frame(own32, own32, own_sq, own_sq, own_scale)
         return cross, fake_frame
 
+    def _metrics(
+        self, fake: Tensor, ks: tuple[int, ...], chunk: int | None
+    ) -> dict[int, dict[str, float]]:
+        """The four metrics for each of ``ks`` (increasing), without per-sample extras."""
+        _, _, tests = self._run(fake, ks, chunk, details=False)
+        assert tests.real_recalled is not None  # fake radii were given
+        return {
+            k: _metrics(
+                tests.fake_ball_count[t], tests.real_covered[t], tests.real_recalled[t], k
+            )
+            for t, k in enumerate(ks)
+        }
+
     def _results(
         self, fake: Tensor, ks: tuple[int, ...], chunk: int | None
     ) -> dict[int, PRDCResult]:
-        real_radii, fake_radii, tests = self._run(fake, ks, chunk)
-        assert tests.real_recalled is not None  # fake radii were given
+        """Metrics and per-sample results for each of ``ks`` (increasing)."""
+        real_radii, fake_radii, tests = self._run(fake, ks, chunk, details=True)
+        recalled = tests.real_recalled
+        nearest, nearest_index = tests.real_nearest, tests.real_nearest_index
+        ratio, ratio_index = tests.fake_ratio, tests.fake_ratio_index
+        assert recalled is not None and nearest is not None and nearest_index is not None
+        assert ratio is not None and ratio_index is not None
         out = {}
         for t, k in enumerate(ks):
-            values = _metrics(
-                tests.fake_ball_count[t], tests.real_covered[t], tests.real_recalled[t], k
-            )
+            radii = real_radii[t]
             out[k] = PRDCResult(
-                **values,
+                **_metrics(tests.fake_ball_count[t], tests.real_covered[t], recalled[t], k),
                 nearest_k=k,
-                real_radii=real_radii[t],
+                real_radii=radii,
                 fake_radii=fake_radii[t],
                 real_covered=tests.real_covered[t],
-                real_recalled=tests.real_recalled[t],
+                real_recalled=recalled[t],
                 fake_ball_count=tests.fake_ball_count[t],
+                real_nearest_fake_distance=nearest,
+                real_nearest_fake_index=nearest_index,
+                real_nearest_fake_ratio=torch.where(radii > 0, nearest / radii, math.inf),
+                fake_nearest_ball_ratio=ratio[t],
+                fake_nearest_ball_index=ratio_index[t],
             )
         return out
 
@@ -479,7 +516,11 @@ class RealReference:
             ValueError: on another width or device, NaN/Inf rows, ``nearest_k`` not fitted or
                 not below M.
         """
-        return self.compare_details(fake, nearest_k, chunk_size=chunk_size).as_dict()
+        k = self._resolve_k(nearest_k)
+        chunk = _check_chunk(chunk_size)
+        f = self._check_fake(fake, "fake")
+        _check_size(k, f.shape[0], "fake")
+        return self._metrics(f, (k,), chunk)[k]
 
     def sweep_details(
         self, fake: ArrayLike, *, chunk_size: int | None = None
@@ -515,7 +556,11 @@ class RealReference:
             ``{k: {"precision": ..., "recall": ..., "density": ..., "coverage": ...}}`` in
             the order of :attr:`nearest_ks`, each identical to ``compute_prdc(real, fake, k)``.
         """
-        return {k: r.as_dict() for k, r in self.sweep_details(fake, chunk_size=chunk_size).items()}
+        chunk = _check_chunk(chunk_size)
+        f = self._check_fake(fake, "fake")
+        _check_size(max(self._ks), f.shape[0], "fake")
+        results = self._metrics(f, self._sorted_ks, chunk)
+        return {k: results[k] for k in self._ks}
 
     # --- files ---------------------------------------------------------------------------
 
