@@ -284,11 +284,14 @@ class DigitsGAN(pl.LightningModule):
         emb_real, _ = self.embed(real)
         emb_fake, fake_classes = self.embed(fake)
         self._fake_classes.append(fake_classes)
-        # True labels of the reals, the embedding net's predicted labels of the fakes.
+        # True labels of the reals, the embedding net's predicted labels of the fakes; the
+        # 8x8 images themselves for the missed-real and outlier-fake galleries.
         return {
             "real": emb_real,
             "fake": emb_fake,
             "labels": {"real": labels, "fake": fake_classes},
+            "real_images": real.reshape(-1, 1, 8, 8),
+            "fake_images": fake.reshape(-1, 1, 8, 8),
         }
 
     def on_validation_epoch_end(self) -> None:
