@@ -316,24 +316,30 @@ def test_csv_label_column_is_a_one_line_error(tmp_path, capsys):
 
 @pytest.fixture
 def work_spy(monkeypatch):
-    """Count calls of the readers and the metric engine the command uses."""
+    """Count calls of the readers and the metric engine the command uses.
+
+    ``__init__`` counts fits of the real set (``RealReference.load`` does not call it).
+    """
     import lightning_embviz._io as io_module
     import lightning_embviz.metrics as metrics_module
+    from lightning_embviz.reference import RealReference
 
     calls: dict[str, int] = {}
 
-    def spy(module, name):
-        real_function = getattr(module, name)
+    def spy(owner, name):
+        real_function = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
             calls[name] = calls.get(name, 0) + 1
             return real_function(*args, **kwargs)
 
-        monkeypatch.setattr(module, name, wrapper)
+        monkeypatch.setattr(owner, name, wrapper)
 
     spy(io_module, "load_embeddings")
-    spy(metrics_module, "compute_prdc_details")
+    spy(io_module, "load_reference")
     spy(metrics_module, "frechet_distance")
+    spy(RealReference, "__init__")
+    spy(RealReference, "compare_details")
     return calls
 
 
@@ -364,7 +370,7 @@ def test_bad_out_fails_before_reading_or_computing(tmp_path, capsys, work_spy, c
         assert work_spy == {}, name  # nothing read, nothing computed
     # The spies are live: the same command with a good -o goes through them.
     assert main([command, r, f, "-o", str(tmp_path / "ok"), "--projection", "pca", "-q"]) == 0
-    assert work_spy["compute_prdc_details"] >= 1 and work_spy["load_embeddings"] == 2
+    assert work_spy["compare_details"] >= 1 and work_spy["load_embeddings"] == 2
 
 
 @pytest.mark.skipif(
@@ -598,12 +604,13 @@ BAD_IMAGES = {
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
 def test_bad_image_files_fail_before_the_metrics(tmp_path, capsys, monkeypatch, name):
-    import lightning_embviz.metrics as metrics
+    from lightning_embviz.reference import RealReference
 
     def no_work(*args, **kwargs):
         raise AssertionError("metrics computed despite a bad image file")
 
-    monkeypatch.setattr(metrics, "compute_prdc_details", no_work)
+    monkeypatch.setattr(RealReference, "__init__", no_work)
+    monkeypatch.setattr(RealReference, "compare_details", no_work)
     real, fake = make_sets(120, 100)
     r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
     images = _bad_images(name, tmp_path)
@@ -646,3 +653,335 @@ def test_help_documents_galleries_and_tables(capsys):
         "min-max",
     ):
         assert part in text, part
+
+
+# ---------------------------------------------------------------- a saved real reference
+
+
+def fit_reference(tmp_path: Path, real, ks: str, name: str = "ref.npz") -> Path:
+    """``embviz reference`` on ``real`` saved as .npy; returns the reference file."""
+    r = save(tmp_path / "fit_input.npy", real)
+    ref = tmp_path / name
+    assert main(["reference", r, "-k", ks, "-o", str(ref), "-q"]) == 0
+    return ref
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_reference_round_trip(tmp_path, capsys, suffix):
+    from prdc import compute_prdc as prdc_reference
+
+    from lightning_embviz import RealReference
+
+    real, fake = make_sets(150, 120)
+    r = save(tmp_path / "real.npy", real)
+    ref = tmp_path / "sub" / f"ref{suffix}"  # a missing directory is created
+    assert main(["reference", r, "-k", "3,5,10", "-o", str(ref)]) == 0
+    captured = capsys.readouterr()
+    (line,) = captured.out.strip().splitlines()
+    assert line.startswith(
+        f"wrote {ref}: RealReference of N=150 real, D=8 (float32), k = 3, 5, 10;"
+    )
+    assert "KiB, fitted in " in line and line.endswith(" s")
+    size_kib = float(line.split("; ")[1].split(" KiB")[0])
+    assert size_kib == pytest.approx(ref.stat().st_size / 1024, abs=0.05)
+    assert "fitting the k-NN radii (k = 3, 5, 10)" in captured.err
+    assert [p.name for p in ref.parent.iterdir()] == [ref.name]  # no temporary file left
+
+    loaded = RealReference.load(ref)
+    assert loaded.nearest_ks == (3, 5, 10)
+    assert loaded.dtype == torch.float32
+    np.testing.assert_array_equal(loaded.real.numpy(), real)
+    for k in (3, 5, 10):
+        assert loaded.compare(fake, nearest_k=k) == prdc_reference(real, fake, nearest_k=k)
+
+    # A reference as REAL refits from the real set it holds (here: adds k = 7), in place.
+    assert main(["reference", str(ref), "-k", "5,7", "-o", str(ref), "-q"]) == 0
+    refit = RealReference.load(ref)
+    assert refit.nearest_ks == (5, 7)
+    assert refit.fingerprint == loaded.fingerprint
+    assert refit.compare(fake) == prdc_reference(real, fake, nearest_k=5)
+    assert refit.compare(fake, nearest_k=7) == prdc_reference(real, fake, nearest_k=7)
+
+
+def _report_in(directory: Path, monkeypatch, argv: list[str]) -> dict[str, bytes]:
+    """Run a command in ``directory`` (relative REAL path) and return its output files."""
+    monkeypatch.chdir(directory)
+    assert main([*argv, "-o", "out", "--projection", "pca", "-q"]) == 0
+    return {p.name: p.read_bytes() for p in sorted((directory / "out").iterdir())}
+
+
+@pytest.mark.parametrize(("ks", "k_args", "k"), [("10,3", [], 10), ("3,5,10", ["-k", "5"], 5)])
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_report_with_reference_writes_the_same_files_as_with_real(
+    tmp_path, capsys, monkeypatch, work_spy, ks, k_args, k, suffix
+):
+    from prdc import compute_prdc as prdc_reference
+
+    real, fake = make_sets(150, 120)
+    f = save(tmp_path / "fake.npy", fake)
+    raw_dir, saved_dir = tmp_path / "raw", tmp_path / "saved"
+    raw_dir.mkdir()
+    saved_dir.mkdir()
+    # Same file name in both directories, so that every output (titles included) may agree.
+    save(raw_dir / f"real{suffix}", real)
+    fit_reference(saved_dir, real, ks, f"real{suffix}")
+    work_spy.clear()
+
+    saved = _report_in(saved_dir, monkeypatch, ["report", f"real{suffix}", f, *k_args])
+    assert work_spy.get("__init__", 0) == 0  # the real radii were read, not fitted
+    assert work_spy["load_reference"] == 1 and work_spy["compare_details"] == 1
+    stdout = capsys.readouterr().out
+    assert "real radii from the saved reference, fitted k: " + ks.replace(",", ", ") in stdout
+    work_spy.clear()
+    raw = _report_in(raw_dir, monkeypatch, ["report", f"real{suffix}", f, "-k", str(k)])
+    assert work_spy["__init__"] == 1 and "load_reference" not in work_spy
+
+    for name in ("metrics.json", "samples_real.csv", "samples_fake.csv"):
+        assert saved[name] == raw[name], name
+    assert sorted(saved) == sorted(raw)
+    metrics = json.loads(saved["metrics.json"])
+    assert metrics["nearest_k"] == k
+    assert {key: metrics[key] for key in PRDC_KEYS} == prdc_reference(real, fake, nearest_k=k)
+
+
+def test_compare_with_reference_writes_the_same_tables_as_with_real(
+    tmp_path, capsys, monkeypatch, work_spy
+):
+    from prdc import compute_prdc as prdc_reference
+
+    real, fake = make_sets(150, 120)
+    fakes = [save(tmp_path / f"ep{i}.npy", fake * (1 + 0.5 * i)) for i in range(3)]
+    raw_dir, saved_dir = tmp_path / "raw", tmp_path / "saved"
+    raw_dir.mkdir()
+    saved_dir.mkdir()
+    save(raw_dir / "real.npz", real)
+    fit_reference(saved_dir, real, "3,5", "real.npz")
+    work_spy.clear()
+
+    saved = _report_in(saved_dir, monkeypatch, ["compare", "real.npz", *fakes, "-k", "5"])
+    assert work_spy.get("__init__", 0) == 0 and work_spy["compare_details"] == 3
+    work_spy.clear()
+    raw = _report_in(raw_dir, monkeypatch, ["compare", "real.npz", *fakes])
+    assert work_spy["__init__"] == 1  # one fit of the real set for all three fake sets
+    assert work_spy["compare_details"] == 3
+
+    assert saved["metrics.json"] == raw["metrics.json"]
+    assert saved["metrics.csv"] == raw["metrics.csv"]
+    table = json.loads(saved["metrics.json"])
+    assert table["nearest_k"] == 5 and table["real"] == "real.npz"
+    for i, row in enumerate(table["sets"]):
+        expected = prdc_reference(real, fake * (1 + 0.5 * i), nearest_k=5)
+        assert {key: row[key] for key in PRDC_KEYS} == expected
+    assert "fitted k: 3, 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_unfitted_k_is_a_one_line_error_listing_the_fitted_ones(
+    tmp_path, capsys, work_spy, command
+):
+    real, fake = make_sets(60, 50)
+    ref = fit_reference(tmp_path, real, "3,5,10")
+    f = save(tmp_path / "f.npy", fake)
+    work_spy.clear()
+    out = tmp_path / "out"
+    code = main([command, str(ref), f, "-k", "7", "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line == (
+        f"embviz: error: -k 7 was not fitted in the reference {ref}; it holds k = 3, 5, 10: "
+        f"pick one of them, or add it with `embviz reference {ref} -k 3,5,10,7 -o {ref}`."
+    )
+    assert "compare_details" not in work_spy and "__init__" not in work_spy
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_fakes_of_another_width_than_the_reference(tmp_path, capsys, command):
+    real, _ = make_sets(60, 50)
+    ref = fit_reference(tmp_path, real, "3")
+    narrow = save(tmp_path / "narrow.npy", np.zeros((40, 5), np.float32))
+    code = main([command, str(ref), narrow, "-o", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line == (
+        f"embviz: error: {narrow}: has width D=5 but the reference {ref} has D=8; both sets "
+        "must come from the same embedding."
+    )
+
+
+def test_reference_saved_from_python_under_any_name_is_recognised(tmp_path, capsys):
+    from lightning_embviz import RealReference
+
+    real, fake = make_sets(80, 70)
+    ref = tmp_path / "real.reference"  # RealReference.save writes npz whatever the name
+    RealReference(real, (4, 2)).save(ref)
+    f = save(tmp_path / "f.npy", fake)
+    out = tmp_path / "out"
+    assert main(["report", str(ref), f, "-o", str(out), "--projection", "pca", "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nearest_k"] == 4
+    assert {key: metrics[key] for key in PRDC_KEYS} == compute_prdc(real, fake, 4)
+
+
+def _npz_entries(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _damaged_reference(name: str, tmp_path: Path, real) -> str:
+    """A reference file (or look-alike) damaged in one way."""
+    ref = fit_reference(tmp_path, real, "3,5")
+    entries = _npz_entries(ref)
+    path = tmp_path / f"{name}.npz"
+    if name == "values_changed":
+        entries["real"] = entries["real"].copy()
+        entries["real"][3, 1] += 1.0  # the fingerprint no longer matches
+    elif name == "other_version":
+        entries["format_version"] = np.asarray(99)
+    elif name == "entry_missing":
+        del entries["radii"]
+    elif name == "bytes_flipped":
+        raw = bytearray(ref.read_bytes())
+        at = raw.find(real[:4].tobytes())  # inside the stored real set, not its tag
+        raw[at + 17] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        return str(path)
+    elif name == "truncated":
+        path.write_bytes(ref.read_bytes()[: ref.stat().st_size // 2])
+        return str(path)
+    np.savez(path, **entries)
+    return str(path)
+
+
+DAMAGED = {
+    "values_changed": "is damaged: its real set does not match the fingerprint",
+    "other_version": "was written in RealReference format version 99",
+    "entry_missing": "is not a saved RealReference (missing radii",
+    "bytes_flipped": "a saved RealReference that cannot be read (Bad CRC-32 for file 'real.npy')",
+    "truncated": "cannot read as .npz",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED))
+def test_damaged_reference_is_a_one_line_error(tmp_path, capsys, name):
+    real, fake = make_sets(60, 50)
+    bad = _damaged_reference(name, tmp_path, real)
+    f = save(tmp_path / "f.npy", fake)
+    code = main(["report", bad, f, "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("embviz: error: ") and DAMAGED[name] in line, line
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_foreign_npz_files_are_read_as_embeddings(tmp_path, capsys):
+    real, fake = make_sets(60, 50)
+    f = save(tmp_path / "f.npy", fake)
+    out = tmp_path / "out"
+    # Another tool's "format" entry next to the embeddings: plain embeddings.
+    np.savez(tmp_path / "tagged.npz", embeddings=real, format=np.asarray("my-tool v2"))
+    argv = ["-o", str(out), "--projection", "pca", "-q"]
+    assert main(["report", str(tmp_path / "tagged.npz"), f, *argv]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {key: metrics[key] for key in PRDC_KEYS} == compute_prdc(real, fake, 5)
+    # A reference's entries without its tag are not a reference either.
+    np.savez(tmp_path / "lookalike.npz", real=real, radii=np.ones((1, 60)), nearest_ks=[5])
+    assert main(["report", str(tmp_path / "lookalike.npz"), f, *argv]) == 2
+    assert "holds several arrays ['real', 'radii', 'nearest_ks']" in capsys.readouterr().err
+
+
+def test_reference_in_place_of_a_fake_or_labels(tmp_path, capsys):
+    real, _ = make_sets(60, 50)
+    ref = fit_reference(tmp_path, real, "3")
+    r = save(tmp_path / "r.npy", real)
+    message = f"{ref}: is a saved RealReference (embviz reference), not an array of embeddings"
+    for argv in (
+        ["report", r, str(ref)],
+        ["compare", r, r, str(ref)],
+        ["report", r, r, "--labels", str(ref)],
+    ):
+        assert main([*argv, "-o", str(tmp_path / "o"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+
+
+BAD_REFERENCE_ARGS = {
+    "k_text": (
+        ["-k", "3,x"],
+        "argument -k/--nearest-k: expected positive integers separated by commas, such as "
+        "3,5,10, got '3,x'",
+    ),
+    "k_zero": (["-k", "0,5"], "got '0,5'"),
+    "k_too_big": (["-k", "5,60"], "-k 60 needs more than 60 samples, {real} has 60"),
+    "suffix": (
+        ["-o", "{tmp}/ref.bin"],
+        "-o {tmp}/ref.bin: a reference file ends in .npz (NumPy) or .pt/.pth (torch), got '.bin'",
+    ),
+    "directory": (["-o", "{tmp}"], "-o {tmp}: is a directory"),
+    "is_real": (
+        ["-o", "{real}"],
+        "-o {real}: exists and is not a saved reference; it is not replaced",
+    ),
+    "parent_is_file": (
+        ["-o", "{real}/ref.npz"],
+        "-o {real}/ref.npz: cannot create the directory, {real} is a file; choose another FILE.",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REFERENCE_ARGS))
+def test_reference_command_errors(tmp_path, capsys, work_spy, name):
+    real, _ = make_sets(60, 50)
+    r = tmp_path / "real.npz"
+    np.savez(r, embeddings=real)
+    before = r.read_bytes()
+    extra, message = BAD_REFERENCE_ARGS[name]
+    extra = [a.format(tmp=tmp_path, real=r) for a in extra]
+    argv = ["reference", str(r), "-q", *extra]
+    if "-o" not in extra:
+        argv += ["-o", str(tmp_path / "ref.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert message.format(tmp=tmp_path, real=r) in line, line
+    assert "__init__" not in work_spy  # nothing fitted
+    if name not in ("k_too_big",):
+        assert work_spy == {}  # -o and -k are checked before REAL is read
+    assert r.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["real.npz"]
+
+
+def test_failed_save_keeps_the_previous_reference(tmp_path, capsys, monkeypatch):
+    from lightning_embviz import RealReference
+
+    real, _ = make_sets(60, 50)
+    ref = fit_reference(tmp_path, real, "3")
+    before = ref.read_bytes()
+
+    def broken_save(self, path):
+        Path(path).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RealReference, "save", broken_save)
+    assert main(["reference", str(ref), "-k", "3,5", "-o", str(ref), "-q"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert ref.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit_input.npy", "ref.npz"]
+
+
+def test_help_documents_the_reference(capsys):
+    assert main(["--help"]) == 0
+    assert "{report,compare,reference}" in capsys.readouterr().out
+    assert main(["reference", "--help"]) == 0
+    text = capsys.readouterr().out
+    parts = ("-k K[,K...]", "3,5,10", "-o FILE", ".npz", ".pt/.pth", "RealReference.load")
+    for part in (*parts, "embviz report ref.npz", "embviz compare ref.npz", "weights_only=True"):
+        assert part in text, part
+    for command in ("report", "compare"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "or a saved reference (embviz reference)" in text, command
+        assert "any k it was fitted with, default its first" in text, command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,81 @@ def test_label_csv_with_several_unnamed_columns_is_refused(tmp_path):
     path = write(tmp_path / "y.csv", "a.png,1\nb.png,0\n")
     with pytest.raises(EmbeddingFileError, match=r"holds 2 columns; keep only the labels"):
         load_labels(path, expected_rows=2)
+
+
+# ---------------------------------------------------------------- saved references
+
+
+def saved_reference(path: Path, x: np.ndarray | None = None) -> Path:
+    from lightning_embviz import RealReference
+
+    RealReference(floats() if x is None else x, (2, 4)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["ref.npz", "ref.pt", "ref.pth", "ref.bin", "ref"])
+def test_saved_reference_is_recognised_by_content_whatever_its_name(tmp_path, name):
+    from lightning_embviz._io import is_reference_file, load_reference
+
+    x = floats()
+    path = saved_reference(tmp_path / name, x)
+    assert is_reference_file(path) and is_reference_file(str(path))
+    ref = load_reference(path)
+    assert ref.nearest_ks == (2, 4)
+    np.testing.assert_array_equal(ref.real.numpy(), x)
+
+
+def test_other_files_are_not_references(tmp_path):
+    import torch
+
+    from lightning_embviz._io import is_reference_file
+
+    x = floats()
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", embeddings=x)
+    np.savez(tmp_path / "tagged.npz", embeddings=x, format=np.asarray("other-tool"))
+    np.savez(tmp_path / "numeric_tag.npz", embeddings=x, format=np.asarray(1))
+    torch.save(torch.from_numpy(x), tmp_path / "x.pt")
+    torch.save({"embeddings": torch.from_numpy(x), "format": "other"}, tmp_path / "d.pt")
+    torch.save(torch.from_numpy(x), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    pd.DataFrame(x).to_csv(tmp_path / "x.csv")
+    write(tmp_path / "garbage.npz", "PK not really a zip")
+    (tmp_path / "dir.npz").mkdir()
+    for name in ("x.npy", "x.npz", "tagged.npz", "numeric_tag.npz", "x.pt", "d.pt",
+                 "legacy.pt", "x.csv", "garbage.npz", "dir.npz", "missing.npz"):  # fmt: skip
+        assert not is_reference_file(tmp_path / name), name
+    # The foreign "format" entries do not stop these files from being read as embeddings.
+    np.testing.assert_array_equal(load_embeddings(tmp_path / "tagged.npz"), x)
+    np.testing.assert_array_equal(load_embeddings(tmp_path / "d.pt"), x)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_readers_refuse_a_reference_naming_where_it_goes(tmp_path, suffix):
+    path = saved_reference(tmp_path / f"ref{suffix}")
+    message = "is a saved RealReference (embviz reference), not an array of embeddings or labels"
+    with pytest.raises(EmbeddingFileError, match=re.escape(message)):
+        load_embeddings(path)
+    with pytest.raises(EmbeddingFileError, match="take the place of REAL"):
+        load_labels(path)
+
+
+def test_load_reference_errors_are_one_line(tmp_path):
+    from lightning_embviz._io import load_reference
+
+    path = saved_reference(tmp_path / "ref.npz")
+    with np.load(path) as data:
+        entries = {key: data[key] for key in data.files}
+    np.savez(tmp_path / "v2.npz", **{**entries, "format_version": np.asarray(2)})
+    with pytest.raises(EmbeddingFileError, match="format version 2") as info:
+        load_reference(tmp_path / "v2.npz")
+    assert "\n" not in str(info.value)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(entries["radii"].tobytes()[:16])
+    raw[at] ^= 0x55
+    (tmp_path / "flipped.npz").write_bytes(bytes(raw))
+    with pytest.raises(
+        EmbeddingFileError,
+        match=r"cannot be read \(Bad CRC-32 for file 'radii.npy'\); fit it again",
+    ) as info:
+        load_reference(tmp_path / "flipped.npz")
+    assert "\n" not in str(info.value)

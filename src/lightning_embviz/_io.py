@@ -1,4 +1,8 @@
-"""Read embedding and label files for the ``embviz`` command (.npy, .npz, .pt/.pth, .csv).
+"""Read embedding, label and reference files for the ``embviz`` command.
+
+Embeddings and labels: .npy, .npz, .pt/.pth, .csv. A saved
+:class:`~lightning_embviz.RealReference` (``embviz reference``, ``RealReference.save``) is
+recognised by its content, not by its name: :func:`is_reference_file`, :func:`load_reference`.
 
 Every problem raises :class:`EmbeddingFileError` with a one-line message naming the file,
 what is wrong and what to do, so that the command can print it without a traceback.
@@ -9,13 +13,24 @@ from __future__ import annotations
 import csv
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-__all__ = ["FORMATS", "EmbeddingFileError", "load_embeddings", "load_labels"]
+if TYPE_CHECKING:
+    from lightning_embviz.reference import RealReference
+
+__all__ = [
+    "FORMATS",
+    "EmbeddingFileError",
+    "is_reference_file",
+    "load_embeddings",
+    "load_labels",
+    "load_reference",
+]
 
 FORMATS = (".npy", ".npz", ".pt", ".pth", ".csv")
 # Keys tried, in order, when an .npz / .pt file holds several arrays.
@@ -25,6 +40,93 @@ _LABEL_KEYS = ("labels", "label", "y", "targets", "arr_0")
 
 class EmbeddingFileError(ValueError):
     """A file that cannot be read as embeddings or labels (message is one line)."""
+
+
+# The tag that ``RealReference.save`` writes under the key "format" (one definition, there).
+def _reference_tag() -> str:
+    from lightning_embviz.reference import _FORMAT_NAME
+
+    return _FORMAT_NAME
+
+
+def _is_reference_tag(value: Any) -> bool:
+    """Whether a container's "format" entry is the RealReference tag (a str or 0-d str array)."""
+    if isinstance(value, np.ndarray):
+        if value.shape != () or value.dtype.kind != "U":
+            return False
+        value = str(value)
+    return isinstance(value, str) and value == _reference_tag()
+
+
+def _saved_reference_error(path: Path) -> EmbeddingFileError:
+    return EmbeddingFileError(
+        f"{path}: is a saved RealReference (embviz reference), not an array of embeddings or "
+        "labels; it can only take the place of REAL, the first file."
+    )
+
+
+def is_reference_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a file written by :meth:`RealReference.save`, judged by its content.
+
+    The file name does not matter: an npz archive holding an entry ``format`` equal to the
+    RealReference tag, or a torch zip file holding a dict with that tag, is a reference. An
+    npz or torch file of embeddings (any keys, even ``format`` with another value) is not;
+    neither is anything that cannot be opened (the embedding reader then says why). Only the
+    small ``format`` entry is read (torch files are memory-mapped).
+
+    Args:
+        path: any path.
+
+    Returns:
+        True for a saved reference (possibly of another format version, or damaged: then
+        :func:`load_reference` says what is wrong).
+    """
+    p = Path(path)
+    try:
+        if not p.is_file() or not zipfile.is_zipfile(p):
+            return False
+        with zipfile.ZipFile(p) as archive:
+            names = archive.namelist()
+        if "format.npy" in names:
+            with np.load(p, allow_pickle=False) as npz:
+                return _is_reference_tag(npz["format"])
+        if any(name.endswith("data.pkl") for name in names):
+            import torch
+
+            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            return isinstance(obj, dict) and _is_reference_tag(obj.get("format"))
+    except Exception:  # unreadable: not recognisable as a reference
+        return False
+    return False
+
+
+def load_reference(path: str | os.PathLike[str]) -> RealReference:
+    """Load a saved :class:`~lightning_embviz.RealReference`, every failure as one line.
+
+    Args:
+        path: a file for which :func:`is_reference_file` is True.
+
+    Returns:
+        The reference on the CPU.
+
+    Raises:
+        EmbeddingFileError: another format version, a real set that does not match the
+            stored fingerprint, missing entries or damaged bytes; the message says to fit
+            the reference again.
+    """
+    from lightning_embviz.reference import RealReference
+
+    p = Path(path)
+    try:
+        return RealReference.load(p)
+    except ValueError as err:  # the reference's own messages: version, fingerprint, entries
+        raise EmbeddingFileError(" ".join(str(err).split())) from None
+    except Exception as err:  # damaged bytes (zip CRC, truncated member, bad pickle)
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise EmbeddingFileError(
+            f"{p}: a saved RealReference that cannot be read ({reason}); fit it again with "
+            f"`embviz reference REAL -k ... -o {p}`."
+        ) from None
 
 
 def _suffix(path: Path) -> str:
@@ -351,12 +453,16 @@ def _read_raw(path: Path, preferred: tuple[str, ...]) -> Any:
             return np.load(path, allow_pickle=False)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as npz:
+                if "format" in npz.files and _is_reference_tag(npz["format"]):
+                    raise _saved_reference_error(path)
                 return _pick({k: npz[k] for k in npz.files}, path, preferred)
         if suffix in (".pt", ".pth"):
             import torch
 
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
+                if _is_reference_tag(obj.get("format")):
+                    raise _saved_reference_error(path)
                 obj = _pick(obj, path, preferred)
             if isinstance(obj, (list, tuple)) and obj and all(hasattr(t, "shape") for t in obj):
                 obj = torch.cat([torch.as_tensor(t) for t in obj])

@@ -2,7 +2,10 @@
 
 ``embviz report REAL FAKE`` writes ``metrics.json`` and one PNG per view;
 ``embviz compare REAL FAKE1 FAKE2 ...`` draws several fake sets in one frame fitted on the
-real set and writes a metrics table. Bad input ends with a one-line message and exit code 2.
+real set and writes a metrics table; ``embviz reference REAL -k 3,5,10 -o ref.npz`` fits the
+real set once (a :class:`~lightning_embviz.RealReference`) and saves it, and that file can
+take the place of REAL in the other two commands. Bad input ends with a one-line message and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ __all__ = ["main"]
 
 PROG = "embviz"
 EXIT_USAGE = 2
+DEFAULT_K = 5
+_COMMANDS = ("report", "compare", "reference")
 
 _REPORT_EXAMPLE = """\
 examples:
@@ -34,10 +39,17 @@ examples:
   embviz report real.pt fake.pt -k 3 --projection pca,tsne,umap --max-samples 3000 --seed 1
   embviz report real.npz fake.npz --labels real_labels.npy --fake-labels fake_labels.npy
   embviz report real.npy fake.npy --real-images real_images.npy --fake-images fake_images.npy
+  embviz reference real.npy -k 3,5,10 -o ref.npz && embviz report ref.npz fake.npy -k 10
 
 Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
 .pt/.pth (a tensor, a list of tensors or a dict holding 'embeddings'), .csv (one row
 per sample). Shape (N, D); both files need the same D.
+
+REAL may also be a saved real reference (`embviz reference`, or RealReference.save in
+Python; recognised by its content, whatever its name): the real set's k-NN radii are
+then read, not recomputed, and the real embeddings it holds are used for the views,
+the Fréchet distance and the tables. -k picks any k it was fitted with (default: its
+first); metrics.json is identical to the one from the real embeddings file.
 
 CSV: line 1 is a header when it holds names (f0,f1,...), starts with a comma
 (pandas' df.to_csv(path); the index column is then dropped) or is 0,1,...,D-1 above
@@ -78,7 +90,35 @@ example:
 Every fake set is placed into one frame fitted on the real set, so the panels are
 directly comparable. Writes DIR/compare_<method>.png (one panel per fake set),
 DIR/metrics.json and DIR/metrics.csv (one row per fake set: num_fake, precision,
-recall, density, coverage, fd).
+recall, density, coverage, fd). The real set's k-NN radii are computed once for all
+fake sets.
+
+REAL may be a saved real reference (`embviz reference`): its radii are read, not
+recomputed, and -k picks any k it was fitted with (default: its first). Results are
+identical to those from the real embeddings file.
+"""
+
+_REFERENCE_EXAMPLE = """\
+examples:
+  embviz reference real.npy -k 3,5,10 -o ref.npz
+  embviz report ref.npz fake.npy -k 10 -o out/
+  embviz compare ref.npz ckpt_epoch10.npy ckpt_epoch20.npy -o cmp/
+  embviz reference ref.npz -k 3,5,10,20 -o ref.npz   # add a k: refit from the stored reals
+
+Fits the real set once: its k-NN radii for every k of -k from one pass over the
+real-real distances, the real embeddings themselves, a SHA-256 fingerprint of them and
+the file format version. `embviz report` and `embviz compare` accept the file in place
+of REAL and then skip the real-real pass (about a third of the distance work of each
+comparison); their results are identical to those from the real embeddings file.
+
+REAL: an embeddings file (.npy, .npz, .pt/.pth, .csv; see `embviz report -h`) or a
+saved reference (refit with the new -k from the real set it holds).
+-o FILE: .npz (NumPy, numpy.load(allow_pickle=False) reads it) or .pt/.pth (torch,
+torch.load(weights_only=True) reads it); missing parent directories are created. An
+existing FILE is replaced only when it is a saved reference (never REAL's embeddings or
+other data), and the new file is written under a temporary name first, then renamed, so
+a failed run leaves the old one in place. In Python: RealReference.load(FILE).
+Prints one line: the file, N, D, dtype, the fitted k, the file size and the fitting time.
 """
 
 
@@ -130,6 +170,20 @@ def _sample_cap(text: str) -> int:
     return value
 
 
+def _k_list(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive ints (``3,5,10``), duplicates dropped."""
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        ks = [int(part) for part in parts]
+    except ValueError:
+        ks = []
+    if not ks or any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, such as 3,5,10, got {text!r}"
+        )
+    return tuple(dict.fromkeys(ks))
+
+
 def _methods(text: str) -> tuple[str, ...]:
     from lightning_embviz.projection import METHODS
 
@@ -149,9 +203,10 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
         "-k",
         "--nearest-k",
         type=_positive_int,
-        default=5,
+        default=None,
         metavar="K",
-        help="k of the k-NN balls (default: 5)",
+        help=f"k of the k-NN balls (default: {DEFAULT_K}; with a saved reference as REAL, any k "
+        "it was fitted with, default its first)",
     )
     p.add_argument(
         "-o",
@@ -199,12 +254,12 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Precision, recall, density, coverage, Fréchet distance and 2-D views "
         "(PCA, t-SNE, UMAP) of real vs generated embeddings.",
-        epilog="Run `embviz report -h` or `embviz compare -h` for each command's options.\n\n"
-        + _REPORT_EXAMPLE,
+        epilog="Run `embviz report -h`, `embviz compare -h` or `embviz reference -h` for each "
+        "command's options.\n\n" + _REPORT_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{report,compare}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(_COMMANDS) + "}")
     report = sub.add_parser(
         "report",
         help="metrics and figures for one real and one fake embedding file",
@@ -213,7 +268,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_REPORT_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report.add_argument("real", metavar="REAL", help="real embeddings, shape (N, D)")
+    report.add_argument(
+        "real",
+        metavar="REAL",
+        help="real embeddings, shape (N, D), or a saved reference (embviz reference)",
+    )
     report.add_argument("fake", metavar="FAKE", help="generated embeddings, shape (M, D)")
     _add_common(report, "embviz_report")
     report.add_argument(
@@ -249,13 +308,50 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_COMPARE_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    compare.add_argument("real", metavar="REAL", help="real embeddings, shape (N, D)")
+    compare.add_argument(
+        "real",
+        metavar="REAL",
+        help="real embeddings, shape (N, D), or a saved reference (embviz reference)",
+    )
     compare.add_argument("fakes", metavar="FAKE", nargs="+", help="generated embedding files")
     _add_common(compare, "embviz_compare")
     compare.add_argument(
         "--names",
         metavar="LIST",
         help="comma-separated panel names, one per FAKE (default: the file names)",
+    )
+    reference = sub.add_parser(
+        "reference",
+        help="fit the real set once (k-NN radii for several k) and save it for report/compare",
+        description="Fit a RealReference on REAL: the k-NN radii of the real set for every k "
+        "of -k, and save it to one file that `embviz report` and `embviz compare` accept in "
+        "place of REAL.",
+        epilog=_REFERENCE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reference.add_argument(
+        "real",
+        metavar="REAL",
+        help="real embeddings, shape (N, D), or a saved reference to refit with another -k",
+    )
+    reference.add_argument(
+        "-k",
+        "--nearest-k",
+        type=_k_list,
+        default=(DEFAULT_K,),
+        metavar="K[,K...]",
+        help="the k to fit, comma-separated, e.g. 3,5,10; the first is the default of report "
+        f"and compare (default: {DEFAULT_K})",
+    )
+    reference.add_argument(
+        "-o",
+        "--out",
+        default="embviz_reference.npz",
+        metavar="FILE",
+        help="the reference file, .npz or .pt/.pth (default: ./embviz_reference.npz)",
+    )
+    reference.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress messages on stderr"
     )
     return parser
 
@@ -405,13 +501,72 @@ class _ImageFile:
         return out
 
 
+class _RealSide:
+    """REAL of report/compare: an embeddings file, or a saved reference (radii already fitted).
+
+    Resolves ``-k`` (default 5, or the reference's first fitted k; a k the reference was not
+    fitted with is a one-line error) and fits the reference only when it is needed, once.
+    """
+
+    def __init__(self, path: str, nearest_k: Optional[int], progress: _Progress) -> None:
+        from lightning_embviz._arrays import as_numpy
+        from lightning_embviz._io import is_reference_file, load_embeddings, load_reference
+
+        self.path = path
+        self.reference: Any = None
+        self.saved = is_reference_file(path)
+        if self.saved:
+            self.reference = load_reference(path)
+            fitted = self.reference.nearest_ks
+            progress(f"{path} is a saved reference (fitted k: {', '.join(map(str, fitted))})")
+            if nearest_k is not None and nearest_k not in fitted:
+                listed = ",".join(str(k) for k in fitted)
+                raise ValueError(
+                    f"-k {nearest_k} was not fitted in the reference {path}; it holds k = "
+                    f"{listed.replace(',', ', ')}: pick one of them, or add it with `embviz "
+                    f"reference {path} -k {listed},{nearest_k} -o {path}`."
+                )
+            self.nearest_k = self.reference.nearest_k if nearest_k is None else nearest_k
+            self.embeddings = as_numpy(self.reference.real)
+            self.source = f"the reference {path}"
+        else:
+            self.embeddings = load_embeddings(path)
+            self.nearest_k = DEFAULT_K if nearest_k is None else nearest_k
+            self.source = path
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    @property
+    def width(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def fitted(self, progress: _Progress) -> Any:
+        """The :class:`~lightning_embviz.RealReference` (fitted here on first use if read raw)."""
+        if self.reference is None:
+            from lightning_embviz.reference import RealReference
+
+            progress(f"fitting the real set's k-NN radii (k={self.nearest_k}) on {len(self)} real")
+            self.reference = RealReference(self.embeddings, self.nearest_k)
+        return self.reference
+
+    def describe(self) -> str:
+        """How the real radii were obtained, for the printed summary."""
+        if not self.saved:
+            return ""
+        fitted = ", ".join(str(k) for k in self.reference.nearest_ks)
+        return f" (real radii from the saved reference, fitted k: {fitted})"
+
+
 def _report(args: argparse.Namespace, progress: _Progress) -> int:
     from lightning_embviz._io import load_embeddings, load_labels
-    from lightning_embviz.metrics import compute_prdc_details, frechet_distance
+    from lightning_embviz.metrics import frechet_distance
 
     progress(f"reading {args.real} and {args.fake}")
-    real = load_embeddings(args.real)
-    fake = load_embeddings(args.fake, real.shape[1], args.real)
+    side = _RealSide(args.real, args.nearest_k, progress)
+    args.nearest_k = side.nearest_k
+    real = side.embeddings
+    fake = load_embeddings(args.fake, side.width, side.source)
     _check_k(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
     real_labels = load_labels(args.labels, len(real)) if args.labels else None
     fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
@@ -439,9 +594,10 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
         tsne_backend=args.tsne_backend,
     )
 
-    progress(f"computing PRDC (k={args.nearest_k}) on {len(real)} real x {len(fake)} fake")
     start = time.perf_counter()
-    details = compute_prdc_details(real, fake, args.nearest_k)
+    reference = side.fitted(progress)
+    progress(f"computing PRDC (k={args.nearest_k}) on {len(real)} real x {len(fake)} fake")
+    details = reference.compare_details(fake, args.nearest_k)
     fd = frechet_distance(real, fake)
     progress(f"metrics done in {time.perf_counter() - start:.1f} s")
     metrics: dict[str, Any] = dict(details.as_dict())
@@ -475,7 +631,10 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
     metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n", encoding="utf-8")
 
     width = real.shape[1]
-    _out(f"{args.fake} vs {args.real}: {len(fake)} fake, {len(real)} real, D={width}")
+    _out(
+        f"{args.fake} vs {args.real}: {len(fake)} fake, {len(real)} real, D={width}"
+        + side.describe()
+    )
     for key in ("precision", "recall", "density", "coverage", "fd"):
         _out(f"  {key:<10} {_fmt(metrics[key])}")
     _out(f"  {'nearest_k':<10} {args.nearest_k}")
@@ -565,7 +724,7 @@ def _names(args: argparse.Namespace) -> list[str]:
 
 def _compare(args: argparse.Namespace, progress: _Progress) -> int:
     from lightning_embviz._io import load_embeddings
-    from lightning_embviz.metrics import compute_prdc_details, frechet_distance
+    from lightning_embviz.metrics import frechet_distance
     from lightning_embviz.plotting import comparison_figure, figure_to_png
     from lightning_embviz.projection import make_projection, subsample_indices
 
@@ -575,17 +734,20 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
     }
     names = _names(args)
     progress(f"reading {args.real} and {len(args.fakes)} fake set(s)")
-    real = load_embeddings(args.real)
-    fakes = [load_embeddings(path, real.shape[1], args.real) for path in args.fakes]
+    side = _RealSide(args.real, args.nearest_k, progress)
+    args.nearest_k = side.nearest_k
+    real = side.embeddings
+    fakes = [load_embeddings(path, side.width, side.source) for path in args.fakes]
     _check_k(
         args.nearest_k,
         {args.real: len(real), **{p: len(f) for p, f in zip(args.fakes, fakes)}},
     )
+    reference = side.fitted(progress)  # the real radii once, for every fake set
     rows: list[dict[str, Any]] = []
     all_details = []
     for name, path, fake in zip(names, args.fakes, fakes):
         progress(f"computing PRDC (k={args.nearest_k}) for {name}")
-        details = compute_prdc_details(real, fake, args.nearest_k)
+        details = reference.compare_details(fake, args.nearest_k)
         all_details.append(details)
         row: dict[str, Any] = {"name": name, "file": str(path), "num_fake": len(fake)}
         row.update(details.as_dict())
@@ -632,7 +794,10 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
     header = f"{'name':<{width}}  " + "  ".join(
         f"{c:>9}" for c in ("precision", "recall", "density", "coverage", "fd")
     )
-    _out(f"{len(fakes)} fake set(s) vs {args.real} ({len(real)} real, k={args.nearest_k})")
+    _out(
+        f"{len(fakes)} fake set(s) vs {args.real} ({len(real)} real, k={args.nearest_k})"
+        + side.describe()
+    )
     _out(header)
     for row in rows:
         values = "  ".join(
@@ -644,10 +809,86 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
     return 0
 
 
-def _prepare_out(out: Path) -> list[Path]:
+def _reference(args: argparse.Namespace, progress: _Progress) -> int:
+    from lightning_embviz._io import is_reference_file, load_embeddings, load_reference
+    from lightning_embviz.reference import RealReference
+
+    out = Path(args.out)  # its directory was created and checked by main() before any work
+    ks = args.nearest_k
+    progress(f"reading {args.real}")
+    real: Any
+    if is_reference_file(args.real):
+        real = load_reference(args.real).real  # refit: the stored real set, bit for bit
+    else:
+        real = load_embeddings(args.real)
+    _check_k(max(ks), {args.real: len(real)})
+    listed = ", ".join(str(k) for k in ks)
+    progress(f"fitting the k-NN radii (k = {listed}) of {len(real)} real x D={real.shape[1]}")
+    start = time.perf_counter()
+    reference = RealReference(real, ks)
+    seconds = time.perf_counter() - start
+    # Written under a temporary name in the same directory, then renamed: a failed or
+    # interrupted run leaves any previous file (possibly REAL itself, when refitting) intact.
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
+    try:
+        reference.save(temporary)
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    size = out.stat().st_size
+    _out(
+        f"wrote {out}: RealReference of N={reference.num_real} real, D={reference.width} "
+        f"({str(reference.dtype).removeprefix('torch.')}), k = {listed}; "
+        f"{_file_size(size)}, fitted in {seconds:.2f} s"
+    )
+    return 0
+
+
+def _file_size(size: int) -> str:
+    if size < 1 << 20:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+_REFERENCE_SUFFIXES = (".npz", ".pt", ".pth")
+
+
+def _prepare_out_file(out: Path) -> list[Path]:
+    """Check ``-o FILE`` of ``embviz reference`` before any work; create its directory.
+
+    Returns:
+        The directories created, outermost first (see :func:`_prepare_out`).
+
+    Raises:
+        ValueError: one line naming ``-o``, the problem and what to do.
+    """
+    if out.is_dir():
+        raise ValueError(f"-o {out}: is a directory; give a file name such as {out / 'ref.npz'}.")
+    if out.suffix not in _REFERENCE_SUFFIXES:  # as RealReference.save tells them apart
+        raise ValueError(
+            f"-o {out}: a reference file ends in .npz (NumPy) or .pt/.pth (torch), got "
+            f"{out.suffix or '(no extension)'!r}; e.g. -o {out.with_suffix('.npz').name}."
+        )
+    from lightning_embviz._io import is_reference_file
+
+    if out.exists() and not is_reference_file(out):
+        # Only a saved reference is replaced: never REAL itself or other data by mistake.
+        raise ValueError(
+            f"-o {out}: exists and is not a saved reference; it is not replaced. Remove it "
+            "first or choose another FILE."
+        )
+    return _prepare_out(out.parent, shown=out)
+
+
+def _prepare_out(out: Path, shown: Optional[Path] = None) -> list[Path]:
     """Create the ``-o`` directory (and missing parents) and prove it writable.
 
     Runs before any file is read or any metric computed, so a bad ``-o`` costs nothing.
+
+    Args:
+        out: the directory.
+        shown: what ``-o`` was given as, for the messages (default: ``out``); the file
+            whose directory ``out`` is, for ``embviz reference``.
 
     Returns:
         The directories created, outermost first, for :func:`_remove_empty` after a failure.
@@ -655,6 +896,8 @@ def _prepare_out(out: Path) -> list[Path]:
     Raises:
         ValueError: one line naming ``-o``, the problem and what to do.
     """
+    flag = f"-o {shown if shown is not None else out}"
+    what = "DIR" if shown is None else "FILE"
     missing: list[Path] = []
     existing = out
     mode = 0
@@ -669,16 +912,16 @@ def _prepare_out(out: Path) -> list[Path]:
             existing = existing.parent
         except OSError as err:
             raise ValueError(
-                f"-o {out}: cannot look at {existing} ({err.strerror or err}); choose another DIR."
+                f"{flag}: cannot look at {existing} ({err.strerror or err}); choose another {what}."
             ) from None
     if not stat.S_ISDIR(mode):
-        if existing == out:
+        if existing == out and shown is None:
             raise ValueError(
-                f"-o {out}: is an existing file, not a directory; choose a directory path "
+                f"{flag}: is an existing file, not a directory; choose a directory path "
                 "(it is created if needed)."
             )
         raise ValueError(
-            f"-o {out}: cannot create the directory, {existing} is a file; choose another DIR."
+            f"{flag}: cannot create the directory, {existing} is a file; choose another {what}."
         )
     created: list[Path] = []
     for directory in reversed(missing):
@@ -687,12 +930,12 @@ def _prepare_out(out: Path) -> list[Path]:
         except FileExistsError:
             if not directory.is_dir():  # appeared meanwhile, as something else
                 _remove_empty(created)
-                raise ValueError(f"-o {out}: {directory} is a file; choose another DIR.") from None
+                raise ValueError(f"{flag}: {directory} is a file; choose another {what}.") from None
             continue
         except OSError as err:
             _remove_empty(created)
             raise ValueError(
-                f"-o {out}: cannot create {directory} ({err.strerror or err}); choose a writable "
+                f"{flag}: cannot create {directory} ({err.strerror or err}); choose a writable "
                 "location."
             ) from None
         created.append(directory)
@@ -703,7 +946,7 @@ def _prepare_out(out: Path) -> list[Path]:
     except OSError as err:
         _remove_empty(created)
         raise ValueError(
-            f"-o {out}: the directory is not writable ({err.strerror or err}); choose a writable "
+            f"{flag}: the directory is not writable ({err.strerror or err}); choose a writable "
             "location."
         ) from None
     return created
@@ -740,15 +983,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_usage(sys.stderr)
-        sys.stderr.write(f"{PROG}: error: choose a command: report or compare (see --help)\n")
+        sys.stderr.write(
+            f"{PROG}: error: choose a command: report, compare or reference (see --help)\n"
+        )
         return EXIT_USAGE
     progress = _Progress(args.quiet)
     try:
-        created = _prepare_out(Path(args.out))
+        if args.command == "reference":
+            created = _prepare_out_file(Path(args.out))
+        else:
+            created = _prepare_out(Path(args.out))
         try:
             if args.command == "report":
                 return _report(args, progress)
-            return _compare(args, progress)
+            if args.command == "compare":
+                return _compare(args, progress)
+            return _reference(args, progress)
         except BaseException:
             _remove_empty(created)  # a failed run leaves no empty output directory behind
             raise
