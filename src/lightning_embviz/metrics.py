@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, check_int
+from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, as_numpy, check_int
 from lightning_embviz.reference import (
     PRDCResult,
     RealReference,
@@ -27,6 +27,7 @@ __all__ = [
     "compute_prdc",
     "compute_prdc_details",
     "frechet_distance",
+    "per_class_prdc",
 ]
 
 
@@ -200,3 +201,87 @@ def frechet_distance(real: ArrayLike, fake: ArrayLike) -> float:
         tr_cov = float(torch.linalg.eigvalsh(mid).clamp_min(0).sqrt().sum())
     value = float(diff @ diff) + tr_r + tr_f - 2.0 * tr_cov
     return max(value, 0.0)
+
+
+def _class_order(*label_arrays: np.ndarray | None) -> list[Any]:
+    values: set[Any] = set()
+    for arr in label_arrays:
+        if arr is not None:
+            values.update(np.unique(arr).tolist())
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def per_class_prdc(
+    details: PRDCResult,
+    real_labels: ArrayLike,
+    fake_labels: ArrayLike | None = None,
+) -> dict[Any, dict[str, float]]:
+    """Per-class coverage and recall (real labels), precision and density (fake labels).
+
+    For class c: ``coverage_c`` = fraction of the reals of class c whose k-NN ball holds a
+    fake, ``recall_c`` the same with ``real_recalled``; with fake labels, ``precision_c`` =
+    fraction of the fakes of class c inside some real ball, ``density_c`` = their mean ball
+    count divided by k. Also ``num_real`` and ``num_fake`` per class. A class where coverage
+    drops towards 0 is one the generator collapsed away from.
+
+    Args:
+        details: :func:`compute_prdc_details` of the two sets.
+        real_labels: (N,) class of each real sample.
+        fake_labels: (M,) class of each fake sample (e.g. a classifier's prediction), or None.
+
+    Returns:
+        ``{class: {"num_real": ..., "coverage": ..., "recall": ..., ...}}`` in sorted class
+        order (NaN where a class has no sample of that set).
+
+    Raises:
+        ValueError: if the label counts do not match the sets.
+    """
+    return _per_class(
+        _labels_np(real_labels, details.real_covered.shape[0], "real_labels"),
+        as_numpy(details.real_covered).astype(bool),
+        as_numpy(details.real_recalled).astype(bool),
+        None
+        if fake_labels is None
+        else _labels_np(fake_labels, details.fake_ball_count.shape[0], "fake_labels"),
+        as_numpy(details.fake_ball_count),
+        details.nearest_k,
+    )
+
+
+def _labels_np(labels: ArrayLike, rows: int, name: str) -> np.ndarray:
+    out = as_numpy(labels).reshape(-1)
+    if out.shape[0] != rows:
+        raise ValueError(f"`{name}` must have one label per sample ({rows}), got {out.shape[0]}.")
+    return out
+
+
+def _per_class(
+    rl: np.ndarray,
+    covered: np.ndarray,
+    recalled: np.ndarray | None,
+    fl: np.ndarray | None,
+    counts: np.ndarray | None,
+    nearest_k: int | None,
+) -> dict[Any, dict[str, float]]:
+    """The arithmetic of :func:`per_class_prdc` on NumPy arrays (also behind plotting)."""
+    out: dict[Any, dict[str, float]] = {}
+    for c in _class_order(rl, fl):
+        row: dict[str, float] = {}
+        in_r = rl == c
+        row["num_real"] = float(in_r.sum())
+        row["coverage"] = float(covered[in_r].mean()) if in_r.any() else float("nan")
+        if recalled is not None:
+            row["recall"] = float(recalled[in_r].mean()) if in_r.any() else float("nan")
+        if fl is not None and counts is not None:
+            in_f = fl == c
+            row["num_fake"] = float(in_f.sum())
+            row["precision"] = float((counts[in_f] > 0).mean()) if in_f.any() else float("nan")
+            if nearest_k:
+                row["density"] = (
+                    float(counts[in_f].mean() / nearest_k) if in_f.any() else float("nan")
+                )
+        out[c] = row
+    return out

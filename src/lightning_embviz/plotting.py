@@ -389,17 +389,6 @@ def coverage_figure(
     return fig
 
 
-def _class_order(*label_arrays: np.ndarray | None) -> list[Any]:
-    values: set[Any] = set()
-    for arr in label_arrays:
-        if arr is not None:
-            values.update(np.unique(arr).tolist())
-    try:
-        return sorted(values)
-    except TypeError:
-        return sorted(values, key=str)
-
-
 def _class_colors(classes: Sequence[Any]) -> dict[Any, Any]:
     if len(classes) <= len(CLASS_COLORS):
         return {c: CLASS_COLORS[i] for i, c in enumerate(classes)}
@@ -453,6 +442,8 @@ def classes_figure(
     fake = _points(fake_2d, "fake_2d")
     rl = _labels(real_labels, len(real), "real_labels")
     fl = _labels(fake_labels, len(fake), "fake_labels")
+    from lightning_embviz.metrics import _class_order
+
     classes = _class_order(rl, fl)
     colors = _class_colors(classes)
     fig = _new_figure((10.0, 5.2))
@@ -501,7 +492,7 @@ def class_metrics(
     fake_ball_count: ArrayLike | None = None,
     nearest_k: int | None = None,
 ) -> dict[Any, dict[str, float]]:
-    """Per-class coverage and recall (from real labels), precision and density (fake labels).
+    """Per-class metrics from per-sample arrays (:func:`~lightning_embviz.metrics.per_class_prdc`).
 
     For class c: coverage_c = mean of ``real_covered`` over the reals of class c, recall_c the
     same with ``real_recalled``; with fake labels, precision_c = fraction of fakes of class c in
@@ -519,6 +510,8 @@ def class_metrics(
     Returns:
         ``{class: {"num_real": ..., "coverage": ..., ...}}`` in sorted class order.
     """
+    from lightning_embviz.metrics import _per_class
+
     rl = _np(real_labels, "real_labels")
     assert rl is not None
     rl = rl.reshape(-1)
@@ -532,24 +525,7 @@ def class_metrics(
         if counts is None or counts.reshape(-1).shape[0] != fl.shape[0]:
             raise ValueError("`fake_ball_count` must have one entry per fake label.")
         counts = counts.reshape(-1)
-    out: dict[Any, dict[str, float]] = {}
-    for c in _class_order(rl, fl):
-        row: dict[str, float] = {}
-        in_r = rl == c
-        row["num_real"] = float(in_r.sum())
-        row["coverage"] = float(covered[in_r].mean()) if in_r.any() else float("nan")
-        if recalled is not None:
-            row["recall"] = float(recalled[in_r].mean()) if in_r.any() else float("nan")
-        if fl is not None and counts is not None:
-            in_f = fl == c
-            row["num_fake"] = float(in_f.sum())
-            row["precision"] = float((counts[in_f] > 0).mean()) if in_f.any() else float("nan")
-            if nearest_k:
-                row["density"] = (
-                    float(counts[in_f].mean() / nearest_k) if in_f.any() else float("nan")
-                )
-        out[c] = row
-    return out
+    return _per_class(rl, covered, recalled, fl, counts, nearest_k)
 
 
 def class_metrics_figure(

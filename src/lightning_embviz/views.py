@@ -20,7 +20,7 @@ from torch import Tensor
 
 from lightning_embviz import plotting
 from lightning_embviz._arrays import ArrayLike, as_numpy
-from lightning_embviz.metrics import PRDCResult
+from lightning_embviz.metrics import PRDCResult, per_class_prdc
 from lightning_embviz.projection import (
     DEFAULT_MAX_SAMPLES,
     METHODS,
@@ -267,14 +267,7 @@ class ViewBuilder:
                         title=title,
                     )
         if rl is not None:
-            per_class = plotting.class_metrics(
-                rl,
-                details.real_covered,
-                details.real_recalled,
-                fl,
-                details.fake_ball_count if fl is not None else None,
-                k,
-            )
+            per_class = per_class_prdc(details, rl, fl)
             figures["class_metrics"] = plotting.class_metrics_figure(per_class, title=title)
         return figures
 
