@@ -79,3 +79,26 @@ def test_bad_nearest_k_sequences_fail_at_construction():
     with pytest.raises(ValueError, match=r"max_samples=10"):
         EmbeddingMonitor(nearest_k=(5, 10), max_samples=10)
     assert torch.tensor(EmbeddingMonitor(nearest_k=(5, 10)).nearest_ks).tolist() == [5, 10]
+
+
+def test_confidence_intervals_are_logged_and_returned(tmp_path, val_loader):
+    from lightning_embviz.intervals import prdc_intervals
+
+    model = TinyGAN(shifts=(0.3,))
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=[EmbeddingMonitor(views=None, log_samples=False, confidence=0.9, seed=3)],
+    )
+    result = trainer.validate(model, val_loader)[0]
+    real = torch.cat([b[0] for b in val_loader])
+    with torch.no_grad():
+        fake = model.fake(real)
+    expected = prdc_intervals(real, fake, 5, 0.9, seed=3)
+    for name in ("precision", "recall", "density", "coverage", "fd"):
+        low, high = result[f"embviz/{name}_low"], result[f"embviz/{name}_high"]
+        assert low <= result[f"embviz/{name}"] <= high
+        assert low == pytest.approx(expected[f"{name}_low"], rel=1e-6)
+        assert high == pytest.approx(expected[f"{name}_high"], rel=1e-6)
+    with pytest.raises(ValueError, match=r"confidence=1.5"):
+        EmbeddingMonitor(confidence=1.5)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import traceback
+import warnings
 from typing import Optional
 
 import torch
@@ -24,10 +25,15 @@ from lightning_embviz.reference import RealReference
 __all__ = ["Evaluation", "evaluate", "metric_keys"]
 
 
-def metric_keys(nearest_ks: tuple[int, ...]) -> tuple[str, ...]:
-    """Every key one run logs: the usual five for the first k, ``<metric>_k<k>`` for others."""
+def metric_keys(nearest_ks: tuple[int, ...], intervals: bool = False) -> tuple[str, ...]:
+    """Every key one run logs, in order.
+
+    The usual five for the first k, ``<metric>_k<k>`` for the others, and with ``intervals``
+    ``<metric>_low`` / ``<metric>_high`` (first k) for the five.
+    """
     extra = tuple(f"{name}_k{k}" for k in nearest_ks[1:] for name in PRDC_KEYS)
-    return METRIC_KEYS + extra
+    bounds = tuple(f"{name}_{side}" for name in METRIC_KEYS for side in ("low", "high"))
+    return METRIC_KEYS + extra + (bounds if intervals else ())
 
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
@@ -59,8 +65,38 @@ class Evaluation:
     reference: Optional[RealReference] = None
 
 
-def _nan_metrics(nearest_ks: tuple[int, ...]) -> dict[str, float]:
-    return dict.fromkeys(metric_keys(nearest_ks), math.nan)
+def _nan_metrics(nearest_ks: tuple[int, ...], confidence: Optional[float]) -> dict[str, float]:
+    return dict.fromkeys(metric_keys(nearest_ks, confidence is not None), math.nan)
+
+
+def _intervals(
+    real: EmbeddingSet,
+    fake: EmbeddingSet,
+    k: int,
+    confidence: float,
+    seed: int,
+    where: str,
+    notes: list[tuple[Optional[str], str]],
+) -> dict[str, float]:
+    """``<metric>_low`` / ``_high`` for the five metrics; NaN (with a note) when impossible."""
+    from lightning_embviz.intervals import prdc_intervals
+
+    keys = [f"{name}_{side}" for name in METRIC_KEYS for side in ("low", "high")]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = prdc_intervals(real.features, fake.features, k, confidence, seed=seed)
+        for warning in caught:
+            notes.append(("intervals-warning", f"EmbeddingMonitor{where}: {warning.message}"))
+        return {key: float(out[key]) for key in keys}
+    except Exception as err:  # too few samples to split, ...: the metrics stand without
+        notes.append(
+            (
+                "intervals",
+                f"EmbeddingMonitor: no confidence intervals{where} ({err}); logged NaN bounds.",
+            )
+        )
+        return dict.fromkeys(keys, math.nan)
 
 
 def _drop_non_finite(rows: EmbeddingSet) -> tuple[EmbeddingSet, int]:
@@ -80,6 +116,7 @@ def evaluate(
     seed: int = 0,
     where: str = "",
     reference: Optional[RealReference] = None,
+    confidence: Optional[float] = None,
 ) -> Evaluation:
     """Evaluate one validation run (gathered rows of every rank, any order).
 
@@ -92,6 +129,8 @@ def evaluate(
         where: ``" of validation dataloader 1"`` or ``""``, for messages.
         reference: The previous run's fitted real set; reused when the real rows are
             bit-identical (same results, a third less distance work), else refitted.
+        confidence: Also compute confidence intervals at this level
+            (:func:`lightning_embviz.intervals.prdc_intervals`, seeded by ``seed``).
 
     Returns:
         An :class:`Evaluation`; never raises for bad data or a failing computation.
@@ -140,7 +179,9 @@ def evaluate(
                 "each; logged NaN. Validate on more samples or lower `nearest_k`.",
             )
         )
-        return Evaluation(SKIPPED, _nan_metrics(ks), None, real, fake, notes, None, reference)
+        return Evaluation(
+            SKIPPED, _nan_metrics(ks, confidence), None, real, fake, notes, None, reference
+        )
     try:
         if reference is None or reference.nearest_ks != ks or not reference.matches(real.features):
             reference = RealReference(real.features, ks)
@@ -159,5 +200,7 @@ def evaluate(
                 "run. " + "".join(traceback.format_exception(type(err), err, err.__traceback__)),
             )
         )
-        return Evaluation(FAILED, _nan_metrics(ks), None, real, fake, notes)
+        return Evaluation(FAILED, _nan_metrics(ks, confidence), None, real, fake, notes)
+    if confidence is not None:
+        metrics.update(_intervals(real, fake, ks[0], confidence, seed, where, notes))
     return Evaluation(OK, metrics, details, real, fake, notes, sweep, reference)

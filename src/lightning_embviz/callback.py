@@ -77,7 +77,9 @@ class EmbeddingMonitor(CallbackBase):
     same values (identical to a single-process run on the same validation set).
 
     Args:
-        nearest_k: k of the k-nearest-neighbour balls, >= 1.
+        nearest_k: k of the k-nearest-neighbour balls, >= 1; or several, e.g. ``(5, 10, 20)``:
+            the first gives the usual keys, the others ``<metric>_k<k>`` and a ``k_sweep``
+            figure (one pass over the distances for all of them).
         real_key: Key of the real embeddings (B, D) or (B, ...) in the validation outputs.
         fake_key: Key of the generated embeddings (B', D) or (B', ...).
         labels_key: Optional key of class labels: a (B,) tensor for the real rows, or a dict
@@ -106,7 +108,18 @@ class EmbeddingMonitor(CallbackBase):
         log_projector: Also write the embeddings to TensorBoard's Embedding Projector.
         keep_on_device: Keep the embeddings on the accelerator and compute there
             (default: move them to CPU as they arrive).
-        seed: Seed of the projections (t-SNE, UMAP, subsampling) and of the sample cap.
+        seed: Seed of the projections (t-SNE, UMAP, subsampling), the sample cap and the
+            confidence intervals' splits.
+        real_images_key: Optional key of the real samples' images (B, C, H, W) or (B, H, W),
+            one per embedding row, for the galleries (any value range).
+        fake_images_key: The same for the generated samples.
+        gallery_size: Tiles per gallery (``missed_real``, ``outlier_fake``); 0 for none.
+        thumbnail_size: Largest side, in pixels, of the uint8 thumbnails kept per row for
+            the galleries (the only image data held until the end of the run).
+        log_samples: Log the per-sample tables every measured run.
+        confidence: A level such as 0.95 to also log ``<metric>_low`` / ``<metric>_high``
+            for each metric (:func:`lightning_embviz.intervals.prdc_intervals`; costs about
+            five full metric computations per run) and show the intervals in the titles.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -146,8 +159,19 @@ class EmbeddingMonitor(CallbackBase):
         Figures (to every logger, at the step of the scalars): ``embviz/<view>`` for each
         view (``embviz/pca``, ``embviz/tsne``, ...) plus the extra views the
         :class:`~lightning_embviz.views.ViewBuilder` draws (``embviz/pca_coverage``, class
-        views when labels are given). With ``log_projector=True``, the embeddings under
-        ``embviz/embeddings`` in TensorBoard's projector.
+        views when labels are given). With images: ``embviz/missed_real`` (reals whose k-NN
+        ball holds no fake, most missed first) and ``embviz/outlier_fake`` (fakes outside
+        every real ball, farthest first). With several k: ``embviz/k_sweep``. With
+        ``log_projector=True``, the embeddings under ``embviz/embeddings`` in TensorBoard's
+        projector.
+
+        With ``nearest_k=(5, 10)``: also ``embviz/precision_k10``, ``embviz/recall_k10``,
+        ``embviz/density_k10``, ``embviz/coverage_k10``. With ``confidence=0.95``:
+        ``embviz/<metric>_low`` and ``embviz/<metric>_high`` for the five metrics.
+
+        Tables (``log_samples=True``): ``embviz/samples_real`` and ``embviz/samples_fake``
+        (CSV files next to the figures, MLflow artifacts, a ``wandb.Table``; in TensorBoard a
+        text summary ``embviz/samples`` and the CSV files).
 
     Note:
         Bad data never ends training: NaN/Inf rows are dropped with a warning; a run with
@@ -199,6 +223,7 @@ class EmbeddingMonitor(CallbackBase):
         gallery_size: int = 32,
         thumbnail_size: int = 32,
         log_samples: bool = True,
+        confidence: Optional[float] = None,
     ) -> None:
         def bad(arg: str, value: Any, expected: str, error: type[Exception] = ValueError) -> None:
             raise error(f"`EmbeddingMonitor({arg}={value!r})` is not valid. Expected {expected}.")
@@ -253,6 +278,11 @@ class EmbeddingMonitor(CallbackBase):
         if view_max_samples is not None:
             check_int("view_max_samples", view_max_samples, 10, "None or an int >= 10")
         check_int("gallery_size", gallery_size, 0, "an int >= 0 (0: no galleries)")
+        if confidence is not None:
+            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+                bad("confidence", confidence, "None or a level in (0, 1) such as 0.95", TypeError)
+            if not 0.0 < float(confidence) < 1.0:
+                bad("confidence", confidence, "None or a level in (0, 1) such as 0.95")
         check_int("thumbnail_size", thumbnail_size, 4, "an int >= 4 (pixels)")
         for arg, flag in (
             ("log_samples", log_samples),
@@ -277,7 +307,8 @@ class EmbeddingMonitor(CallbackBase):
 
         self.nearest_ks = ks
         self.nearest_k = ks[0]
-        self._metric_keys = metric_keys(ks)
+        self.confidence = None if confidence is None else float(confidence)
+        self._metric_keys = metric_keys(ks, self.confidence is not None)
         self.keys = OutputKeys(
             real_key, fake_key, labels_key, index_key, real_images_key, fake_images_key
         )
@@ -511,13 +542,29 @@ class EmbeddingMonitor(CallbackBase):
         finally:
             self._reset_run_state()
 
-    def _title(self, trainer: Any, step: int, idx: int, n_loaders: int) -> str:
+    def _title(
+        self,
+        trainer: Any,
+        step: int,
+        idx: int,
+        n_loaders: int,
+        metrics: Optional[Mapping[str, float]] = None,
+    ) -> str:
         epoch = trainer.current_epoch  # the checkpoint's under validate(ckpt_path=...)
         if not is_fitting(trainer) and self._checkpoint is not None:
             title = f"checkpoint: epoch {epoch}, step {step}"
         else:
             title = f"epoch {epoch}, step {step}"
-        return title + (f", dataloader {idx}" if n_loaders > 1 else "")
+        title += f", dataloader {idx}" if n_loaders > 1 else ""
+        if self.confidence is not None and metrics is not None:
+            bounds = [
+                f"{name} [{metrics[f'{name}_low']:.3g}, {metrics[f'{name}_high']:.3g}]"
+                for name in ("precision", "recall", "density", "coverage", "fd")
+                if math.isfinite(metrics.get(f"{name}_low", math.nan))
+            ]
+            if bounds:
+                title += f"\n{self.confidence:.0%} intervals: " + " · ".join(bounds)
+        return title
 
     def _finish(self, trainer: Any, pl_module: Any, idx: int, n_loaders: int, step: int) -> bool:
         """Evaluate and log one dataloader's run; True if its metrics were computed."""
@@ -546,6 +593,7 @@ class EmbeddingMonitor(CallbackBase):
                 seed=self.seed,
                 where=where,
                 reference=self._references.get(idx),
+                confidence=self.confidence,
             )
             if result.reference is not None:
                 self._references[idx] = result.reference
@@ -693,7 +741,7 @@ class EmbeddingMonitor(CallbackBase):
             _on_cpu(result.details),
             real_y,
             fake_y,
-            self._title(trainer, step, idx, n_loaders),
+            self._title(trainer, step, idx, n_loaders, result.metrics),
             functools.partial(self._view_states.__setitem__, idx),
             sample_views,
             result.sweep,
