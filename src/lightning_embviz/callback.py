@@ -13,7 +13,6 @@ The hooks only route data; each job lives in a module of its own:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import traceback
@@ -28,9 +27,9 @@ from lightning_embviz._buffer import (
     EmbeddingBuffer,
     collective_device,
     gather_embeddings,
-    gather_selected_images,
 )
 from lightning_embviz._evaluate import OK, Evaluation, evaluate, metric_keys
+from lightning_embviz._galleries import details_on_cpu, select_samples
 from lightning_embviz._lightning import (
     CallbackBase,
     CheckpointPosition,
@@ -627,72 +626,18 @@ class EmbeddingMonitor(CallbackBase):
             )
         sample_views = None
         if values[0] == 1.0 and (self.gallery_size or self.log_samples):
-            sample_views = self._sample_views(result, local_images, distributed)
+            sample_views, problem = select_samples(
+                result,
+                local_images,
+                gallery_size=self.gallery_size,
+                tables=self.log_samples,
+                distributed=distributed,
+            )
+            if problem is not None:
+                self._warn_once("samples", problem)
         if result is not None and result.status == OK:
             self._emit_views(trainer, idx, n_loaders, step, result, suffix, sample_views)
         return values[0] == 1.0
-
-    def _sample_views(
-        self, result: Optional[Evaluation], local: tuple[Any, ...], distributed: bool
-    ) -> Optional[SampleViews]:
-        """Pick the gallery rows on rank 0, fetch their thumbnails from every rank.
-
-        Called on every rank (the fetch is a collective); returns the views on rank 0.
-        """
-        from lightning_embviz import samples
-
-        size = self.gallery_size
-        contrast = min(size, 8)
-        wanted = torch.full((2 * size + contrast,), -1, dtype=torch.int64)
-        rows = None
-        if result is not None and result.details is not None:
-            assert result.real is not None and result.fake is not None
-            try:  # never fail a training run for a gallery; the collectives below still run
-                d = _on_cpu(result.details)
-                missed = samples.missed_real_order(d)[:size]
-                outliers = samples.outlier_fake_order(d)[:size]
-                deepest = samples.deepest_fake_order(d)[:contrast] if len(outliers) else missed[:0]
-                real_keys, fake_keys = result.real.keys.cpu(), result.fake.keys.cpu()
-                picked = [real_keys[missed], fake_keys[outliers], fake_keys[deepest]]
-                for part, start in zip(picked, (0, size, 2 * size)):
-                    wanted[start : start + len(part)] = part
-                rows = (d, missed, outliers, deepest)
-            except Exception as err:
-                wanted.fill_(-1)
-                detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-                self._warn_once(
-                    "samples",
-                    "EmbeddingMonitor: selecting the gallery samples failed; the metrics were "
-                    f"logged, the galleries and per-sample tables are missing.\n{detail}",
-                )
-        if distributed and size:
-            comm = collective_device(torch.device("cpu"))
-            shared = wanted.to(comm)
-            torch.distributed.broadcast(shared, src=0)
-            wanted = shared.cpu()
-        real_keys_local, real_images, fake_keys_local, fake_images = local
-        real_thumbs = fake_thumbs = None
-        if size:
-            want_real = wanted[:size][wanted[:size] >= 0]
-            want_fake = wanted[size:][wanted[size:] >= 0]
-            real_thumbs = gather_selected_images(real_images, real_keys_local, want_real)
-            fake_thumbs = gather_selected_images(fake_images, fake_keys_local, want_fake)
-        if rows is None or result is None or result.real is None or result.fake is None:
-            return None
-        d, missed, outliers, deepest = rows
-        return SampleViews(
-            d,
-            real_index=result.real.keys.cpu(),
-            fake_index=result.fake.keys.cpu(),
-            real_labels=None if result.real.labels is None else result.real.labels.cpu(),
-            fake_labels=None if result.fake.labels is None else result.fake.labels.cpu(),
-            missed=missed,
-            outliers=outliers,
-            deepest=deepest,
-            real_images=None if real_thumbs is None else real_thumbs.values(),
-            fake_images=None if fake_thumbs is None else fake_thumbs.values(),
-            tables=self.log_samples,
-        )
 
     @staticmethod
     def _broadcast(values: list[float], device: torch.device) -> list[float]:
@@ -738,7 +683,7 @@ class EmbeddingMonitor(CallbackBase):
             self._view_builder(idx) if self.views else None,
             real_x,
             fake_x,
-            _on_cpu(result.details),
+            details_on_cpu(result.details),
             real_y,
             fake_y,
             self._title(trainer, step, idx, n_loaders, result.metrics),
@@ -851,16 +796,6 @@ class EmbeddingMonitor(CallbackBase):
             for idx, state in dict(state_dict.get("views", {})).items():
                 self._view_builder(int(idx)).load_state_dict(state)
                 self._view_states[int(idx)] = state
-
-
-def _on_cpu(details: Any) -> Any:
-    """A copy of a dataclass of per-sample tensors with every tensor on the CPU."""
-    moved = {
-        f.name: getattr(details, f.name).cpu()
-        for f in dataclasses.fields(details)
-        if isinstance(getattr(details, f.name), torch.Tensor)
-    }
-    return dataclasses.replace(details, **moved)
 
 
 def _build_views(
