@@ -985,3 +985,232 @@ def test_help_documents_the_reference(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert "or a saved reference (embviz reference)" in text, command
         assert "any k it was fitted with, default its first" in text, command
+
+
+# ---------------------------------------------------------------- --confidence
+
+INTERVAL_METRICS = ("precision", "recall", "density", "coverage", "fd")
+INTERVAL_KEYS = tuple(f"{m}_{part}" for m in INTERVAL_METRICS for part in ("low", "high", "se"))
+
+
+def interval_sets(seed: int = 0):
+    """A real set, two fake sets from the real distribution and one clearly worse (shifted)."""
+    rng = np.random.default_rng(seed)
+    real = rng.normal(size=(400, 8)).astype(np.float32)
+    equal_a = rng.normal(size=(300, 8)).astype(np.float32)
+    equal_b = rng.normal(size=(300, 8)).astype(np.float32)
+    worse = (rng.normal(size=(300, 8)) + 2.0).astype(np.float32)
+    return real, equal_a, equal_b, worse
+
+
+def test_report_confidence_writes_the_intervals_of_prdc_intervals(tmp_path, capsys):
+    from lightning_embviz.intervals import prdc_intervals
+
+    real, fake, _, _ = interval_sets()
+    r, f = save(tmp_path / "real.npy", real), save(tmp_path / "fake.npy", fake)
+    out = tmp_path / "out"
+    argv = ["report", r, f, "-o", str(out), "--projection", "pca", "-q"]
+    assert main([*argv, "--confidence", "0.9", "--seed", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # 300 and 400 samples: no small-sample warning at k=5
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = prdc_intervals(real, fake, 5, 0.9, seed=3)
+    assert {key: metrics[key] for key in expected} == expected  # exact, point values too
+    assert metrics["confidence"] == 0.9 and metrics["interval_seed"] == 3
+    assert list(metrics)[-len(INTERVAL_KEYS) :] == list(INTERVAL_KEYS)
+    # --seed reaches the splits: another seed gives other standard errors.
+    other = prdc_intervals(real, fake, 5, 0.9, seed=0)
+    assert any(other[key] != metrics[key] for key in INTERVAL_KEYS if key.endswith("_se"))
+    for key in INTERVAL_METRICS:
+        low, high = metrics[f"{key}_low"], metrics[f"{key}_high"]
+        line = f"  {key:<10} {metrics[key]:.4f} [{low:.4f}, {high:.4f}]"
+        assert line in captured.out.splitlines(), (line, captured.out)
+    assert "90% confidence intervals" in captured.out and "--seed 3" in captured.out
+
+    # Without --confidence, no interval keys and no brackets.
+    assert main(argv) == 0
+    plain = json.loads((out / "metrics.json").read_text())
+    assert not any(key in plain for key in (*INTERVAL_KEYS, "confidence", "interval_seed"))
+    assert "[" not in capsys.readouterr().out
+
+
+def test_report_confidence_with_a_saved_reference_equals_the_raw_file(
+    tmp_path, capsys, monkeypatch
+):
+    from lightning_embviz.intervals import prdc_intervals
+
+    real, fake, _, _ = interval_sets(1)
+    f = save(tmp_path / "fake.npy", fake)
+    raw_dir, saved_dir = tmp_path / "raw", tmp_path / "saved"
+    raw_dir.mkdir()
+    saved_dir.mkdir()
+    save(raw_dir / "real.npz", real)
+    fit_reference(saved_dir, real, "3,5", "real.npz")
+    options = ["--confidence", "0.95", "-k", "3"]
+    saved = _report_in(saved_dir, monkeypatch, ["report", "real.npz", f, *options])
+    raw = _report_in(raw_dir, monkeypatch, ["report", "real.npz", f, *options])
+    assert saved["metrics.json"] == raw["metrics.json"]
+    metrics = json.loads(saved["metrics.json"])
+    expected = prdc_intervals(real, fake, 3, 0.95, seed=0)
+    assert {key: metrics[key] for key in expected} == expected
+
+
+def test_compare_confidence_marks_only_the_worse_set(tmp_path, capsys):
+    from lightning_embviz.intervals import prdc_intervals
+
+    real, equal_a, equal_b, worse = interval_sets()
+    r = save(tmp_path / "real.npy", real)
+    fakes = {"a": equal_a, "b": equal_b, "worse": worse}
+    paths = [save(tmp_path / f"{name}.npy", x) for name, x in fakes.items()]
+    out = tmp_path / "cmp"
+    argv = ["compare", r, *paths, "-o", str(out), "--projection", "pca", "-q"]
+    assert main([*argv, "--confidence", "0.95", "--seed", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    table = json.loads((out / "metrics.json").read_text())
+    assert table["confidence"] == 0.95 and table["interval_seed"] == 1
+    assert "sqrt(se^2 + se_best^2) > 1.960" in table["difference_test"]
+    rows = {row["name"]: row for row in table["sets"]}
+    assert list(rows) == ["a", "b", "worse"]
+    for name, fake in fakes.items():
+        expected = prdc_intervals(real, fake, 5, 0.95, seed=1)
+        assert {key: rows[name][key] for key in expected} == expected, name
+
+    for metric in INTERVAL_METRICS:
+        # The rule, recomputed here: best = highest (precision, recall, coverage), closest to
+        # 1 (density), lowest (fd); z of the gap to the best over the combined standard error.
+        def gap(value: float, metric: str = metric) -> float:
+            return {"fd": value, "density": abs(value - 1.0)}.get(metric, -value)
+
+        best = min(rows, key=lambda n: gap(rows[n][metric]))
+        assert table["best"][metric] == best and best in ("a", "b"), metric
+        for name, row in rows.items():
+            se = float(np.hypot(row[f"{metric}_se"], rows[best][f"{metric}_se"]))
+            z = 0.0 if name == best else (gap(row[metric]) - gap(rows[best][metric])) / se
+            assert row[f"{metric}_z"] == pytest.approx(z, rel=1e-12, abs=1e-12)
+            assert row[f"{metric}_differs"] is (z > 1.959963984540054)
+        # The constructed case: the shifted set differs on every metric, the equal ones never.
+        assert rows["worse"][f"{metric}_differs"], (metric, rows["worse"][f"{metric}_z"])
+        assert not rows["a"][f"{metric}_differs"] and not rows["b"][f"{metric}_differs"], metric
+
+    with open(out / "metrics.csv", newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert [row["name"] for row in csv_rows] == ["a", "b", "worse"]
+    for row in csv_rows:
+        for metric in INTERVAL_METRICS:
+            for part in ("", "_low", "_high", "_se", "_z"):
+                assert float(row[metric + part]) == rows[row["name"]][metric + part]
+            assert row[f"{metric}_differs"] == str(rows[row["name"]][f"{metric}_differs"])
+
+    lines = {line.split()[0]: line for line in captured.out.splitlines() if line}
+    assert lines["worse"].count("*") == 5
+    assert "*" not in lines["a"] and "*" not in lines["b"]
+    cell = f"{rows['a']['coverage']:.3f} [{rows['a']['coverage_low']:.3f}, "
+    assert cell in lines["a"]
+    assert "* = differs from the best set" in captured.out
+    assert f"best: precision {table['best']['precision']}," in captured.out
+
+
+def _row(name: str, **values: tuple[float, float]) -> dict:
+    row: dict = {"name": name}
+    for metric in INTERVAL_METRICS:
+        value, se = values.get(metric, (0.5, 0.01))
+        row[metric], row[f"{metric}_se"] = value, se
+    return row
+
+
+def test_marks_rule_directions_ties_and_missing_standard_errors():
+    from lightning_embviz.cli import _mark_differences
+
+    nan = float("nan")
+    rows = [
+        _row("p", precision=(0.80, 0.03), density=(1.30, 0.05), coverage=(0.9, 0.0), fd=(5.0, nan)),
+        _row("q", precision=(0.80, 0.04), density=(0.95, 0.05), coverage=(0.9, 0.0), fd=(2.0, 0.5)),
+        _row("r", precision=(0.70, 0.04), density=(1.10, 0.05), coverage=(0.8, 0.0), fd=(9.0, 1.0)),
+    ]
+    best = _mark_differences(rows, 0.95)
+    # Ties go to the first set; density's best is the one closest to 1; fd's is the lowest.
+    assert best == {"precision": "p", "recall": "p", "density": "q", "coverage": "p", "fd": "q"}
+    p, q, r = rows
+    assert q["precision_z"] == 0.0 and not q["precision_differs"]
+    assert r["precision_z"] == pytest.approx(0.10 / 0.05)  # 3-4-5: sqrt(0.03^2 + 0.04^2)
+    assert r["precision_differs"]  # 2.0 > 1.96
+    strict = [dict(x) for x in rows]
+    _mark_differences(strict, 0.99)
+    assert not strict[2]["precision_differs"]  # 2.0 < 2.576 at 99 %
+    # |1.30 - 1| - |0.95 - 1| = 0.25 over sqrt(0.005): marked; |1.10 - 1| - 0.05 = 0.05: not.
+    assert p["density_z"] == pytest.approx(0.25 / np.sqrt(0.005))
+    assert p["density_differs"] and not r["density_differs"]
+    # Both standard errors 0: any gap is a difference, no gap is none.
+    assert r["coverage_z"] == float("inf") and r["coverage_differs"]
+    # fd without an interval (NaN standard error) is never marked.
+    assert np.isnan(p["fd_z"]) and not p["fd_differs"]
+    assert r["fd_z"] == pytest.approx(7.0 / np.hypot(1.0, 0.5)) and r["fd_differs"]
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "nan", "x", "95"])
+def test_confidence_must_be_between_0_and_1(tmp_path, capsys, work_spy, command, value):
+    real, fake = make_sets(60, 50)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    out = tmp_path / "out"
+    assert main([command, r, f, "--confidence", value, "-o", str(out), "-q"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"embviz {command}: error: argument --confidence: expected a ")
+    assert f"strictly between 0 and 1, such as 0.95, got {value!r}" in line
+    if value == "95":
+        assert line.endswith("(for 95 % write 0.95) (see `embviz " + command + " -h`)")
+    assert work_spy == {}  # refused while parsing: nothing read
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_confidence_on_too_few_samples_fails_before_the_metrics(
+    tmp_path, capsys, work_spy, command
+):
+    real, fake = make_sets(60, 11)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    out = tmp_path / "out"
+    assert main([command, r, f, "--confidence", "0.95", "-o", str(out), "-q"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "embviz: error: --confidence splits each set into two halves of more than k=5 points, "
+        f"so each set needs at least 12 samples; {f} has 11. Use more samples, a smaller -k, "
+        "or leave out --confidence."
+    )
+    assert "compare_details" not in work_spy and "__init__" not in work_spy
+    assert not out.exists()
+
+
+def test_confidence_on_few_samples_warns_once_per_set_on_stderr(tmp_path, capsys):
+    real, fake = make_sets(120, 60)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    g = save(tmp_path / "g.npy", fake[::-1].copy())
+    out = tmp_path / "out"
+    argv = [r, f, g, "--confidence", "0.95", "-o", str(out), "--projection", "pca", "-q"]
+    assert main(["compare", *argv]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines  # one per fake set, although -q
+    assert [line[: len("embviz: warning: --confidence, f: ")] for line in lines] == [
+        "embviz: warning: --confidence, f: ",
+        "embviz: warning: --confidence, g: ",
+    ]
+    assert all("Use at least 200 samples per set" in line for line in lines)
+
+
+def test_help_documents_confidence(capsys):
+    assert main(["report", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for part in ("--confidence C", "<metric>_low", "<metric>_se", "--seed", "half splits"):
+        assert part in text, part
+    assert main(["compare", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for part in (
+        "--confidence C",
+        "z = (g_set - g_best) / sqrt(se_set^2 + se_best^2) > q",
+        "density: closest to 1",
+        "approximate",
+        "conservative",
+        "<metric>_differs",
+    ):
+        assert part in text, part

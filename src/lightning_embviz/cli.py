@@ -4,8 +4,10 @@
 ``embviz compare REAL FAKE1 FAKE2 ...`` draws several fake sets in one frame fitted on the
 real set and writes a metrics table; ``embviz reference REAL -k 3,5,10 -o ref.npz`` fits the
 real set once (a :class:`~lightning_embviz.RealReference`) and saves it, and that file can
-take the place of REAL in the other two commands. Bad input ends with a one-line message and
-exit code 2.
+take the place of REAL in the other two commands. ``--confidence 0.95`` adds confidence
+intervals (:func:`~lightning_embviz.intervals.prdc_intervals`) to report and compare, and
+compare then marks the fake sets that differ from the best one. Bad input ends with a
+one-line message and exit code 2.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import stat
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
@@ -32,6 +35,9 @@ PROG = "embviz"
 EXIT_USAGE = 2
 DEFAULT_K = 5
 _COMMANDS = ("report", "compare", "reference")
+# The metrics that get an interval with --confidence, in table order (as
+# lightning_embviz.intervals.INTERVAL_METRICS, kept here so that parsing stays light).
+_METRICS = ("precision", "recall", "density", "coverage", "fd")
 
 _REPORT_EXAMPLE = """\
 examples:
@@ -40,6 +46,7 @@ examples:
   embviz report real.npz fake.npz --labels real_labels.npy --fake-labels fake_labels.npy
   embviz report real.npy fake.npy --real-images real_images.npy --fake-images fake_images.npy
   embviz reference real.npy -k 3,5,10 -o ref.npz && embviz report ref.npz fake.npy -k 10
+  embviz report real.npy fake.npy --confidence 0.95 --seed 0
 
 Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
 .pt/.pth (a tensor, a list of tensors or a dict holding 'embeddings'), .csv (one row
@@ -79,6 +86,21 @@ with C 1 or 3, (N, H, W), or (N, H, W, C); one image per embedding row, same ord
 Display: values already in [0, 1] are shown as they are (uint8 is divided by 255),
 otherwise min-max scaled over all tiles of a figure jointly.
 
+--confidence C (in (0, 1), e.g. 0.95) adds a confidence interval to every metric:
+metrics.json gains <metric>_low, <metric>_high and <metric>_se (standard error) for
+precision, recall, density, coverage and fd, plus confidence and interval_seed, and the
+printed table shows "coverage 0.7410 [0.7120, 0.7700]". The interval covers the
+expected value of the metric over new draws of both sets of these sizes (another
+validation set, another batch of samples). Method (lightning_embviz.intervals.
+prdc_intervals): exact conditional variances plus random half splits without
+replacement for the k-NN metrics (no bootstrap: duplicates would shrink the k-NN
+radii), a second-order delta method for fd. Costs about 4 more full metric
+computations. The splits are drawn with --seed, so results are reproducible. Each set
+needs at least 2 (k + 1) samples; below 40 k per set a warning says the intervals are
+unreliable. fd has no interval (NaN) unless both sets have more samples than features.
+With a saved reference as REAL, the real embeddings it holds are used (results
+identical to those from the real embeddings file).
+
 -o DIR is created and checked (a writable directory, not a file) before any work.
 Exit status: 0 on success, 2 on bad input or usage (one-line message on stderr).
 """
@@ -96,6 +118,28 @@ fake sets.
 REAL may be a saved real reference (`embviz reference`): its radii are read, not
 recomputed, and -k picks any k it was fitted with (default: its first). Results are
 identical to those from the real embeddings file.
+
+--confidence C (e.g. 0.95) computes intervals for every fake set (as `embviz report
+--confidence`; the same --seed for every set) and writes <metric>_low, <metric>_high,
+<metric>_se to metrics.json and metrics.csv. For each metric it then picks the best set
+(precision, recall, coverage: highest; density: closest to 1, its value when the fake
+and real distributions agree; fd: lowest) and marks with * in the printed table (and
+<metric>_differs true in metrics.json, True in metrics.csv) every set that differs from the best by a
+two-sample z test on the standard errors:
+
+    z = (g_set - g_best) / sqrt(se_set^2 + se_best^2) > q
+
+where g is the metric's distance from its ideal (-value; |density - 1|; fd) and q the
+two-sided normal quantile of C (1.960 for 0.95); z is written as <metric>_z. This is
+sharper than asking whether the intervals overlap (non-overlap needs a gap of about
+(se_set + se_best) q, more than sqrt(se_set^2 + se_best^2) q). It is approximate: it
+treats the two values as independent, but every set is compared against the same real
+set. When a draw of the reals moves both sets' values the same way (the usual case for
+similar generators), the true standard error of the difference is smaller and the test
+is conservative (it marks fewer sets); it can be liberal if they move in opposite
+directions. The best set is chosen from the same data and no correction is made for
+testing several sets and metrics, so read a mark near the threshold as a hint, not as
+proof.
 """
 
 _REFERENCE_EXAMPLE = """\
@@ -170,6 +214,20 @@ def _sample_cap(text: str) -> int:
     return value
 
 
+def _confidence(text: str) -> float:
+    """An argparse type: a confidence level strictly between 0 and 1 (``0.95``)."""
+    expected = f"expected a confidence level strictly between 0 and 1, such as 0.95, got {text!r}"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(expected) from None
+    if not 0.0 < value < 1.0:  # NaN fails this too
+        if 1.0 < value < 100.0:
+            expected += f" (for {value:g} % write {value / 100:g})"
+        raise argparse.ArgumentTypeError(expected)
+    return value
+
+
 def _k_list(text: str) -> tuple[int, ...]:
     """An argparse type: comma-separated positive ints (``3,5,10``), duplicates dropped."""
     parts = [part.strip() for part in text.split(",")]
@@ -236,7 +294,16 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
         type=_non_negative_int,
         default=0,
         metavar="S",
-        help="seed for subsampling, t-SNE and UMAP (default: 0)",
+        help="seed for subsampling, t-SNE, UMAP and the random half splits of --confidence "
+        "(default: 0)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=_confidence,
+        default=None,
+        metavar="C",
+        help="add a confidence interval at level C, in (0, 1), e.g. 0.95, to every metric: "
+        "<metric>_low, <metric>_high, <metric>_se (see below; default: no intervals)",
     )
     p.add_argument(
         "--tsne-backend",
@@ -363,6 +430,117 @@ def _check_k(k: int, counts: dict[str, int]) -> None:
                 f"-k {k} needs more than {k} samples, {path} has {n}; use -k {max(n - 1, 1)} "
                 "or more samples."
             )
+
+
+def _check_interval_sizes(k: int, counts: dict[str, int]) -> None:
+    """With ``--confidence``: every set splits into halves of more than k points."""
+    for path, n in counts.items():
+        if n // 2 <= k:
+            raise ValueError(
+                f"--confidence splits each set into two halves of more than k={k} points, so "
+                f"each set needs at least {2 * (k + 1)} samples; {path} has {n}. Use more "
+                f"samples, a smaller -k, or leave out --confidence."
+            )
+
+
+def _warn(message: str) -> None:
+    # Shown even with -q: a warning is about the result, not progress.
+    sys.stderr.write(f"{PROG}: warning: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+
+
+def _intervals(real: Any, fake: Any, args: argparse.Namespace, name: str) -> dict[str, float]:
+    """:func:`~lightning_embviz.intervals.prdc_intervals` of one fake set, at ``--confidence``.
+
+    The splits are drawn with ``--seed``. The library's warnings (sets too small for
+    trustworthy intervals) become one ``embviz: warning:`` line each, naming the fake set.
+    """
+    from lightning_embviz.intervals import prdc_intervals
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = prdc_intervals(real, fake, args.nearest_k, args.confidence, seed=args.seed)
+    seen = set()
+    for item in caught:
+        text = str(item.message)
+        if not issubclass(item.category, UserWarning):
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+        elif text not in seen:
+            seen.add(text)
+            _warn(f"--confidence, {name}: {text}")
+    return result
+
+
+def _interval_keys(bounds: dict[str, float]) -> dict[str, float]:
+    """``<metric>_low``, ``<metric>_high``, ``<metric>_se`` for every metric, in table order."""
+    return {
+        f"{metric}_{part}": bounds[f"{metric}_{part}"]
+        for metric in _METRICS
+        for part in ("low", "high", "se")
+    }
+
+
+def _level(confidence: float) -> str:
+    return f"{confidence * 100:g}%"
+
+
+def _z_critical(confidence: float) -> float:
+    """The two-sided standard normal quantile of ``confidence`` (1.96 for 0.95)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+_BEST_RULE = "precision, recall, coverage: highest; density: closest to 1; fd: lowest"
+
+
+def _shortfall(metric: str, value: float) -> float:
+    """How far ``value`` is from the metric's ideal; smaller is better (see ``_BEST_RULE``)."""
+    if metric == "fd":
+        return value
+    if metric == "density":
+        # Density is 1 in expectation when the fake and real distributions agree; above 1
+        # the fakes crowd into dense real regions, below 1 they fall outside the real balls.
+        return abs(value - 1.0)
+    return -value
+
+
+def _mark_differences(rows: list[dict[str, Any]], confidence: float) -> dict[str, str]:
+    """Mark, for each metric, the rows that differ from the best row beyond the intervals.
+
+    Adds ``<metric>_z`` (the z statistic against the best row; 0 for the best row itself,
+    NaN without a standard error) and ``<metric>_differs`` (``z`` above the two-sided normal
+    quantile of ``confidence``) to every row. The rule and its caveats are in the help text
+    of ``embviz compare``.
+
+    Args:
+        rows: one dict per fake set with ``name``, ``<metric>`` and ``<metric>_se``.
+        confidence: the level of the intervals, in (0, 1).
+
+    Returns:
+        The name of the best row for each metric (the first one on ties).
+    """
+    critical = _z_critical(confidence)
+    best: dict[str, str] = {}
+    for metric in _METRICS:
+        gaps = [_shortfall(metric, row[metric]) for row in rows]
+        top = min(range(len(rows)), key=gaps.__getitem__)
+        best[metric] = rows[top]["name"]
+        top_se = rows[top][f"{metric}_se"]
+        for i, row in enumerate(rows):
+            gap = gaps[i] - gaps[top]
+            scale = math.hypot(row[f"{metric}_se"], top_se)
+            if i == top:
+                z = 0.0
+            elif math.isnan(scale):  # fd without an interval (no more samples than features)
+                z = math.nan
+            elif scale == 0.0:  # both standard errors estimated as 0
+                z = math.inf if gap > 0 else 0.0
+            else:
+                z = gap / scale
+            row[f"{metric}_z"] = z
+            row[f"{metric}_differs"] = bool(z > critical)  # NaN: not marked
+    return best
 
 
 def _fmt(value: Any) -> str:
@@ -568,6 +746,8 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
     real = side.embeddings
     fake = load_embeddings(args.fake, side.width, side.source)
     _check_k(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
+    if args.confidence is not None:
+        _check_interval_sizes(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
     real_labels = load_labels(args.labels, len(real)) if args.labels else None
     fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
     if fake_labels is not None and real_labels is None:
@@ -602,6 +782,14 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
     progress(f"metrics done in {time.perf_counter() - start:.1f} s")
     metrics: dict[str, Any] = dict(details.as_dict())
     metrics.update(fd=fd, num_real=len(real), num_fake=len(fake), nearest_k=args.nearest_k)
+    if args.confidence is not None:
+        progress(f"computing {_level(args.confidence)} confidence intervals (seed {args.seed})")
+        start = time.perf_counter()
+        # The raw real embeddings, also when REAL is a saved reference (it holds them).
+        bounds = _intervals(real, fake, args, args.fake)
+        progress(f"intervals done in {time.perf_counter() - start:.1f} s")
+        metrics.update(confidence=args.confidence, interval_seed=args.seed)
+        metrics.update(_interval_keys(bounds))
     if real_labels is not None:
         per_class = class_metrics(
             real_labels,
@@ -635,11 +823,29 @@ def _report(args: argparse.Namespace, progress: _Progress) -> int:
         f"{args.fake} vs {args.real}: {len(fake)} fake, {len(real)} real, D={width}"
         + side.describe()
     )
-    for key in ("precision", "recall", "density", "coverage", "fd"):
-        _out(f"  {key:<10} {_fmt(metrics[key])}")
+    for key in _METRICS:
+        _out(f"  {key:<10} {_fmt(metrics[key])}{_bounds_text(metrics, key, width)}")
     _out(f"  {'nearest_k':<10} {args.nearest_k}")
+    if args.confidence is not None:
+        _out(
+            f"  [low, high]: {_level(args.confidence)} confidence intervals for the expected "
+            f"value at these sample sizes (random half splits, --seed {args.seed})"
+        )
     _out(f"wrote {metrics_path} and {', '.join(p.name for p in written)}")
     return 0
+
+
+def _bounds_text(metrics: dict[str, Any], key: str, width: int) -> str:
+    """`` [low, high]`` after a metric of the report table, or nothing without intervals."""
+    if f"{key}_low" not in metrics:
+        return ""
+    low, high = metrics[f"{key}_low"], metrics[f"{key}_high"]
+    if math.isnan(low) or math.isnan(high):
+        return (
+            f" [no interval: fd needs more samples than features in both sets, D={width}, "
+            f"{metrics['num_real']} real, {metrics['num_fake']} fake]"
+        )
+    return f" [{_fmt(low)}, {_fmt(high)}]"
 
 
 def _galleries(
@@ -738,10 +944,10 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
     args.nearest_k = side.nearest_k
     real = side.embeddings
     fakes = [load_embeddings(path, side.width, side.source) for path in args.fakes]
-    _check_k(
-        args.nearest_k,
-        {args.real: len(real), **{p: len(f) for p, f in zip(args.fakes, fakes)}},
-    )
+    counts = {args.real: len(real), **{p: len(f) for p, f in zip(args.fakes, fakes)}}
+    _check_k(args.nearest_k, counts)
+    if args.confidence is not None:
+        _check_interval_sizes(args.nearest_k, counts)
     reference = side.fitted(progress)  # the real radii once, for every fake set
     rows: list[dict[str, Any]] = []
     all_details = []
@@ -752,7 +958,15 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
         row: dict[str, Any] = {"name": name, "file": str(path), "num_fake": len(fake)}
         row.update(details.as_dict())
         row["fd"] = frechet_distance(real, fake)
+        if args.confidence is not None:
+            progress(
+                f"computing {_level(args.confidence)} confidence intervals for {name} "
+                f"(seed {args.seed})"
+            )
+            # Same seed for every set: with equal sizes, the same real halves for all.
+            row.update(_interval_keys(_intervals(real, fake, args, name)))
         rows.append(row)
+    best = _mark_differences(rows, args.confidence) if args.confidence is not None else None
 
     out = Path(args.out)  # created and checked by main() before any work
     ri = subsample_indices(len(real), args.max_samples, args.seed)
@@ -780,33 +994,80 @@ def _compare(args: argparse.Namespace, progress: _Progress) -> int:
         path.write_bytes(figure_to_png(fig))
         written.append(path)
 
-    table = {"nearest_k": args.nearest_k, "num_real": len(real), "real": str(args.real)}
+    table: dict[str, Any] = {
+        "nearest_k": args.nearest_k,
+        "num_real": len(real),
+        "real": str(args.real),
+    }
+    columns = ["name", "file", "num_fake", *_METRICS]
+    if best is not None:
+        table.update(
+            confidence=args.confidence,
+            interval_seed=args.seed,
+            best=best,
+            difference_test=_difference_rule(args.confidence),
+        )
+        parts = ("", "_low", "_high", "_se", "_z", "_differs")
+        columns = ["name", "file", "num_fake", *(m + part for m in _METRICS for part in parts)]
     table["sets"] = rows
     (out / "metrics.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
-    columns = ["name", "file", "num_fake", "precision", "recall", "density", "coverage", "fd"]
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({c: row[c] for c in columns})
 
-    width = max(len("name"), *(len(n) for n in names))
-    header = f"{'name':<{width}}  " + "  ".join(
-        f"{c:>9}" for c in ("precision", "recall", "density", "coverage", "fd")
-    )
     _out(
         f"{len(fakes)} fake set(s) vs {args.real} ({len(real)} real, k={args.nearest_k})"
         + side.describe()
     )
-    _out(header)
-    for row in rows:
-        values = "  ".join(
-            f"{row[c]:>9.4f}" for c in ("precision", "recall", "density", "coverage", "fd")
-        )
-        _out(f"{row['name']:<{width}}  {values}")
+    for line in _compare_table(rows, best, args.confidence):
+        _out(line)
     files = ", ".join(p.name for p in written)
     _out(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {files}")
     return 0
+
+
+def _difference_rule(confidence: float) -> str:
+    return (
+        f"* = differs from the best set: z = (g - g_best) / sqrt(se^2 + se_best^2) > "
+        f"{_z_critical(confidence):.3f} (two-sided normal, {_level(confidence)}), g the distance "
+        f"from the ideal ({_BEST_RULE}); approximate, the sets share one real set "
+        "(see `embviz compare -h`)"
+    )
+
+
+def _compare_table(
+    rows: list[dict[str, Any]], best: Optional[dict[str, str]], confidence: Optional[float]
+) -> list[str]:
+    """The printed table of ``embviz compare``: values, and with intervals the marks."""
+    width = max(len("name"), *(len(row["name"]) for row in rows))
+    if best is None or confidence is None:
+        header = f"{'name':<{width}}  " + "  ".join(f"{c:>9}" for c in _METRICS)
+        lines = [header]
+        for row in rows:
+            values = "  ".join(f"{row[c]:>9.4f}" for c in _METRICS)
+            lines.append(f"{row['name']:<{width}}  {values}")
+        return lines
+
+    def cell(row: dict[str, Any], metric: str) -> str:
+        low, high = row[f"{metric}_low"], row[f"{metric}_high"]
+        bounds = "[n/a]" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
+        return f"{row[metric]:.3f} {bounds}" + ("*" if row[f"{metric}_differs"] else " ")
+
+    cells = [[cell(row, m) for m in _METRICS] for row in rows]
+    widths = [max(len(m), *(len(r[j]) for r in cells)) for j, m in enumerate(_METRICS)]
+    header = f"{'name':<{width}}  " + "  ".join(f"{m:<{w}}" for m, w in zip(_METRICS, widths))
+    lines = [header.rstrip()]
+    for row, row_cells in zip(rows, cells):
+        text = "  ".join(f"{v:<{w}}" for v, w in zip(row_cells, widths))
+        lines.append(f"{row['name']:<{width}}  {text}".rstrip())
+    lines.append(
+        f"[low, high]: {_level(confidence)} confidence intervals; best: "
+        + ", ".join(f"{m} {best[m]}" for m in _METRICS)
+    )
+    lines.append(_difference_rule(confidence))
+    return lines
 
 
 def _reference(args: argparse.Namespace, progress: _Progress) -> int:
