@@ -124,8 +124,8 @@ identical to those from the real embeddings file.
 <metric>_se to metrics.json and metrics.csv. For each metric it then picks the best set
 (precision, recall, coverage: highest; density: closest to 1, its value when the fake
 and real distributions agree; fd: lowest) and marks with * in the printed table (and
-<metric>_differs true in metrics.json, True in metrics.csv) every set that differs from the best by a
-two-sample z test on the standard errors:
+<metric>_differs true in metrics.json, True in metrics.csv) every set that differs from
+the best by a two-sample z test on the standard errors:
 
     z = (g_set - g_best) / sqrt(se_set^2 + se_best^2) > q
 
