@@ -23,6 +23,7 @@ Usage::
     python benchmarks/bench_intervals.py                  # N = 1000 (200 draws), 5000 (100)
     python benchmarks/bench_intervals.py --sizes 1000 --draws 50
     python benchmarks/bench_intervals.py --n-splits 8 --confidence 0.9
+    python benchmarks/bench_intervals.py --threads 1   # on a shared machine
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from lightning_embviz import compute_prdc, frechet_distance
 from lightning_embviz.intervals import INTERVAL_METRICS, prdc_intervals
@@ -123,7 +125,12 @@ def main() -> None:
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--n-splits", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     draws = [int(s) for s in args.draws.split(",")]
     if len(draws) == 1:
@@ -143,7 +150,8 @@ def main() -> None:
     level = f"{args.confidence:.0%}"
     print(
         f"\nCoverage of {level} intervals, D = {args.dim}, k = {args.k}, "
-        f"n_splits = {args.n_splits}; target: the mean of the statistic over all draws.\n"
+        f"n_splits = {args.n_splits}, {torch.get_num_threads()} torch thread(s); target: the "
+        "mean of the statistic over all draws.\n"
     )
     print(
         "| N = M | fakes | draws | metric | mean | sd over draws | mean est. se "

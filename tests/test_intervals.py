@@ -8,13 +8,14 @@ bootstrap) to show that it can fail.
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from lightning_embviz import compute_prdc, frechet_distance
+from lightning_embviz import compute_prdc, frechet_distance, intervals
 from lightning_embviz.intervals import INTERVAL_METRICS, _fd_variance_parts, prdc_intervals
 
 PRDC = ("precision", "recall", "density", "coverage")
@@ -85,6 +86,12 @@ def test_unequal_sizes_and_a_wider_confidence_level():
         assert wide[f"{key}_low"] < narrow[f"{key}_low"] <= narrow[f"{key}_high"]
         assert narrow[f"{key}_high"] < wide[f"{key}_high"]
         assert wide[f"{key}_se"] == narrow[f"{key}_se"]
+
+
+def test_doctests_run():
+    result = doctest.testmod(intervals)
+    assert result.attempted > 0
+    assert result.failed == 0
 
 
 @pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5, -0.2, math.nan])
