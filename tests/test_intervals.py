@@ -114,8 +114,10 @@ def test_bad_n_splits_and_seed():
         prdc_intervals(real, fake, 3, n_splits=1)
     with pytest.raises(TypeError, match=r"`n_splits` must be an int >= 2, got 4.0"):
         prdc_intervals(real, fake, 3, n_splits=4.0)
-    with pytest.raises(TypeError, match=r"`seed` must be a non-negative int or None, got -1"):
+    with pytest.raises(ValueError, match=r"`seed` must be a non-negative int or None, got -1"):
         prdc_intervals(real, fake, 3, seed=-1)
+    with pytest.raises(TypeError, match=r"`seed` must be a non-negative int or None, got 'a'"):
+        prdc_intervals(real, fake, 3, seed="a")
 
 
 def test_sets_too_small_to_split_and_engine_errors():

@@ -163,8 +163,10 @@ def _check_n_splits(n_splits: Any) -> int:
 def _check_seed(seed: Any) -> int | None:
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`seed` must be a non-negative int or None, got {seed!r}.")
+    if seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int or None, got {seed}.")
     return int(seed)
 
 
@@ -419,8 +421,8 @@ def prdc_intervals(
     Raises:
         TypeError: on inputs that are not arrays/tensors, or arguments of the wrong type.
         ValueError: on the input errors of :func:`compute_prdc`, ``confidence`` outside
-            (0, 1), ``n_splits < 2``, or sets too small to split into halves of more than k
-            points.
+            (0, 1), ``n_splits < 2``, a negative ``seed``, or sets too small to split into
+            halves of more than k points.
 
     Example::
 
