@@ -12,9 +12,8 @@ import pytorch_lightning as pl
 import torch
 from prdc import compute_prdc as reference_prdc
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from torch.utils.data import DataLoader
 
-from _models import make_data, make_module_class
+from _models import make_module_class
 from lightning_embviz import EmbeddingMonitor
 
 TinyGAN = make_module_class(pl)
