@@ -2,7 +2,9 @@
 
 Both run in one process on the same float32 data (a fresh process per size, ours first so
 that its memory is measured on a fresh heap). The script checks that the results are
-identical, and prints wall time, peak extra memory (resident set size sampled every 2 ms
+identical, and prints wall time, the time per distance pair (``ns/pair``, over the 2 N^2
+pairs of N = M; ``cpu ns`` the same in process CPU time, steadier on a shared machine), peak
+extra memory (resident set size sampled every 2 ms
 above the level before the call) and the ratios. It also measures this machine's float32
 GEMM throughput and reports which fraction of it the engine reaches, counting the
 unavoidable work: the real-fake matrix and half of each symmetric real-real / fake-fake
@@ -57,8 +59,14 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+LAST_CPU_SECONDS = [0.0]  # CPU time (all threads) of the last measure() call
+
+
 def measure(fn: Callable[[], Any]) -> tuple[Any, float, int]:
-    """Run fn; return (result, seconds, peak RSS above the starting level in bytes)."""
+    """Run fn; return (result, seconds, peak RSS above the starting level in bytes).
+
+    The process CPU time of the call is left in ``LAST_CPU_SECONDS[0]``.
+    """
     gc.collect()
     base = rss_bytes()
     peak = [base]
@@ -72,10 +80,12 @@ def measure(fn: Callable[[], Any]) -> tuple[Any, float, int]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     try:
         out = fn()
     finally:
         seconds = time.perf_counter() - start
+        LAST_CPU_SECONDS[0] = time.process_time() - cpu_start
         done.set()
         sampler.join()
     peak[0] = max(peak[0], rss_bytes())
@@ -113,25 +123,28 @@ def run_one(n: int, d: int, k: int, repeat: int, with_reference: bool, peak: flo
     """Measure one size; ours first, so that its memory is measured on a fresh heap."""
     real, fake = make_data(n, d)
     ours_s = float("inf")
+    ours_cpu = float("inf")
     ours_mem = 0
     ours: dict[str, float] = {}
     for _ in range(repeat):
         ours, seconds, mem = measure(partial(compute_prdc, real, fake, k))
         ours_s = min(ours_s, seconds)
+        ours_cpu = min(ours_cpu, LAST_CPU_SECONDS[0])
         ours_mem = max(ours_mem, mem)
-    flops = 2.0 * d * 2 * n * n  # N^2/2 + M^2/2 + N*M with N = M
-    frac = flops / ours_s / 1e9 / peak
+    pairs = 2.0 * n * n  # N^2/2 + M^2/2 + N*M with N = M
+    frac = 2.0 * d * pairs / ours_s / 1e9 / peak
+    per_pair = f"{1e9 * ours_s / pairs:7.2f} {1e9 * ours_cpu / pairs:7.2f}"
     if not with_reference:
         return (
             f"{n:>6} {d:>5} | {'n/a':>7} {'n/a':>9} | {ours_s:7.2f} {ours_mem / 2**20:9.0f} |"
-            f" {'':>8} {'':>9} | {100 * frac:5.0f}% | (reference does not fit in memory)"
+            f" {per_pair} | {'':>8} {'':>9} | {100 * frac:5.0f}% | (reference not run)"
         )
     ref, ref_s, ref_mem = measure(partial(reference_prdc, real, fake, k))
     same = "yes" if ref == ours else f"NO: {ref} vs {ours}"
     return (
         f"{n:>6} {d:>5} | {ref_s:7.2f} {ref_mem / 2**20:9.0f} | {ours_s:7.2f}"
-        f" {ours_mem / 2**20:9.0f} | {ref_s / ours_s:7.1f}x {ours_mem / max(ref_mem, 1):9.2f} |"
-        f" {100 * frac:5.0f}% | {same}"
+        f" {ours_mem / 2**20:9.0f} | {per_pair} | {ref_s / ours_s:7.1f}x"
+        f" {ours_mem / max(ref_mem, 1):9.2f} | {100 * frac:5.0f}% | {same}"
     )
 
 
@@ -157,7 +170,7 @@ def main() -> None:
     print("(each size runs in a fresh process: ours first, then the reference, same data)")
     header = (
         f"{'N=M':>6} {'D':>5} | {'prdc s':>7} {'prdc MiB':>9} | {'ours s':>7} {'ours MiB':>9} |"
-        f" {'speed-up':>8} {'mem ratio':>9} | {'GEMM %':>6} | same"
+        f" {'ns/pair':>7} {'cpu ns':>7} | {'speed-up':>8} {'mem ratio':>9} | {'GEMM %':>6} | same"
     )
     print(header)
     print("-" * len(header), flush=True)

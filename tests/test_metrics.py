@@ -393,3 +393,22 @@ def test_frechet_rank_deficient_covariance_with_more_samples_than_width():
     expected = scipy_frechet(real, fake)
     assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-7)
     assert frechet_distance(fake, real) == pytest.approx(expected, rel=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["normal", "discrete", "duplicates", "near_copies"])
+def test_radius_pass_prunes_its_candidates(monkeypatch, kind):
+    # The running per-row bound tightens block after block; with a tiny threshold the held
+    # candidates are pruned many times, and the radii must not change.
+    from lightning_embviz import _knn
+
+    monkeypatch.setattr(_knn, "_COMPACT_PER_ROW", 0)
+    monkeypatch.setattr(_knn, "_COMPACT_MIN", 50)
+    calls = []
+    original = _knn._compact
+    monkeypatch.setattr(_knn, "_compact", lambda *a: calls.append(1) or original(*a))
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 400, 350, 6, seed=31))
+    expected = reference(real, fake, 4)
+    assert compute_prdc(real, fake, 4, chunk_size=23) == expected
+    assert calls  # the pruning ran
+    radii = compute_prdc_details(real, fake, 4, chunk_size=23).real_radii
+    assert torch.equal(radii, compute_prdc_details(real, fake, 4).real_radii)

@@ -475,3 +475,18 @@ def test_collapsed_fakes_are_narrowed_with_float64(monkeypatch):
     np.testing.assert_array_equal(det.real_nearest_fake_index.numpy(), nearest_index)
     np.testing.assert_array_equal(det.fake_nearest_ball_ratio.numpy(), ratio)
     assert det.as_dict() == reference(real, fake, 5)
+
+
+def test_reference_keeps_its_own_copy():
+    rng = np.random.default_rng(16)
+    real = rng.normal(size=(80, 5)).astype(np.float32)
+    fake = rng.normal(size=(70, 5)).astype(np.float32)
+    ref = RealReference(real, nearest_k=3)
+    expected = ref.compare(fake)
+    real[:] = 0.0  # the caller reuses its buffer
+    assert ref.compare(fake) == expected
+    assert not ref.matches(real)
+    assert ref.matches(torch.from_numpy(np.asarray(ref.real).copy()))
+    ints = torch.from_numpy(rng.integers(0, 4, size=(50, 3)))
+    assert RealReference(ints, nearest_k=2).matches(ints.clone())
+    assert not ref.matches(np.array([["a"] * 5] * 80))

@@ -6,10 +6,11 @@ an (N, N) or (N, M) matrix in memory.
 
 How exactness is obtained
 -------------------------
-The reference computes squared distances in float64 and, for float32 inputs, rounds them to
-float32 before taking a float32 square root (scikit-learn's ``euclidean_distances``). We call
-that rounded distance the *key* of a pair: ``key(s) = sqrt32(fl32(s))`` for float32 pairs and
-``key(s) = sqrt64(s)`` for float64 pairs, where ``s`` is the exact squared distance.
+The reference computes squared distances in float64 and, when both inputs are float32, rounds
+them to float32 before taking a float32 square root (scikit-learn's ``euclidean_distances``;
+every other dtype, float16 included, stays in float64). We call that rounded distance the
+*key* of a pair: ``key(s) = sqrt32(fl32(s))`` for float32 pairs and ``key(s) = sqrt64(s)``
+otherwise, where ``s`` is the exact squared distance.
 
 1. A fast pass computes every squared distance with GEMMs on data that has been centred
    (float64 mean) and scaled by a power of two, so the arithmetic sees numbers of order one
@@ -24,6 +25,24 @@ that rounded distance the *key* of a pair: ``key(s) = sqrt32(fl32(s))`` for floa
 
 The fast pass therefore costs what a plain distance computation costs, and the answers do
 not depend on chunk size, thread count, device or row order.
+
+Radii for several k, and bounded memory
+---------------------------------------
+The radius pass keeps, per row, the pairs that may be among its k nearest for the largest
+k. Each row's bound (its k-th smallest estimate so far, plus the band) tightens after every
+block, and the held pairs are pruned against it, so memory stays O(N k) whatever N / block.
+The k nearest for every smaller k are among the same pairs: one pass serves a sweep over k.
+The real-fake pass likewise tests every k on one block of estimates: only pairs inside the
+largest ball get per-k work.
+
+Where the reference is not exact itself
+---------------------------------------
+The reference's float64 ``|x|^2 + |y|^2 - 2 x.y`` loses digits to cancellation when the
+data sit far from the origin compared with their spread; once that error reaches the float32
+rounding step of a distance, its float32 distances differ from the correctly rounded exact
+ones that are computed here (measured by ``benchmarks/exactness_boundary.py``: for float32
+Gaussian data, identical results up to an offset of 1e4 times the spread; from 1e5 on, most
+of the reference's distances are off by tens to thousands of float32 ulps).
 """
 
 from __future__ import annotations
@@ -249,6 +268,9 @@ _BF16_MAX_BAND = 0.02
 _BF16_CHECKED: dict[str, bool] = {}
 # Candidates kept per row and block in the radius pass: _CAP_PER_K * k + _CAP_EXTRA.
 _CAP_PER_K, _CAP_EXTRA = 4, 64
+# The radius pass prunes its candidates once they exceed _COMPACT_PER_ROW * N * (k + 4)
+# (and _COMPACT_MIN): memory stays O(N k) whatever N / block.
+_COMPACT_PER_ROW, _COMPACT_MIN = 4, 1 << 20
 # Pairs collected for an exact re-check before they are settled (bounds memory).
 _MAX_PENDING_PAIRS = 1 << 22
 
@@ -435,16 +457,17 @@ def neighbour_radii(
     the diagonal blocks give every row an upper bound on its k-th smallest estimate (the k-th
     smallest over a subset of the columns, for the largest k); the blocks above the diagonal
     then only keep the pairs under the bound of their row or of their column (one
-    comparison, no sort). The candidates of each row hold its nearest neighbours for every
-    k up to the largest, and are finally settled exactly for each k; pairs undecided for
-    several k are recomputed once.
+    comparison, no sort), and each row's bound is tightened with what it kept, block after
+    block. The candidates of each row hold its nearest neighbours for every k up to the
+    largest, and are finally settled exactly for each k; pairs undecided for several k are
+    recomputed once.
 
     Args:
         x: (N, D) tensor with N > max(ks).
         ks: neighbour ranks, increasing, 1 <= k < N.
         mode: key rounding, see :func:`pair_mode`.
-        chunk_size: rows per block; memory is O(chunk_size^2 + candidates), with about
-            k * N / chunk_size candidates per row.
+        chunk_size: rows per block; memory is O(chunk_size^2 + N k), the candidates held
+            being pruned as the bounds tighten.
         frame: ``x`` already converted by :func:`shared_frames` (built here if None).
 
     Returns:
@@ -475,27 +498,40 @@ def neighbour_radii(
     def distances(r0: int, r1: int, c0: int, c1: int) -> Tensor:
         return _distances(frame, slice(r0, r1), sq32, slice(c0, c1), sq32, False, work)
 
-    def kth_estimate(s: Tensor) -> Tensor:
-        # (topk is several times faster than kthvalue on the CPU)
-        return torch.topk(s, k, dim=1, largest=False, sorted=False).values.amax(dim=1)
-
     # Each estimate is within err of the exact squared distance (per row bound).
     err = _gemm_tau(width) * (sq + sq_max)
 
     rows_l: list[Tensor] = []
     cols_l: list[Tensor] = []
     vals_l: list[Tensor] = []
-    # Candidates kept per row and block. Far more than typical rows need (k * N / block in
-    # all); it bounds memory on degenerate data (many identical rows), where every pair
-    # would be a candidate. Rows that hit the cap are verified below.
+    # Candidates kept per row and block. Far more than typical rows need; it bounds memory
+    # on degenerate data (many identical rows), where every pair would be a candidate. Rows
+    # that hit the cap are verified below.
     cap = _CAP_PER_K * k + _CAP_EXTRA
     dropped = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+    # The k smallest estimates seen so far in each row, and the row's limit derived from
+    # them: a pair above the limit cannot be among the k nearest. The limit tightens after
+    # every block, so late blocks keep only the few pairs that can still matter and the
+    # candidate lists stay O(N k log(N / block)) instead of O(N k N / block).
+    best = torch.full((n, k), math.inf, dtype=torch.float32, device=device)
+    limit = torch.full((n,), math.inf, dtype=torch.float32, device=device)
+    held = [0]  # candidates held, and the level that triggers the next compaction
+    compact_at = [max(_COMPACT_PER_ROW * n * (k + 4), _COMPACT_MIN)]
 
-    def collect(s: Tensor, mask: Tensor, r0: int, c0: int, transposed: bool = False) -> None:
+    def collect(
+        s: Tensor,
+        mask: Tensor,
+        r0: int,
+        c0: int,
+        transposed: bool = False,
+        tighten_rows: bool = True,
+    ) -> None:
         """Keep the pairs of ``mask`` (a block of ``s``), at most ``cap`` per row.
 
         With ``transposed``, the rows are the block's columns (``mask`` and ``s`` stay in
-        their contiguous layout; only the indices are swapped).
+        their contiguous layout; only the indices are swapped). With ``tighten_rows``, the
+        limits of the rows are then tightened with the kept values (each pair of a row must
+        enter its k smallest once only).
         """
         if transposed:
             c, r = mask.nonzero(as_tuple=True)
@@ -504,6 +540,7 @@ def neighbour_radii(
             r, c = mask.nonzero(as_tuple=True)
         counts = torch.bincount(r, minlength=s.shape[0])
         heavy = counts > cap
+        new_rows, new_vals = [], []
         if bool(heavy.any()):
             light = ~heavy[r]
             r, c = r[light], c[light]
@@ -511,24 +548,57 @@ def neighbour_radii(
             masked = torch.where(mask[hv], s[hv], math.inf)
             vals, idx = torch.topk(masked, cap + 1, dim=1, largest=False, sorted=True)
             dropped[hv + r0] = torch.minimum(dropped[hv + r0], vals[:, cap].to(torch.float64))
-            rows_l.append(hv.repeat_interleave(cap) + r0)
+            new_rows.append(hv.repeat_interleave(cap))
             cols_l.append(idx[:, :cap].reshape(-1) + c0)
-            vals_l.append(vals[:, :cap].reshape(-1))
-        rows_l.append(r + r0)
+            new_vals.append(vals[:, :cap].reshape(-1))
+        new_rows.append(r)
         cols_l.append(c + c0)
-        vals_l.append(s[r, c])
+        new_vals.append(s[r, c])
+        local = torch.cat(new_rows) if len(new_rows) > 1 else new_rows[0]
+        values = torch.cat(new_vals) if len(new_vals) > 1 else new_vals[0]
+        rows_l.append(local + r0)
+        vals_l.append(values)
+        held[0] += local.numel()
+        if tighten_rows:
+            tighten(local, values, r0, s.shape[0])
 
-    limit = torch.empty(n, dtype=torch.float32, device=device)
+    def tighten(local: Tensor, values: Tensor, r0: int, n_rows: int) -> None:
+        """Merge new candidate values into each row's k smallest; lower the row limits."""
+        if not local.numel():
+            return
+        values = values.clamp_min(0.0)
+        order = torch.argsort((local << 31) | values.view(torch.int32).to(torch.int64))
+        local, values = local[order], values[order]
+        counts = torch.bincount(local, minlength=n_rows)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(local.numel(), device=device) - starts[local]
+        first = rank < k
+        fresh = torch.full((n_rows, k), math.inf, dtype=torch.float32, device=device)
+        fresh[local[first], rank[first]] = values[first]
+        rows = slice(r0, r0 + n_rows)
+        merged = torch.cat([best[rows], fresh], dim=1)
+        best[rows] = torch.topk(merged, k, dim=1, largest=False, sorted=False).values
+        # Keep whatever may be below the k-th estimate plus its band: bound + 2 err.
+        bound = best[rows].amax(dim=1).to(torch.float64)
+        torch.minimum(limit[rows], _up32(bound + 2.0 * err[rows]), out=limit[rows])
+
     for r0, r1 in blocks:
         s = distances(r0, r1, r0, r1)
         s.fill_diagonal_(math.inf)  # not itself
-        if r1 - r0 - 1 >= k:
-            bound = kth_estimate(s).to(torch.float64)
-            # Keep whatever may be below the k-th estimate plus its band: bound + 2 err.
-            limit[r0:r1] = _up32(bound + 2.0 * err[r0:r1])
-        else:  # tiny final block (only when N is small): keep everything
-            limit[r0:r1] = math.inf
-        collect(s, work.compare("mask", torch.le, s, limit[r0:r1].unsqueeze(1)), r0, r0)
+        first = r1 - r0 - 1 >= k
+        if first:
+            # The k smallest of the diagonal block give a first bound without keeping all
+            # (topk is several times faster than kthvalue on the CPU).
+            tighten(
+                torch.arange(r1 - r0, device=device).repeat_interleave(k),
+                torch.topk(s, k, dim=1, largest=False, sorted=False).values.reshape(-1),
+                r0,
+                r1 - r0,
+            )
+        # (a tiny final block, only when N is small, keeps everything and bounds its rows
+        # with what it kept)
+        mask = work.compare("mask", torch.le, s, limit[r0:r1].unsqueeze(1))
+        collect(s, mask, r0, r0, tighten_rows=not first)
     for bi, (r0, r1) in enumerate(blocks):
         for c0, c1 in blocks[bi + 1 :]:
             s = distances(r0, r1, c0, c1)
@@ -536,6 +606,9 @@ def neighbour_radii(
             collect(s, mask, r0, c0)
             mask = work.compare("mask", torch.le, s, limit[c0:c1].unsqueeze(0))
             collect(s, mask, c0, r0, transposed=True)
+            if held[0] > compact_at[0]:
+                held[0] = _compact(rows_l, cols_l, vals_l, limit)
+                compact_at[0] = max(compact_at[0], 2 * held[0])
     rows = torch.cat(rows_l)
     cols = torch.cat(cols_l)
     # Estimates below 0 are raised to 0 (the exact values are >= 0, so they stay within
@@ -592,6 +665,20 @@ def neighbour_radii(
     for i in capped.tolist():
         radii_sq[:, i] = _exact_kth_of_row(x, i, ks)
     return round_key(radii_sq, mode)
+
+
+def _compact(
+    rows_l: list[Tensor], cols_l: list[Tensor], vals_l: list[Tensor], limit: Tensor
+) -> int:
+    """Drop, in place, the held candidates that the tightened row limits have ruled out.
+
+    Returns:
+        The number of candidates left.
+    """
+    for i in range(len(rows_l)):
+        keep = vals_l[i] <= limit[rows_l[i]]
+        rows_l[i], cols_l[i], vals_l[i] = rows_l[i][keep], cols_l[i][keep], vals_l[i][keep]
+    return sum(t.numel() for t in rows_l)
 
 
 def _exact_kth_of_row(x: Tensor, i: int, ks: Sequence[int]) -> Tensor:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, check_int
+from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, as_tensor, check_int
 from lightning_embviz._knn import (
     CrossTests,
     Frame,
@@ -167,9 +167,11 @@ class RealReference:
     bit-identical to :func:`lightning_embviz.compute_prdc` (which is
     ``RealReference(real, k).compare(fake)``) and to the reference ``prdc`` package.
 
-    Memory: the reference keeps the real set itself (the exact re-checks need the original
-    values), its radii ((K, N) float64), and a float32 copy of the real set in the engine's
-    frame (plus a bfloat16 one after the first comparison where that precision is used).
+    Memory: the reference keeps a copy of the real set (the exact re-checks need the
+    original values; a copy, so that later changes to the caller's array cannot make the
+    radii stale), its radii ((K, N) float64), and a float32 copy of the real set in the
+    engine's frame (plus a bfloat16 one after the first comparison where that precision is
+    used).
 
     Args:
         real: (N, D) array or tensor of real embeddings, any float dtype. Kept on its device.
@@ -206,7 +208,8 @@ class RealReference:
         t = as_features(real, "real")
         for k in ks:
             _check_size(k, t.shape[0], "real")
-        self._fit(t, ks, _check_chunk(chunk_size))
+        # A private copy: the radii must not go stale if the caller's array changes later.
+        self._fit(t.clone(), ks, _check_chunk(chunk_size))
 
     @classmethod
     def _from_checked(cls, real: Tensor, ks: tuple[int, ...], chunk: int | None) -> RealReference:
@@ -309,15 +312,13 @@ class RealReference:
             return False
         if tuple(real.shape) != tuple(self._real.shape):
             return False
-        if isinstance(real, np.ndarray):
-            if real.dtype.kind not in "fiub":
-                return False
-            real = torch.from_numpy(np.ascontiguousarray(real))
-            if not real.is_floating_point():
-                real = real.to(torch.float64)
-        if real.dtype != self._real.dtype:
+        try:
+            t = as_tensor(real, "real")  # integers become float64, as when fitting
+        except TypeError:
             return False
-        real = real.detach().to(self._real.device)
+        if t.dtype != self._real.dtype:
+            return False
+        real = t.to(self._real.device)
         n = self._real.shape[0]
         probe = torch.linspace(0, n - 1, min(n, 64), device=self._real.device).long()
         if not torch.equal(real[probe], self._real[probe]):
@@ -429,9 +430,7 @@ class RealReference:
         _, _, tests = self._run(fake, ks, chunk, details=False)
         assert tests.real_recalled is not None  # fake radii were given
         return {
-            k: _metrics(
-                tests.fake_ball_count[t], tests.real_covered[t], tests.real_recalled[t], k
-            )
+            k: _metrics(tests.fake_ball_count[t], tests.real_covered[t], tests.real_recalled[t], k)
             for t, k in enumerate(ks)
         }
 
