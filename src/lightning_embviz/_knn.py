@@ -149,7 +149,12 @@ def exact_squared_distances(a: Tensor, b: Tensor, rows: Tensor, cols: Tensor) ->
         diff[:n].copy_(pick_a[:n])
         other[:n].copy_(pick_b[:n])
         diff[:n].sub_(other[:n]).square_()
-        torch.sum(diff[:n], dim=1, out=out[start : start + n])
+        if n == 1:
+            # torch splits a one-row sum of >= 32768 values over its threads (the value then
+            # depends on the thread count); two rows are summed one row per thread.
+            out[start] = diff[:1].expand(2, -1).contiguous().sum(dim=1)[0]
+        else:
+            torch.sum(diff[:n], dim=1, out=out[start : start + n])
     return out
 
 
@@ -443,7 +448,12 @@ def kth_neighbour_radii(
 
 
 def neighbour_radii(
-    x: Tensor, ks: Sequence[int], mode: PairMode, chunk_size: int, frame: Frame | None = None
+    x: Tensor,
+    ks: Sequence[int],
+    mode: PairMode,
+    chunk_size: int,
+    frame: Frame | None = None,
+    row_range: tuple[int, int] | None = None,
 ) -> Tensor:
     """Distance from each row of ``x`` to its k-th nearest other row for several k, one pass.
 
@@ -469,16 +479,27 @@ def neighbour_radii(
         chunk_size: rows per block; memory is O(chunk_size^2 + N k), the candidates held
             being pruned as the bounds tighten.
         frame: ``x`` already converted by :func:`shared_frames` (built here if None).
+        row_range: ``(start, stop)``: only the radii of rows ``start:stop``, each row block
+            against every column block (no symmetry: the work of one rank of a
+            distributed run). The values are those of the whole run (every decision is
+            exact). None: every row.
 
     Returns:
-        (K, N) float64 tensor: row j holds the radii for ``ks[j]``.
+        (K, N) float64 tensor: row j holds the radii for ``ks[j]``; (K, stop - start) with
+        ``row_range``.
     """
     ks = [int(k) for k in ks]
     if not ks or ks != sorted(set(ks)) or ks[0] < 1:
         raise ValueError(f"ks must be increasing ints >= 1, got {ks}")  # internal misuse
     k = ks[-1]  # bounds and candidate lists are sized for the largest k
     n = x.shape[0]
+    first_row, stop_row = (0, n) if row_range is None else row_range
+    if not 0 <= first_row <= stop_row <= n:
+        raise ValueError(f"row_range must lie in [0, {n}], got {row_range}")  # internal misuse
+    n_out = stop_row - first_row
     device = x.device
+    if n_out == 0:
+        return torch.empty(len(ks), 0, dtype=torch.float64, device=device)
     if frame is None:
         frame = _make_frame(x, None, chunk_size)
     sq = frame.a_sq
@@ -582,6 +603,28 @@ def neighbour_radii(
         bound = best[rows].amax(dim=1).to(torch.float64)
         torch.minimum(limit[rows], _up32(bound + 2.0 * err[rows]), out=limit[rows])
 
+    if row_range is not None:
+        row_blocks = [(r0, min(r0 + size, stop_row)) for r0 in range(first_row, stop_row, size)]
+        for r0, r1 in row_blocks:
+            for c0, c1 in blocks:
+                s = distances(r0, r1, c0, c1)
+                if max(r0, c0) < min(r1, c1):
+                    both = torch.arange(max(r0, c0), min(r1, c1), device=device)
+                    s[both - r0, both - c0] = math.inf  # not itself
+                whole = c1 - c0 >= k
+                if whole:  # the tile's k smallest tighten the bounds first, as below
+                    tighten(
+                        torch.arange(r1 - r0, device=device).repeat_interleave(k),
+                        torch.topk(s, k, dim=1, largest=False, sorted=False).values.reshape(-1),
+                        r0,
+                        r1 - r0,
+                    )
+                mask = work.compare("mask", torch.le, s, limit[r0:r1].unsqueeze(1))
+                collect(s, mask, r0, c0, tighten_rows=not whole)
+                if held[0] > compact_at[0]:
+                    held[0] = _compact(rows_l, cols_l, vals_l, limit)
+                    compact_at[0] = max(compact_at[0], 2 * held[0])
+        blocks = []  # the symmetric passes below have nothing left to do
     for r0, r1 in blocks:
         s = distances(r0, r1, r0, r1)
         s.fill_diagonal_(math.inf)  # not itself
@@ -610,6 +653,8 @@ def neighbour_radii(
                 held[0] = _compact(rows_l, cols_l, vals_l, limit)
                 compact_at[0] = max(compact_at[0], 2 * held[0])
     rows = torch.cat(rows_l)
+    if first_row:
+        rows -= first_row  # from here on, rows count from the first row of the range
     cols = torch.cat(cols_l)
     # Estimates below 0 are raised to 0 (the exact values are >= 0, so they stay within
     # err); non-negative float32 values order like their bit patterns, so one int64 sort
@@ -620,6 +665,9 @@ def neighbour_radii(
     order = torch.argsort((rows << 31) | vals.view(torch.int32).to(torch.int64))
     rows, cols, vals = rows[order], cols[order], vals[order].to(torch.float64)
     del order
+    err = err[first_row:stop_row]
+    dropped = dropped[first_row:stop_row]
+    n = n_out
     counts = torch.bincount(rows, minlength=n)
     offsets = torch.cumsum(counts, 0) - counts
     scale2 = frame.scale**2
@@ -649,7 +697,7 @@ def neighbour_radii(
     # Each undecided pair is recomputed once, whatever the number of k it matters for.
     exact_all = torch.full_like(vals, math.nan)
     which = any_undecided.nonzero(as_tuple=True)[0]
-    exact_all[which] = exact_squared_distances(x, x, rows[which], cols[which])
+    exact_all[which] = exact_squared_distances(x[first_row:stop_row], x, rows[which], cols[which])
     radii_sq = torch.empty(len(ks), n, dtype=torch.float64, device=device)
     for j, kk in enumerate(ks):
         und = undecided[j]
@@ -663,7 +711,7 @@ def neighbour_radii(
     # A capped row is right when nothing left out can be below its answer (ties are equal).
     capped = (dropped - err < radii_sq[-1] * scale2).nonzero(as_tuple=True)[0]
     for i in capped.tolist():
-        radii_sq[:, i] = _exact_kth_of_row(x, i, ks)
+        radii_sq[:, i] = _exact_kth_of_row(x, i + first_row, ks)
     return round_key(radii_sq, mode)
 
 

@@ -115,6 +115,35 @@ def _metrics(count: Tensor, covered: Tensor, recalled: Tensor, k: int) -> dict[s
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
 
 
+def _assemble_results(
+    ks: tuple[int, ...], real_radii: Tensor, fake_radii: Tensor, tests: CrossTests
+) -> dict[int, PRDCResult]:
+    """One :class:`PRDCResult` per k from the radii ((K, N), (K, M)) and the detailed tests."""
+    recalled = tests.real_recalled
+    nearest, nearest_index = tests.real_nearest, tests.real_nearest_index
+    ratio, ratio_index = tests.fake_ratio, tests.fake_ratio_index
+    assert recalled is not None and nearest is not None and nearest_index is not None
+    assert ratio is not None and ratio_index is not None
+    out = {}
+    for t, k in enumerate(ks):
+        radii = real_radii[t]
+        out[k] = PRDCResult(
+            **_metrics(tests.fake_ball_count[t], tests.real_covered[t], recalled[t], k),
+            nearest_k=k,
+            real_radii=radii,
+            fake_radii=fake_radii[t],
+            real_covered=tests.real_covered[t],
+            real_recalled=recalled[t],
+            fake_ball_count=tests.fake_ball_count[t],
+            real_nearest_fake_distance=nearest,
+            real_nearest_fake_index=nearest_index,
+            real_nearest_fake_ratio=torch.where(radii > 0, nearest / radii, math.inf),
+            fake_nearest_ball_ratio=ratio[t],
+            fake_nearest_ball_index=ratio_index[t],
+        )
+    return out
+
+
 def _check_ks(nearest_k: Any) -> tuple[int, ...]:
     """``nearest_k`` as a tuple of distinct ints >= 1, in the order given."""
     if isinstance(nearest_k, (Sequence, range)) and not isinstance(nearest_k, (str, bytes)):
@@ -219,21 +248,30 @@ class RealReference:
         return obj
 
     def _fit(self, real: Tensor, ks: tuple[int, ...], chunk: int | None) -> None:
+        self._prepare(real, ks)
+        self._radii = self._real_radii_of_rows(chunk, None)
+
+    def _prepare(self, real: Tensor, ks: tuple[int, ...]) -> None:
+        """Everything of :meth:`_fit` but the radii (shared with the distributed fit)."""
         if real.device.type == "mps":  # no float64 on MPS: the exact re-checks run on the CPU
             real = real.cpu()
         self._real = real.contiguous()
         self._ks = ks
         self._sorted_ks = tuple(sorted(ks))
         self._set_frame(_cross_chunk(real.shape[0]))
+        self._fingerprint: str | None = None
+
+    def _real_radii_of_rows(self, chunk: int | None, rows: tuple[int, int] | None) -> Tensor:
+        """(K, N) radii of the real rows for the sorted ks; (K, stop - start) for ``rows``."""
         frame = Frame(self._real32, self._real32, self._real_sq, self._real_sq, self._scale)
-        self._radii = neighbour_radii(
+        return neighbour_radii(
             self._real,
             self._sorted_ks,
-            pair_mode(real.dtype, real.dtype),
+            pair_mode(self._real.dtype, self._real.dtype),
             chunk or _RADIUS_BLOCK,
             frame,
+            rows,
         )
-        self._fingerprint: str | None = None
 
     def _set_frame(self, chunk: int) -> None:
         """Centre (float64 mean) and power-of-two scale of the real set, and its float32 copy."""
@@ -438,30 +476,7 @@ class RealReference:
         self, fake: Tensor, ks: tuple[int, ...], chunk: int | None
     ) -> dict[int, PRDCResult]:
         """Metrics and per-sample results for each of ``ks`` (increasing)."""
-        real_radii, fake_radii, tests = self._run(fake, ks, chunk, details=True)
-        recalled = tests.real_recalled
-        nearest, nearest_index = tests.real_nearest, tests.real_nearest_index
-        ratio, ratio_index = tests.fake_ratio, tests.fake_ratio_index
-        assert recalled is not None and nearest is not None and nearest_index is not None
-        assert ratio is not None and ratio_index is not None
-        out = {}
-        for t, k in enumerate(ks):
-            radii = real_radii[t]
-            out[k] = PRDCResult(
-                **_metrics(tests.fake_ball_count[t], tests.real_covered[t], recalled[t], k),
-                nearest_k=k,
-                real_radii=radii,
-                fake_radii=fake_radii[t],
-                real_covered=tests.real_covered[t],
-                real_recalled=recalled[t],
-                fake_ball_count=tests.fake_ball_count[t],
-                real_nearest_fake_distance=nearest,
-                real_nearest_fake_index=nearest_index,
-                real_nearest_fake_ratio=torch.where(radii > 0, nearest / radii, math.inf),
-                fake_nearest_ball_ratio=ratio[t],
-                fake_nearest_ball_index=ratio_index[t],
-            )
-        return out
+        return _assemble_results(ks, *self._run(fake, ks, chunk, details=True))
 
     def compare_details(
         self,
