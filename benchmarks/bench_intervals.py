@@ -16,7 +16,8 @@ statistic over draws and the mean estimated standard error. A method is right wh
 fraction is near the confidence level; required here: between 0.90 and 0.98 everywhere.
 
 It also reports the cost of one ``prdc_intervals`` call relative to one ``compute_prdc`` (best
-of three runs each, on the first draw).
+of three runs each, on the first draw), and that cost for several ``n_splits`` at the largest
+size.
 
 Usage::
 
@@ -123,7 +124,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--n-splits", type=int, default=4)
+    parser.add_argument("--n-splits", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -180,6 +181,17 @@ def main() -> None:
             f"| {cost['intervals_s']:.3f} s | {cost['intervals_s'] / cost['prdc_s']:.1f}x "
             f"| {cost['intervals_s'] / (cost['prdc_s'] + cost['fd_s']):.1f}x |"
         )
+    n, dim = sizes[-1], args.dim
+    real, fake = draw_sets(np.random.default_rng(args.seed), n, dim, *SETTINGS["shifted"])
+    base = best_of(lambda: compute_prdc(real, fake, args.k))
+    print(f"\nCost against n_splits (N = M = {n}, shifted; compute_prdc {base:.3f} s):\n")
+    print("| n_splits | prdc_intervals | ratio to compute_prdc |")
+    print("|---|---|---|")
+    for splits in (2, 3, 4, 8):
+        seconds = best_of(
+            lambda s=splits: prdc_intervals(real, fake, args.k, args.confidence, n_splits=s)
+        )
+        print(f"| {splits} | {seconds:.3f} s | {seconds / base:.1f}x |")
     print(
         f"\n{len(table) - failures} of {len(table)} coverage fractions within "
         f"{BAND[0]:.2f}-{BAND[1]:.2f}; total time {time.perf_counter() - total_start:.0f} s."

@@ -57,13 +57,14 @@ def test_point_estimates_are_the_engine_values_and_lie_inside():
 
 
 def test_intervals_shrink_as_n_grows():
-    small = prdc_intervals(*gaussian_sets(300, 8, seed=1, shift=0.1, scale=1.1), 5, seed=0)
-    large = prdc_intervals(*gaussian_sets(1200, 8, seed=2, shift=0.1, scale=1.1), 5, seed=0)
+    sets = {n: gaussian_sets(n, 8, seed=n, shift=0.1, scale=1.1) for n in (300, 2400)}
+    small, large = (prdc_intervals(*sets[n], 5, n_splits=8) for n in (300, 2400))
     for key in INTERVAL_METRICS:
         width_small = small[f"{key}_high"] - small[f"{key}_low"]
         width_large = large[f"{key}_high"] - large[f"{key}_low"]
-        # Four times the samples: about half the width.
-        assert width_large < 0.75 * width_small, key
+        # Eight times the samples: about a third of the width (0.46 if the split part alone
+        # decayed at the 2^-0.75 rate).
+        assert width_large < 0.6 * width_small, (key, width_large / width_small)
 
 
 def test_deterministic_for_a_seed_and_the_same_for_numpy_and_torch():

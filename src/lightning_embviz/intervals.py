@@ -382,7 +382,7 @@ def prdc_intervals(
     confidence: float = 0.95,
     *,
     seed: int | None = 0,
-    n_splits: int = 4,
+    n_splits: int = 3,
     chunk_size: int | None = None,
 ) -> dict[str, float]:
     """PRDC and the Fréchet distance, each with a confidence interval for its expected value.
@@ -395,8 +395,9 @@ def prdc_intervals(
     documentation of :mod:`lightning_embviz.intervals`.
 
     Cost: one full :func:`~lightning_embviz.compute_prdc_details`, plus ``4 * n_splits``
-    computations on half-size sets (each about a quarter of a full one, so ``n_splits`` full
-    computations in all), plus a few D x D eigen-decompositions for FD.
+    computations on half-size sets (each about a quarter of a full one), plus a few D x D
+    eigen-decompositions for FD: about 5 times one :func:`compute_prdc` with the default
+    ``n_splits=3`` (4 times with 2, 7 times with 4; measured at N = M = 5000, D = 64).
 
     Args:
         real_features: (N, D) array or tensor of real embeddings.
