@@ -69,6 +69,7 @@ def _as_dict(result: PRDCResult) -> dict[str, Any]:
 
 
 def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
+    torch.set_num_threads(1)  # the ranks share the machine's cores
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         out: dict[str, Any] = {}
