@@ -17,6 +17,7 @@ from _prdc_cases import make_sets, reference
 from lightning_embviz import RealReference, compute_prdc_details
 from lightning_embviz._knn import neighbour_radii
 from lightning_embviz.distributed import (
+    compare_details_distributed,
     compute_prdc_details_distributed,
     fit_reference_distributed,
     row_share,
@@ -94,6 +95,7 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
         sweep = sweep_details_distributed(ref, fake)
         out["sweep order"] = list(sweep)
         out["sweep"] = {k: _as_dict(r) for k, r in sweep.items()}
+        out["compare"] = _as_dict(compare_details_distributed(ref, fake, 5, chunk_size=40))
         try:  # different sets on different ranks: the same error everywhere, no hang
             compute_prdc_details_distributed(real[rank:], fake, 3)
             out["error"] = ""
@@ -139,6 +141,7 @@ def test_shared_work_gives_the_single_process_results(tmp_path, world):
         assert got["sweep order"] == list(_SWEEP_KS)
         for k in _SWEEP_KS:
             _assert_identical(got["sweep"][k], want_sweep[k], f"sweep k={k}")
+        _assert_identical(got["compare"], fitted.compare_details(fake, 5, chunk_size=40), "k=5")
         assert "same `real_features` on every rank" in got["error"]
         assert f"rank 1: {real.shape[0] - 1}x12" in got["error"]
 
@@ -189,3 +192,4 @@ def test_without_a_process_group_it_is_the_single_process_call():
     ref = fit_reference_distributed(real, (3, 5))
     assert torch.equal(ref.real_radii(5), RealReference(real, (3, 5)).real_radii(5))
     assert sweep_details_distributed(ref, fake)[5].as_dict() == ref.sweep(fake)[5]
+    assert compare_details_distributed(ref, fake).as_dict() == ref.compare(fake)

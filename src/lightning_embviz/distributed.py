@@ -54,6 +54,7 @@ from lightning_embviz.reference import (
 )
 
 __all__ = [
+    "compare_details_distributed",
     "compute_prdc_details_distributed",
     "fit_reference_distributed",
     "row_share",
@@ -192,16 +193,17 @@ def _local_real_radii(reference: RealReference, chunk: int | None, comm: _Group)
 def _sweep(
     reference: RealReference,
     fake: Tensor,
+    ks: tuple[int, ...],
     chunk: int | None,
     comm: _Group,
     own_real_radii: Tensor | None,
 ) -> dict[int, PRDCResult]:
-    """Shared fake radii and real-fake tests for every fitted k (sorted order).
+    """Shared fake radii and real-fake tests for fitted ``ks`` (increasing).
 
-    With ``own_real_radii`` (this rank's share of the real radii, the reference not fitted
-    yet), the real radii travel in the same all-gather as the fake radii.
+    With ``own_real_radii`` (this rank's share of the real radii for every fitted k, the
+    reference not fitted yet), the real radii travel in the same all-gather as the fake
+    radii.
     """
-    ks = reference._sorted_ks
     n_k, n, m = len(ks), reference.num_real, fake.shape[0]
     r0, r1 = row_share(n, comm.rank, comm.world)
     cross_block = chunk or _cross_chunk(m)
@@ -227,7 +229,8 @@ def _sweep(
             fakes.append(part[:, longest : longest + d - c])
         reference._radii = torch.cat(reals, dim=1)
         fake_radii = torch.cat(fakes, dim=1)
-    real_radii = reference._radii  # rows in sorted-k order
+    fitted = torch.tensor([reference._sorted_ks.index(k) for k in ks], device=fake.device)
+    real_radii = reference._radii.index_select(0, fitted)
     if r1 > r0:
         half = {"a": cross._half["a"][r0:r1]} if "a" in cross._half else {}
         share = Frame(cross.a32[r0:r1], cross.b32, cross.a_sq[r0:r1], cross.b_sq, cross.scale, half)
@@ -378,8 +381,47 @@ def sweep_details_distributed(
     f = reference._check_fake(fake, "fake")
     _check_size(max(reference.nearest_ks), f.shape[0], "fake")
     _check_same_everywhere(comm, [("reference.real", reference.real), ("fake", f)])
-    results = _sweep(reference, f.contiguous(), chunk, comm, None)
+    results = _sweep(reference, f.contiguous(), reference._sorted_ks, chunk, comm, None)
     return {k: results[k] for k in reference.nearest_ks}
+
+
+def compare_details_distributed(
+    reference: RealReference,
+    fake: ArrayLike,
+    nearest_k: int | None = None,
+    *,
+    group: Any = None,
+    chunk_size: int | None = None,
+) -> PRDCResult:
+    """:meth:`RealReference.compare_details` with the fake-fake and real-fake work shared.
+
+    As :func:`sweep_details_distributed`, for one fitted k: every rank of ``group`` calls it
+    with the same reference and fake set and gets a result bit-identical to
+    ``reference.compare_details(fake, nearest_k)``.
+
+    Args:
+        reference: the fitted real set, the same on every rank.
+        fake: (M, D) array or tensor, the same on every rank.
+        nearest_k: a fitted k; None takes the first fitted one.
+        group: the ``torch.distributed`` process group (None: the default one).
+        chunk_size: rows per block; None picks one.
+
+    Returns:
+        A :class:`~lightning_embviz.PRDCResult`, on every rank.
+
+    Raises:
+        ValueError: on the input errors of :meth:`RealReference.compare_details`, or (on
+            every rank) when the ranks hold different sets.
+    """
+    comm = _Group(group)
+    if comm.world == 1:
+        return reference.compare_details(fake, nearest_k, chunk_size=chunk_size)
+    k = reference._resolve_k(nearest_k)
+    chunk = _check_chunk(chunk_size)
+    f = reference._check_fake(fake, "fake")
+    _check_size(k, f.shape[0], "fake")
+    _check_same_everywhere(comm, [("reference.real", reference.real), ("fake", f)])
+    return _sweep(reference, f.contiguous(), (k,), chunk, comm, None)[k]
 
 
 def compute_prdc_details_distributed(
@@ -425,4 +467,4 @@ def compute_prdc_details_distributed(
     reference = RealReference.__new__(RealReference)
     reference._prepare(real, (k,))
     own = _local_real_radii(reference, chunk, comm)
-    return _sweep(reference, fake.contiguous(), chunk, comm, own)[k]
+    return _sweep(reference, fake.contiguous(), (k,), chunk, comm, own)[k]
