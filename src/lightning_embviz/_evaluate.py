@@ -19,6 +19,7 @@ import torch
 
 from lightning_embviz._arrays import METRIC_KEYS, PRDC_KEYS
 from lightning_embviz._buffer import EmbeddingSet, finalize_set
+from lightning_embviz.distributed import fit_reference_distributed, sweep_details_distributed
 from lightning_embviz.metrics import PRDCResult, frechet_distance
 from lightning_embviz.reference import RealReference
 
@@ -117,6 +118,8 @@ def evaluate(
     where: str = "",
     reference: Optional[RealReference] = None,
     confidence: Optional[float] = None,
+    distributed: bool = False,
+    intervals: bool = True,
 ) -> Evaluation:
     """Evaluate one validation run (gathered rows of every rank, any order).
 
@@ -131,6 +134,10 @@ def evaluate(
             bit-identical (same results, a third less distance work), else refitted.
         confidence: Also compute confidence intervals at this level
             (:func:`lightning_embviz.intervals.prdc_intervals`, seeded by ``seed``).
+        distributed: Every rank of the default process group calls this with the same
+            gathered rows and computes a share of the distance work
+            (:mod:`lightning_embviz.distributed`); every rank gets the same result.
+        intervals: Compute the intervals here (only one rank needs to, under DDP).
 
     Returns:
         An :class:`Evaluation`; never raises for bad data or a failing computation.
@@ -184,8 +191,16 @@ def evaluate(
         )
     try:
         if reference is None or reference.nearest_ks != ks or not reference.matches(real.features):
-            reference = RealReference(real.features, ks)
-        results = reference.sweep_details(fake.features)
+            reference = (
+                fit_reference_distributed(real.features, ks)
+                if distributed
+                else RealReference(real.features, ks)
+            )
+        results = (
+            sweep_details_distributed(reference, fake.features)
+            if distributed
+            else reference.sweep_details(fake.features)
+        )
         details = results[ks[0]]
         metrics = details.as_dict()
         metrics["fd"] = frechet_distance(real.features, fake.features)
@@ -201,6 +216,8 @@ def evaluate(
             )
         )
         return Evaluation(FAILED, _nan_metrics(ks, confidence), None, real, fake, notes)
-    if confidence is not None:
+    if confidence is not None and not intervals:
+        metrics.update(dict.fromkeys(metric_keys(ks, True)[len(metric_keys(ks)) :], math.nan))
+    elif confidence is not None:
         metrics.update(_intervals(real, fake, ks[0], confidence, seed, where, notes))
     return Evaluation(OK, metrics, details, real, fake, notes, sweep, reference)

@@ -583,7 +583,10 @@ class EmbeddingMonitor(CallbackBase):
         result: Optional[Evaluation] = None
         keys = self._metric_keys
         values = [math.nan] * (len(keys) + 1)
-        if trainer.is_global_zero:
+        # Under DDP every rank holds the gathered rows and computes a share of the distance
+        # work (identical results on every rank); rank 0 alone warns, draws and adds the
+        # confidence intervals, and its values are broadcast.
+        if trainer.is_global_zero or distributed:
             result = evaluate(
                 real,
                 fake,
@@ -593,12 +596,17 @@ class EmbeddingMonitor(CallbackBase):
                 where=where,
                 reference=self._references.get(idx),
                 confidence=self.confidence,
+                distributed=distributed,
+                intervals=trainer.is_global_zero,
             )
             if result.reference is not None:
                 self._references[idx] = result.reference
+        if result is not None and trainer.is_global_zero:
             for once, message in result.notes:
                 self._warn_once(None if once is None else f"{once}-{idx}", message)
             values = [float(result.status == OK)] + [result.metrics[k] for k in keys]
+        elif result is not None:
+            result = None  # only rank 0 draws
         del real, fake
         if distributed:
             values = self._broadcast(values, device)
