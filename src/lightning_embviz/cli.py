@@ -8,6 +8,10 @@ take the place of REAL in the other two commands. ``--confidence 0.95`` adds con
 intervals (:func:`~lightning_embviz.intervals.prdc_intervals`) to report and compare, and
 compare then marks the fake sets that differ from the best one. Bad input ends with a
 one-line message and exit code 2.
+
+``torchrun --nproc-per-node N -m lightning_embviz report ...`` (also compare, reference)
+shares the distance work over N processes (:mod:`lightning_embviz.distributed`, gloo);
+the files written are identical to those of one process, which stays the default.
 """
 
 from __future__ import annotations
@@ -103,6 +107,16 @@ identical to those from the real embeddings file).
 
 -o DIR is created and checked (a writable directory, not a file) before any work.
 Exit status: 0 on success, 2 on bad input or usage (one-line message on stderr).
+
+Several processes: `torchrun --nproc-per-node N -m lightning_embviz report ...` (torchrun
+is `python -m torch.distributed.run`; add --standalone on one machine) shares the distance
+work over N processes with torch.distributed (gloo, on the CPU): each process computes the
+k-NN radii and real-fake tests of its share of the rows, and the results are bit-identical
+to one process. Every process reads the input files and checks them (a bad input ends all
+of them with exit status 2); process 0 alone adds the Fréchet distance, the intervals
+and the views, writes DIR and prints. torchrun gives each process one thread
+(OMP_NUM_THREADS=1) unless OMP_NUM_THREADS is set: set it to about cores / N. One
+process (plain `embviz`) is the default.
 """
 
 _COMPARE_EXAMPLE = """\
@@ -140,6 +154,16 @@ is conservative (it marks fewer sets); it can be liberal if they move in opposit
 directions. The best set is chosen from the same data and no correction is made for
 testing several sets and metrics, so read a mark near the threshold as a hint, not as
 proof.
+
+Several processes: `torchrun --nproc-per-node N -m lightning_embviz compare ...` (torchrun
+is `python -m torch.distributed.run`; add --standalone on one machine) shares the distance
+work over N processes with torch.distributed (gloo, on the CPU): each process computes the
+k-NN radii and real-fake tests of its share of the rows, and the results are bit-identical
+to one process. Every process reads the input files and checks them (a bad input ends all
+of them with exit status 2); process 0 alone adds the Fréchet distance, the intervals
+and the views, writes DIR and prints. torchrun gives each process one thread
+(OMP_NUM_THREADS=1) unless OMP_NUM_THREADS is set: set it to about cores / N. One
+process (plain `embviz`) is the default.
 """
 
 _REFERENCE_EXAMPLE = """\
@@ -679,6 +703,113 @@ class _ImageFile:
         return out
 
 
+class _OtherRankFailed(Exception):
+    """Raised on a rank whose inputs were fine when another rank's were not (under torchrun).
+
+    ``message`` is None where the failing rank (or rank 0) already reports the problem.
+    """
+
+    def __init__(self, message: Optional[str]) -> None:
+        super().__init__(message or "")
+        self.message = message
+
+
+class _Ranks:
+    """This process's place among the torchrun processes: rank, world size, one agreement.
+
+    ``torchrun --nproc-per-node N -m lightning_embviz report ...`` starts N processes with
+    ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. Every
+    rank reads the files and runs the input checks, then :meth:`agree` (one all-reduce of a
+    failure flag per rank) makes every rank stop with exit status 2 if any rank failed, so no
+    rank waits in a collective that another never enters. The metrics share the distance
+    work (:mod:`lightning_embviz.distributed`); rank 0 alone does everything else.
+    """
+
+    def __init__(self) -> None:
+        self.rank, self.world = 0, 1
+        self._owned = False
+        self._agreed = False
+
+    @classmethod
+    def from_environment(cls) -> _Ranks:
+        """Join the process group torchrun describes (``WORLD_SIZE`` > 1), or stay alone.
+
+        An already initialised default group (``main`` called from a distributed program)
+        is used as it is. The group is gloo even where CUDA is available: the command's
+        tensors live on the CPU (it reads files into NumPy arrays), and gloo gathers them
+        there, without one GPU per process or copies to a device.
+        """
+        ranks = cls()
+        text = os.environ.get("WORLD_SIZE", "1")
+        try:
+            world = int(text)
+        except ValueError:
+            raise ValueError(
+                f"WORLD_SIZE={text!r} is not an integer; unset it, or start the command "
+                "with `torchrun --nproc-per-node N -m lightning_embviz ...`."
+            ) from None
+        import torch.distributed as dist
+
+        if not dist.is_available() or (world <= 1 and not dist.is_initialized()):
+            return ranks
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+            ranks._owned = True
+        ranks.rank, ranks.world = dist.get_rank(), dist.get_world_size()
+        return ranks
+
+    @property
+    def lead(self) -> bool:
+        """Whether this process writes the files and prints (rank 0)."""
+        return self.rank == 0
+
+    def agree(self, error: Optional[BaseException]) -> None:
+        """Every rank calls this once, before any metric collective; raise if any rank failed.
+
+        Args:
+            error: this rank's input error, or None.
+
+        Raises:
+            ``error`` itself; or, where this rank's inputs were fine but another rank's
+            were not, :class:`_OtherRankFailed`.
+        """
+        if self.world == 1 or self._agreed:
+            if error is not None:
+                raise error
+            return
+        self._agreed = True
+        import torch
+        import torch.distributed as dist
+
+        device = torch.device("cpu")
+        if "nccl" in str(dist.get_backend()).lower():
+            device = torch.device("cuda", torch.cuda.current_device())
+        flags = torch.zeros(self.world, dtype=torch.int64, device=device)
+        flags[self.rank] = int(error is not None)
+        dist.all_reduce(flags)
+        failed = [r for r, flag in enumerate(flags.tolist()) if flag]
+        if not failed:
+            return
+        if error is not None:
+            if self.lead or failed[0] != 0:
+                raise error  # reported here: by rank 0, or by a rank when rank 0 was fine
+            raise _OtherRankFailed(None)
+        if self.lead:
+            raise _OtherRankFailed(
+                f"rank {failed[0]} of {self.world} could not read or check its inputs (its "
+                "message is above); every process must see the same files."
+            )
+        raise _OtherRankFailed(None)
+
+    def close(self) -> None:
+        """Leave the process group this object joined (not one it found initialised)."""
+        if self._owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self._owned = False
+
+
 class _RealSide:
     """REAL of report/compare: an embeddings file, or a saved reference (radii already fitted).
 
@@ -722,10 +853,11 @@ class _RealSide:
     def fitted(self, progress: _Progress) -> Any:
         """The :class:`~lightning_embviz.RealReference` (fitted here on first use if read raw)."""
         if self.reference is None:
-            from lightning_embviz.reference import RealReference
+            from lightning_embviz.distributed import fit_reference_distributed
 
             progress(f"fitting the real set's k-NN radii (k={self.nearest_k}) on {len(self)} real")
-            self.reference = RealReference(self.embeddings, self.nearest_k)
+            # One process: RealReference(embeddings, k); under torchrun each rank fits a share.
+            self.reference = fit_reference_distributed(self.embeddings, self.nearest_k)
         return self.reference
 
     def describe(self) -> str:
@@ -736,48 +868,56 @@ class _RealSide:
         return f" (real radii from the saved reference, fitted k: {fitted})"
 
 
-def _report(args: argparse.Namespace, progress: _Progress) -> int:
+def _report(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int:
     from lightning_embviz._io import load_embeddings, load_labels
+    from lightning_embviz.distributed import compare_details_distributed
     from lightning_embviz.metrics import frechet_distance
 
-    progress(f"reading {args.real} and {args.fake}")
-    side = _RealSide(args.real, args.nearest_k, progress)
-    args.nearest_k = side.nearest_k
-    real = side.embeddings
-    fake = load_embeddings(args.fake, side.width, side.source)
-    _check_k(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
-    if args.confidence is not None:
-        _check_interval_sizes(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
-    real_labels = load_labels(args.labels, len(real)) if args.labels else None
-    fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
-    if fake_labels is not None and real_labels is None:
-        raise ValueError("--fake-labels needs --labels for the real set too.")
-    real_images = (
-        _ImageFile(args.real_images, len(real), "--real-images", args.real)
-        if args.real_images
-        else None
-    )
-    fake_images = (
-        _ImageFile(args.fake_images, len(fake), "--fake-images", args.fake)
-        if args.fake_images
-        else None
-    )
+    try:  # every rank reads and checks, so input errors are the same on every rank
+        progress(f"reading {args.real} and {args.fake}")
+        side = _RealSide(args.real, args.nearest_k, progress)
+        args.nearest_k = side.nearest_k
+        real = side.embeddings
+        fake = load_embeddings(args.fake, side.width, side.source)
+        _check_k(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
+        if args.confidence is not None:
+            _check_interval_sizes(args.nearest_k, {args.real: len(real), args.fake: len(fake)})
+        real_labels = load_labels(args.labels, len(real)) if args.labels else None
+        fake_labels = load_labels(args.fake_labels, len(fake)) if args.fake_labels else None
+        if fake_labels is not None and real_labels is None:
+            raise ValueError("--fake-labels needs --labels for the real set too.")
+        real_images = (
+            _ImageFile(args.real_images, len(real), "--real-images", args.real)
+            if args.real_images
+            else None
+        )
+        fake_images = (
+            _ImageFile(args.fake_images, len(fake), "--fake-images", args.fake)
+            if args.fake_images
+            else None
+        )
 
-    from lightning_embviz.plotting import class_metrics
-    from lightning_embviz.views import ViewBuilder
+        from lightning_embviz.plotting import class_metrics
+        from lightning_embviz.views import ViewBuilder
 
-    # Before the slow work: a missing optional backend fails now.
-    views = ViewBuilder(
-        methods=args.projection,
-        max_samples=args.max_samples,
-        seed=args.seed,
-        tsne_backend=args.tsne_backend,
-    )
+        # Before the slow work: a missing optional backend fails now.
+        views = ViewBuilder(
+            methods=args.projection,
+            max_samples=args.max_samples,
+            seed=args.seed,
+            tsne_backend=args.tsne_backend,
+        )
+    except Exception as err:
+        ranks.agree(err)
+        raise
+    ranks.agree(None)
 
     start = time.perf_counter()
     reference = side.fitted(progress)
     progress(f"computing PRDC (k={args.nearest_k}) on {len(real)} real x {len(fake)} fake")
-    details = reference.compare_details(fake, args.nearest_k)
+    details = compare_details_distributed(reference, fake, args.nearest_k)
+    if not ranks.lead:
+        return 0  # rank 0 adds the Fréchet distance, the intervals and the views, and writes
     fd = frechet_distance(real, fake)
     progress(f"metrics done in {time.perf_counter() - start:.1f} s")
     metrics: dict[str, Any] = dict(details.as_dict())
@@ -928,33 +1068,41 @@ def _names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def _compare(args: argparse.Namespace, progress: _Progress) -> int:
+def _compare(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int:
     from lightning_embviz._io import load_embeddings
+    from lightning_embviz.distributed import compare_details_distributed
     from lightning_embviz.metrics import frechet_distance
     from lightning_embviz.plotting import comparison_figure, figure_to_png
     from lightning_embviz.projection import make_projection, subsample_indices
 
-    projections = {
-        m: make_projection(m, seed=args.seed, tsne_backend=args.tsne_backend)
-        for m in args.projection
-    }
-    names = _names(args)
-    progress(f"reading {args.real} and {len(args.fakes)} fake set(s)")
-    side = _RealSide(args.real, args.nearest_k, progress)
-    args.nearest_k = side.nearest_k
-    real = side.embeddings
-    fakes = [load_embeddings(path, side.width, side.source) for path in args.fakes]
-    counts = {args.real: len(real), **{p: len(f) for p, f in zip(args.fakes, fakes)}}
-    _check_k(args.nearest_k, counts)
-    if args.confidence is not None:
-        _check_interval_sizes(args.nearest_k, counts)
+    try:  # every rank reads and checks, so input errors are the same on every rank
+        projections = {
+            m: make_projection(m, seed=args.seed, tsne_backend=args.tsne_backend)
+            for m in args.projection
+        }
+        names = _names(args)
+        progress(f"reading {args.real} and {len(args.fakes)} fake set(s)")
+        side = _RealSide(args.real, args.nearest_k, progress)
+        args.nearest_k = side.nearest_k
+        real = side.embeddings
+        fakes = [load_embeddings(path, side.width, side.source) for path in args.fakes]
+        counts = {args.real: len(real), **{p: len(f) for p, f in zip(args.fakes, fakes)}}
+        _check_k(args.nearest_k, counts)
+        if args.confidence is not None:
+            _check_interval_sizes(args.nearest_k, counts)
+    except Exception as err:
+        ranks.agree(err)
+        raise
+    ranks.agree(None)
     reference = side.fitted(progress)  # the real radii once, for every fake set
-    rows: list[dict[str, Any]] = []
     all_details = []
-    for name, path, fake in zip(names, args.fakes, fakes):
+    for name, fake in zip(names, fakes):
         progress(f"computing PRDC (k={args.nearest_k}) for {name}")
-        details = reference.compare_details(fake, args.nearest_k)
-        all_details.append(details)
+        all_details.append(compare_details_distributed(reference, fake, args.nearest_k))
+    if not ranks.lead:
+        return 0  # rank 0 adds the Fréchet distances, the intervals and the views, and writes
+    rows: list[dict[str, Any]] = []
+    for name, path, fake, details in zip(names, args.fakes, fakes, all_details):
         row: dict[str, Any] = {"name": name, "file": str(path), "num_fake": len(fake)}
         row.update(details.as_dict())
         row["fd"] = frechet_distance(real, fake)
@@ -1070,24 +1218,31 @@ def _compare_table(
     return lines
 
 
-def _reference(args: argparse.Namespace, progress: _Progress) -> int:
+def _reference(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int:
     from lightning_embviz._io import is_reference_file, load_embeddings, load_reference
-    from lightning_embviz.reference import RealReference
+    from lightning_embviz.distributed import fit_reference_distributed
 
     out = Path(args.out)  # its directory was created and checked by main() before any work
     ks = args.nearest_k
-    progress(f"reading {args.real}")
     real: Any
-    if is_reference_file(args.real):
-        real = load_reference(args.real).real  # refit: the stored real set, bit for bit
-    else:
-        real = load_embeddings(args.real)
-    _check_k(max(ks), {args.real: len(real)})
+    try:  # every rank reads and checks, so input errors are the same on every rank
+        progress(f"reading {args.real}")
+        if is_reference_file(args.real):
+            real = load_reference(args.real).real  # refit: the stored real set, bit for bit
+        else:
+            real = load_embeddings(args.real)
+        _check_k(max(ks), {args.real: len(real)})
+    except Exception as err:
+        ranks.agree(err)
+        raise
+    ranks.agree(None)
     listed = ", ".join(str(k) for k in ks)
     progress(f"fitting the k-NN radii (k = {listed}) of {len(real)} real x D={real.shape[1]}")
     start = time.perf_counter()
-    reference = RealReference(real, ks)
+    reference = fit_reference_distributed(real, ks)  # one process: RealReference(real, ks)
     seconds = time.perf_counter() - start
+    if not ranks.lead:
+        return 0
     # Written under a temporary name in the same directory, then renamed: a failed or
     # interrupted run leaves any previous file (possibly REAL itself, when refitting) intact.
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
@@ -1248,24 +1403,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"{PROG}: error: choose a command: report, compare or reference (see --help)\n"
         )
         return EXIT_USAGE
-    progress = _Progress(args.quiet)
+    ranks = _Ranks()
     try:
-        if args.command == "reference":
-            created = _prepare_out_file(Path(args.out))
-        else:
-            created = _prepare_out(Path(args.out))
+        ranks = _Ranks.from_environment()
+        # Under torchrun only rank 0 reports progress, prepares -o and writes.
+        progress = _Progress(args.quiet or not ranks.lead)
+        created: list[Path] = []
+        if ranks.lead:
+            try:
+                if args.command == "reference":
+                    created = _prepare_out_file(Path(args.out))
+                else:
+                    created = _prepare_out(Path(args.out))
+            except Exception as err:
+                ranks.agree(err)  # the other ranks learn of it before any metric collective
+                raise
         try:
             if args.command == "report":
-                return _report(args, progress)
+                return _report(args, progress, ranks)
             if args.command == "compare":
-                return _compare(args, progress)
-            return _reference(args, progress)
+                return _compare(args, progress, ranks)
+            return _reference(args, progress, ranks)
         except BaseException:
             _remove_empty(created)  # a failed run leaves no empty output directory behind
             raise
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
+    except _OtherRankFailed as err:
+        if err.message:
+            sys.stderr.write(f"{PROG}: error: {err.message}\n")
+        return EXIT_USAGE
     except (ValueError, TypeError, ModuleNotFoundError, OSError) as err:
         sys.stderr.write(f"{PROG}: error: {_one_line(err)}\n")
         return EXIT_USAGE
@@ -1277,6 +1445,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "(set EMBVIZ_DEBUG=1 for the traceback)\n"
         )
         return 1
+    finally:
+        ranks.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
