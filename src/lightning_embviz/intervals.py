@@ -171,7 +171,8 @@ def _check_seed(seed: Any) -> int | None:
 
 
 def _sample_var(x: Tensor) -> float:
-    return float(x.to(torch.float64).var(unbiased=True))
+    # Per-sample vectors are small; float64 on the CPU also serves devices without float64.
+    return float(x.detach().to("cpu", torch.float64).var(unbiased=True))
 
 
 def _one_sided(per_split: list[tuple[Tensor, Tensor]], scale: float) -> tuple[float, float]:
@@ -184,7 +185,7 @@ def _one_sided(per_split: list[tuple[Tensor, Tensor]], scale: float) -> tuple[fl
     """
     estimates, second_moments = [], []
     for first, second in per_split:
-        delta = (first.to(torch.float64) - second.to(torch.float64)) * scale
+        delta = (first.to("cpu", torch.float64) - second.to("cpu", torch.float64)) * scale
         rho = float(delta.mean())
         noise = _sample_var(delta) / delta.numel()
         estimates.append((rho * rho - noise) / 2.0)
