@@ -118,7 +118,8 @@ class EmbeddingMonitor(CallbackBase):
         log_samples: Log the per-sample tables every measured run.
         confidence: A level such as 0.95 to also log ``<metric>_low`` / ``<metric>_high``
             for each metric (:func:`lightning_embviz.intervals.prdc_intervals`; costs about
-            five full metric computations per run) and show the intervals in the titles.
+            4 (large sets) to 9 (1 000 samples) full metric computations per run) and
+            show the intervals in the titles.
 
     Raises:
         TypeError: If an argument has the wrong type.

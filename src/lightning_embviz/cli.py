@@ -584,6 +584,17 @@ def _write_figures(figures: dict[str, Any], out: Path, prefix: str = "") -> list
     return written
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``null`` (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _json_key(value: Any) -> str:
     return value.item() if hasattr(value, "item") else value
 
@@ -956,7 +967,7 @@ def _report(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int
     written = _write_figures(figures, out)
     written += _write_sample_tables(details, real_labels, fake_labels, out)
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    metrics_path.write_text(json.dumps(_json_safe(metrics), indent=2) + "\n", encoding="utf-8")
 
     width = real.shape[1]
     _out(
@@ -1158,7 +1169,9 @@ def _compare(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> in
         parts = ("", "_low", "_high", "_se", "_z", "_differs")
         columns = ["name", "file", "num_fake", *(m + part for m in _METRICS for part in parts)]
     table["sets"] = rows
-    (out / "metrics.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    (out / "metrics.json").write_text(
+        json.dumps(_json_safe(table), indent=2) + "\n", encoding="utf-8"
+    )
     with open(out / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
