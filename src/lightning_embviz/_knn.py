@@ -412,6 +412,16 @@ def _distances(
     return s
 
 
+def _count_into(counts: Tensor, index: Tensor) -> None:
+    """``counts[i] += number of times i occurs in index``, without an (M,) temporary.
+
+    (``bincount(minlength=M)`` per block allocates M-sized tensors between long-lived small
+    ones; at 200 000 columns glibc's heap then fragments into gigabytes.)
+    """
+    if index.numel():
+        counts.index_add_(0, index, torch.ones_like(index, dtype=counts.dtype))
+
+
 def _down32(x: Tensor) -> Tensor:
     """Round float64 thresholds to float32 towards -inf."""
     y = x.to(torch.float32)
@@ -914,7 +924,9 @@ class _NearestSearch:
         w = work.get("ratio", s.shape[0], s.shape[1], torch.float32)
         for t in range(self.a.shape[0]):
             torch.addcmul(self.b[t, r0:r1].unsqueeze(1), s, self.a[t, r0:r1].unsqueeze(1), out=w)
-            torch.minimum(self.upper[t], torch.amin(w, dim=0), out=self.upper[t])
+            column_min = work.get("column_min", 1, s.shape[1], torch.float32)[0]
+            torch.amin(w, dim=0, out=column_min)
+            torch.minimum(self.upper[t], column_min, out=self.upper[t])
             torch.addcmul(-self.d[t, r0:r1].unsqueeze(1), s, self.c[t, r0:r1].unsqueeze(1), out=w)
             mask = work.compare("near", torch.le, w, self.upper[t].unsqueeze(0))
             rows, cols = mask.nonzero(as_tuple=True)
@@ -1075,7 +1087,7 @@ def cross_ball_tests(
         fake_ball = kind == 2
         for t in range(n_k):
             in_r = real_ball & (key < real_radii[t, rows])
-            fake_count[t].add_(torch.bincount(cols[in_r], minlength=m))
+            _count_into(fake_count[t], cols[in_r])
             covered[t, rows[in_r]] = True
             if recalled is not None and fake_radii is not None:
                 recalled[t, rows[fake_ball & (key < fake_radii[t, cols])]] = True
@@ -1102,7 +1114,7 @@ def cross_ball_tests(
         sure_rows, sure_cols, v = rows[~open_pairs], cols[~open_pairs], v[~open_pairs]
         for t in range(n_k):  # outside every band: below lo[t] means inside ball t
             inside = v < lo_r[t, sure_rows]
-            fake_count[t] += torch.bincount(sure_cols[inside], minlength=m)
+            _count_into(fake_count[t], sure_cols[inside])
             covered[t, sure_rows[inside]] = True
 
         if recalled is not None:
@@ -1110,17 +1122,20 @@ def cross_ball_tests(
             # every k; the other rows only need the pairs inside the largest balls.
             rec = work.compare("mask", torch.lt, s, lo_f_min).any(dim=1)
             recalled[:, r0:r1] |= rec.unsqueeze(0)
-            open_rows = (~rec).nonzero(as_tuple=True)[0]
-            if open_rows.numel():
-                sub = s[open_rows]
-                r2, c2 = (sub <= hi_f_max).nonzero(as_tuple=True)
+            if not bool(rec.all()):
+                # The whole block is compared into a reused buffer rather than copying the
+                # open rows out: a fresh multi-MiB copy per block fragments the heap (glibc
+                # then keeps gigabytes at 200 000 rows).
+                mask = work.compare("mask", torch.le, s, hi_f_max)
+                mask[rec] = False
+                r2, c2 = mask.nonzero(as_tuple=True)
                 if n_k > 1:
-                    v2 = sub[r2, c2]
+                    v2 = s[r2, c2]
                     for t in range(1, n_k):
-                        recalled[t, open_rows[r2[v2 < lo_f[t, c2]]] + r0] = True
+                        recalled[t, r2[v2 < lo_f[t, c2]] + r0] = True
                     keep = undecided(v2, lo_f[:, c2], hi_f[:, c2])
                     r2, c2 = r2[keep], c2[keep]
-                check_rows.append(open_rows[r2] + r0)
+                check_rows.append(r2 + r0)
                 check_cols.append(c2)
                 check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
         if search is not None:
