@@ -490,3 +490,51 @@ def test_reference_keeps_its_own_copy():
     ints = torch.from_numpy(rng.integers(0, 4, size=(50, 3)))
     assert RealReference(ints, nearest_k=2).matches(ints.clone())
     assert not ref.matches(np.array([["a"] * 5] * 80))
+
+
+@pytest.mark.parametrize("kind", ["normal", "discrete", "duplicates", "collapsed", "far"])
+def test_real_fake_tiles_over_columns_give_the_same_results(monkeypatch, kind):
+    # Tiles of a few fakes wide: row minima, recall and the ratio bounds run across tiles.
+    from lightning_embviz import _knn
+
+    real, fake = (a.astype(np.float32) for a in make_sets(kind, 90, 130, 5, seed=17))
+    ks = (1, 3, 6)
+    whole = RealReference(real, nearest_k=ks).sweep_details(fake)
+    monkeypatch.setattr(_knn, "_CROSS_TILE_ELEMENTS", 7 * 11)
+    tiled = RealReference(real, nearest_k=ks).sweep_details(fake, chunk_size=7)  # 7 x 11
+    for k in ks:
+        assert tiled[k].as_dict() == whole[k].as_dict() == reference(real, fake, k)
+        for name in (
+            "real_covered",
+            "real_recalled",
+            "fake_ball_count",
+            "real_nearest_fake_distance",
+            "real_nearest_fake_index",
+            "fake_nearest_ball_ratio",
+            "fake_nearest_ball_index",
+        ):
+            assert torch.equal(getattr(tiled[k], name), getattr(whole[k], name)), (k, name)
+
+
+def test_pending_pairs_are_settled_and_shrunk_in_small_batches(monkeypatch):
+    # With a tiny pending limit, the re-checks are settled many times and a collapsed fake
+    # set makes the nearest-fake candidates of a row band shrink before the band ends.
+    from lightning_embviz import _knn
+
+    real, fake = (a.astype(np.float32) for a in make_sets("collapsed", 120, 150, 6, seed=18))
+    whole = compute_prdc_details(real, fake, 3)
+    calls = []
+    original = _knn._NearestSearch._shrink_band
+    monkeypatch.setattr(
+        _knn._NearestSearch,
+        "_shrink_band",
+        lambda self, r0, r1: calls.append(r0) or original(self, r0, r1),
+    )
+    monkeypatch.setattr(_knn, "_MAX_PENDING_PAIRS", 40)
+    monkeypatch.setattr(_knn, "_CROSS_TILE_ELEMENTS", 16 * 20)
+    small = compute_prdc_details(real, fake, 3, chunk_size=16)
+    assert calls  # the band shrank
+    assert small.as_dict() == whole.as_dict() == reference(real, fake, 3)
+    for name in ("real_nearest_fake_distance", "real_nearest_fake_index"):
+        assert torch.equal(getattr(small, name), getattr(whole, name)), name
+    assert torch.equal(small.fake_nearest_ball_ratio, whole.fake_nearest_ball_ratio)

@@ -273,6 +273,8 @@ _BF16_MAX_BAND = 0.02
 _BF16_CHECKED: dict[str, bool] = {}
 # Candidates kept per row and block in the radius pass: _CAP_PER_K * k + _CAP_EXTRA.
 _CAP_PER_K, _CAP_EXTRA = 4, 64
+# Elements of one real-fake tile (rows x columns): 32 MiB of float32 estimates.
+_CROSS_TILE_ELEMENTS = 8 << 20
 # The radius pass prunes its candidates once they exceed _COMPACT_PER_ROW * N * (k + 4)
 # (and _COMPACT_MIN): memory stays O(N k) whatever N / block.
 _COMPACT_PER_ROW, _COMPACT_MIN = 4, 1 << 20
@@ -901,37 +903,81 @@ class _NearestSearch:
         self.upper = torch.full((n_k, m), _F32_MAX, dtype=torch.float32, device=device)
         # Rows with a tiny but non-zero radius: decided exactly against every fake.
         self.tiny = ((real_radii > 0) & ~usable).any(dim=0).nonzero(as_tuple=True)[0]
+        self.row_low = torch.full((n,), math.inf, dtype=torch.float64, device=device)
+        self.band_pairs: list[tuple[Tensor, Tensor, Tensor]] = []  # the current rows' tiles
+        self.band_held = 0
         self.row_pairs: list[tuple[Tensor, Tensor]] = []
         self.col_pairs: list[tuple[int, Tensor, Tensor, Tensor]] = []
         self.pending = 0
 
-    def update(self, s: Tensor, r0: int, r1: int, work: _Workspace) -> None:
-        """Take the candidates of one block ``s`` (rows r0:r1 against every fake)."""
+    def update(self, s: Tensor, r0: int, c0: int, work: _Workspace) -> None:
+        """Take the candidates of one tile ``s`` (rows r0.., fakes c0..)."""
+        r1, c1 = r0 + s.shape[0], c0 + s.shape[1]
         # Row minimum: the exact minimum lies within 2 err of the smallest estimate; every
         # pair whose key may equal the minimum's key (lowest index wins ties) is kept too.
-        low = torch.amin(s, dim=1).to(torch.float64)
-        err = self.err[r0:r1]
-        limit = _up32((low + err) * (1.0 + 2.0 * _KEY_MARGIN[self.mode]) + err)
-        rows, cols = work.compare("near", torch.le, s, limit.unsqueeze(1)).nonzero(as_tuple=True)
-        rows += r0
-        if rows.numel() > _DENSE_CANDIDATES * (r1 - r0):
-            # Many fakes within the float32 band of the nearest one (a collapsed generator):
-            # narrow them down with float64 estimates before the exact re-checks.
-            rows, cols = _narrow_row_minimum(self.real, self.fake, rows, cols, self.mode)
-        self.row_pairs.append((rows, cols))
-        self.pending += rows.numel()
+        # The smallest estimate so far gives a limit that the row's later tiles tighten.
+        row_min = work.get("row_min", 1, s.shape[0], torch.float32)[0]
+        torch.amin(s, dim=1, out=row_min)
+        low = torch.minimum(self.row_low[r0:r1], row_min.to(torch.float64))
+        self.row_low[r0:r1] = low
+        mask = work.compare("near", torch.le, s, self._row_limit(r0, r1).unsqueeze(1))
+        rows, cols = mask.nonzero(as_tuple=True)
+        self.band_pairs.append((rows + r0, cols + c0, s[rows, cols]))
+        self.band_held += rows.numel()
+        if self.band_held > _MAX_PENDING_PAIRS:  # only on degenerate data
+            self._shrink_band(r0, r1)
         # Column minimum of the ratio, per k.
         w = work.get("ratio", s.shape[0], s.shape[1], torch.float32)
+        column_min = work.get("column_min", 1, s.shape[1], torch.float32)[0]
         for t in range(self.a.shape[0]):
-            torch.addcmul(self.b[t, r0:r1].unsqueeze(1), s, self.a[t, r0:r1].unsqueeze(1), out=w)
-            column_min = work.get("column_min", 1, s.shape[1], torch.float32)[0]
+            a, b = self.a[t, r0:r1].unsqueeze(1), self.b[t, r0:r1].unsqueeze(1)
+            c, d = self.c[t, r0:r1].unsqueeze(1), self.d[t, r0:r1].unsqueeze(1)
+            upper = self.upper[t, c0:c1]
+            torch.addcmul(b, s, a, out=w)
             torch.amin(w, dim=0, out=column_min)
-            torch.minimum(self.upper[t], column_min, out=self.upper[t])
-            torch.addcmul(-self.d[t, r0:r1].unsqueeze(1), s, self.c[t, r0:r1].unsqueeze(1), out=w)
-            mask = work.compare("near", torch.le, w, self.upper[t].unsqueeze(0))
-            rows, cols = mask.nonzero(as_tuple=True)
-            self.col_pairs.append((t, rows + r0, cols, w[rows, cols]))
+            torch.minimum(upper, column_min, out=upper)
+            torch.addcmul(-d, s, c, out=w)
+            rows, cols = work.compare("near", torch.le, w, upper.unsqueeze(0)).nonzero(
+                as_tuple=True
+            )
+            self.col_pairs.append((t, rows + r0, cols + c0, w[rows, cols]))
             self.pending += rows.numel()
+        if self.pending > _MAX_PENDING_PAIRS:
+            self.settle()
+
+    def _row_limit(self, r0: int, r1: int) -> Tensor:
+        """Largest estimate that may still hold the minimum key of rows r0:r1."""
+        err = self.err[r0:r1]
+        return _up32((self.row_low[r0:r1] + err) * (1.0 + 2.0 * _KEY_MARGIN[self.mode]) + err)
+
+    def _band_candidates(self, r0: int, r1: int) -> tuple[Tensor, Tensor]:
+        """The current rows' candidates under their limit so far, narrowed when dense."""
+        rows = torch.cat([p[0] for p in self.band_pairs])
+        cols = torch.cat([p[1] for p in self.band_pairs])
+        values = torch.cat([p[2] for p in self.band_pairs])
+        self.band_pairs.clear()
+        keep = values <= self._row_limit(r0, r1)[rows - r0]
+        rows, cols = rows[keep], cols[keep]
+        if rows.numel() > _DENSE_CANDIDATES * (r1 - r0):
+            # Many fakes within the float32 band of the nearest one (a collapsed generator):
+            # narrow them down with float64 estimates before the exact re-checks. (Done on
+            # the fakes seen so far, it keeps whatever can hold the minimum among them.)
+            rows, cols = _narrow_row_minimum(self.real, self.fake, rows, cols, self.mode)
+        return rows, cols
+
+    def _shrink_band(self, r0: int, r1: int) -> None:
+        rows, cols = self._band_candidates(r0, r1)
+        # kept whatever the final limit: -inf passes every later filter
+        values = torch.full(rows.shape, -math.inf, dtype=torch.float32, device=rows.device)
+        self.band_pairs.append((rows, cols, values))
+        self.band_held = rows.numel()
+
+    def end_rows(self, r0: int, r1: int) -> None:
+        """Rows r0:r1 have seen every fake: keep their candidates under the final limit."""
+        rows, cols = self._band_candidates(r0, r1)
+        self.band_held = 0
+        self.row_pairs.append((rows, cols))
+        self.pending += rows.numel()
         if self.pending > _MAX_PENDING_PAIRS:
             self.settle()
 
@@ -1007,7 +1053,8 @@ def cross_ball_tests(
         fake_radii: (K, M) float64 radii of the fake points, non-decreasing along K, or None
             to skip the recall tests (precision, density and coverage do not need them).
         mode: key rounding of real-fake pairs.
-        chunk_size: real rows per block; memory is O(chunk_size * M).
+        chunk_size: real rows per tile; a tile spans ``_CROSS_TILE_ELEMENTS / chunk_size``
+            fakes, so memory is O(tile) whatever M.
         frame: both sets converted by :func:`shared_frames` (built here if None).
         details: also find each real's nearest fake and each fake's nearest ball edge
             relative to the ball's radius, exactly (a few more passes over each block).
@@ -1080,6 +1127,9 @@ def cross_ball_tests(
         kind = torch.cat(check_kind)
         for pending in (check_rows, check_cols, check_kind):
             pending.clear()
+        if recalled is not None:  # rows recalled for every k since their pairs were taken
+            keep = (kind == 1) | ~recalled[0, rows]
+            rows, cols, kind = rows[keep], cols[keep], kind[keep]
         if not rows.numel():
             return
         key = round_key(exact_squared_distances(real, fake, rows, cols), mode)
@@ -1099,14 +1149,13 @@ def cross_ball_tests(
             out |= (v >= lo[t]) & (v <= hi[t])
         return out
 
-    for r0, r1 in _blocks(n, chunk_size):
-        s = _distances(frame, slice(r0, r1), b_sq32, slice(None), a_sq32, use_bf16, work)
-
-        # Real balls (precision, density, coverage): pairs inside the largest ball are few.
-        mask = work.compare("mask", torch.le, s, hi_r_max[r0:r1].unsqueeze(1))
+    def real_balls(s: Tensor, r0: int, c0: int) -> None:
+        """Precision, density, coverage: only pairs inside the largest ball need work."""
+        mask = work.compare("mask", torch.le, s, hi_r_max[r0 : r0 + s.shape[0]].unsqueeze(1))
         rows, cols = mask.nonzero(as_tuple=True)
+        v = s[rows, cols].to(torch.float64)
         rows += r0
-        v = s[rows - r0, cols].to(torch.float64)
+        cols += c0
         open_pairs = undecided(v, lo_r[:, rows], hi_r[:, rows])
         check_rows.append(rows[open_pairs])
         check_cols.append(cols[open_pairs])
@@ -1117,30 +1166,50 @@ def cross_ball_tests(
             _count_into(fake_count[t], sure_cols[inside])
             covered[t, sure_rows[inside]] = True
 
-        if recalled is not None:
-            # Fake balls (recall): a row inside a smallest ball for certain is recalled for
-            # every k; the other rows only need the pairs inside the largest balls.
-            rec = work.compare("mask", torch.lt, s, lo_f_min).any(dim=1)
-            recalled[:, r0:r1] |= rec.unsqueeze(0)
-            if not bool(rec.all()):
-                # The whole block is compared into a reused buffer rather than copying the
-                # open rows out: a fresh multi-MiB copy per block fragments the heap (glibc
-                # then keeps gigabytes at 200 000 rows).
-                mask = work.compare("mask", torch.le, s, hi_f_max)
-                mask[rec] = False
-                r2, c2 = mask.nonzero(as_tuple=True)
-                if n_k > 1:
-                    v2 = s[r2, c2]
-                    for t in range(1, n_k):
-                        recalled[t, r2[v2 < lo_f[t, c2]] + r0] = True
-                    keep = undecided(v2, lo_f[:, c2], hi_f[:, c2])
-                    r2, c2 = r2[keep], c2[keep]
-                check_rows.append(r2 + r0)
-                check_cols.append(c2)
-                check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
+    def fake_balls(s: Tensor, r0: int, c0: int, c1: int) -> None:
+        """Recall: rows inside a smallest ball for certain are recalled for every k.
+
+        The other rows only need the pairs inside the largest balls.
+        """
+        assert recalled is not None
+        r1 = r0 + s.shape[0]
+        rec = work.compare("mask", torch.lt, s, lo_f_min[:, c0:c1]).any(dim=1)
+        recalled[:, r0:r1] |= rec.unsqueeze(0)
+        done = recalled[0, r0:r1]  # recalled for the smallest k, in this or an earlier tile
+        if bool(done.all()):
+            return
+        # The whole tile is compared into a reused buffer rather than copying the open rows
+        # out: a fresh multi-MiB copy per tile fragments the heap (glibc then keeps
+        # gigabytes at 200 000 rows).
+        mask = work.compare("mask", torch.le, s, hi_f_max[:, c0:c1])
+        mask[done] = False
+        r2, c2 = mask.nonzero(as_tuple=True)
+        c2 += c0
+        if n_k > 1:
+            v2 = s[r2, c2 - c0]
+            for t in range(1, n_k):
+                recalled[t, r2[v2 < lo_f[t, c2]] + r0] = True
+            keep = undecided(v2, lo_f[:, c2], hi_f[:, c2])
+            r2, c2 = r2[keep], c2[keep]
+        check_rows.append(r2 + r0)
+        check_cols.append(c2)
+        check_kind.append(torch.full_like(c2, 2, dtype=torch.int8))
+
+    # Tiles of rows x columns: enough rows for the GEMM to run near its peak (thin blocks
+    # of a few dozen rows against 100 000 columns run 30 % slower), bounded memory.
+    col_size = max(1, min(m, _CROSS_TILE_ELEMENTS // max(chunk_size, 1)))
+    col_blocks = _blocks(m, col_size)
+    for r0, r1 in _blocks(n, chunk_size):
+        for c0, c1 in col_blocks:
+            s = _distances(frame, slice(r0, r1), b_sq32, slice(c0, c1), a_sq32, use_bf16, work)
+            real_balls(s, r0, c0)
+            if recalled is not None:
+                fake_balls(s, r0, c0, c1)
+            if search is not None:
+                search.update(s, r0, c0, work)
+            del s
         if search is not None:
-            search.update(s, r0, r1, work)
-        del s
+            search.end_rows(r0, r1)
         # Keep the pairs awaiting a re-check bounded (they pile up only on degenerate data).
         if sum(t.numel() for t in check_rows) > _MAX_PENDING_PAIRS:
             settle()

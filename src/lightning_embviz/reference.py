@@ -42,14 +42,17 @@ _FORMAT_NAME = "lightning_embviz.RealReference"
 _FILE_KEYS = ("format", "format_version", "dtype", "nearest_ks", "fingerprint", "real", "radii")
 
 # Default block sizes: square blocks of 2048 for the symmetric radius pass (16 MiB of
-# float32 distances) and ~64 MiB row blocks for the real-fake pass. Large enough for the
-# GEMM to run near peak throughput, small enough to keep memory O((N + M) * chunk).
+# float32 distances) and tiles of 512 real rows by up to 16 384 fakes for the real-fake
+# pass. Large enough for the GEMM to run near peak throughput, small enough to keep memory
+# bounded whatever N and M.
 _RADIUS_BLOCK = 2048
-_CROSS_BLOCK_ELEMENTS = 8 << 20
+_CROSS_ROWS = 512
+_CONVERT_ROWS = 2048  # rows converted at a time into the engine's float32 frame
 
 
 def _cross_chunk(n_cols: int) -> int:
-    return int(min(max(_CROSS_BLOCK_ELEMENTS // max(n_cols, 1), 64), 8192))
+    """Real rows per tile of the real-fake pass (the tile's width follows from it)."""
+    return _CROSS_ROWS
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ class RealReference:
         self._real = real.contiguous()
         self._ks = ks
         self._sorted_ks = tuple(sorted(ks))
-        self._set_frame(_cross_chunk(real.shape[0]))
+        self._set_frame(_CONVERT_ROWS)
         self._fingerprint: str | None = None
 
     def _real_radii_of_rows(self, chunk: int | None, rows: tuple[int, int] | None) -> Tensor:
@@ -373,7 +376,7 @@ class RealReference:
         obj._ks = self._ks
         obj._sorted_ks = self._sorted_ks
         obj._radii = self._radii.to(device)
-        obj._set_frame(_cross_chunk(self.num_real))
+        obj._set_frame(_CONVERT_ROWS)
         obj._fingerprint = self._fingerprint
         return obj
 
@@ -415,8 +418,8 @@ class RealReference:
         Returns:
             ``(real_radii (K, N), fake_radii (K, M), tests)``.
         """
-        cross_block = chunk or _cross_chunk(fake.shape[0])
-        cross, fake_frame = self._frames(fake, cross_block)
+        cross_block = chunk or _CROSS_ROWS
+        cross, fake_frame = self._frames(fake, _CONVERT_ROWS)
         fake_radii = neighbour_radii(
             fake, ks, pair_mode(fake.dtype, fake.dtype), chunk or _RADIUS_BLOCK, fake_frame
         )
@@ -682,5 +685,5 @@ class RealReference:
         if device is not None:
             obj._real = obj._real.to(device)
             obj._radii = obj._radii.to(device)
-        obj._set_frame(_cross_chunk(obj.num_real))
+        obj._set_frame(_CONVERT_ROWS)
         return obj
