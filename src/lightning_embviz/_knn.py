@@ -63,13 +63,11 @@ __all__ = [
     "cross_ball_tests",
     "exact_squared_distances",
     "frame_scale",
-    "kth_neighbour_radii",
     "max_abs_centered",
     "mean64",
     "neighbour_radii",
     "pair_mode",
     "round_key",
-    "shared_frames",
     "to_frame",
 ]
 
@@ -244,26 +242,6 @@ def _make_frame(a: Tensor, b: Tensor | None, chunk: int) -> Frame:
         return Frame(a32, a32, a_sq, a_sq, scale)
     b32, b_sq = to_frame(b, center, scale, chunk)
     return Frame(a32, b32, a_sq, b_sq, scale)
-
-
-def shared_frames(real: Tensor, fake: Tensor, chunk: int) -> tuple[Frame, Frame, Frame]:
-    """Frames for the real-real, fake-fake and real-fake passes, built with one conversion.
-
-    All three share the real set's centre. The fake set gets a frame of its own only when
-    it sits far from that centre compared with its own spread (say, a collapsed generator
-    early in training): there the shared frame would widen the GEMM error band.
-    """
-    cross = _make_frame(real, fake, chunk)
-    real_view = Frame(cross.a32, cross.a32, cross.a_sq, cross.a_sq, cross.scale, cross._half)
-    fake_mean = mean64(cross.b32, chunk)
-    offset2 = float(fake_mean @ fake_mean)
-    mean_sq = float(cross.b_sq.mean())
-    if offset2 <= 0.75 * mean_sq:  # offset^2 <= 3 * spread^2
-        half = {"a": cross.b16()} if "b" in cross._half else {}
-        fake_view = Frame(cross.b32, cross.b32, cross.b_sq, cross.b_sq, cross.scale, half)
-    else:
-        fake_view = _make_frame(fake, None, chunk)
-    return real_view, fake_view, cross
 
 
 _BF16_U = 2.0**-8  # unit round-off of bfloat16
@@ -448,17 +426,6 @@ def _sort_by_row(rows: Tensor, vals: Tensor) -> Tensor:
     return by_val[torch.argsort(rows[by_val], stable=True)]
 
 
-def kth_neighbour_radii(
-    x: Tensor, k: int, mode: PairMode, chunk_size: int, frame: Frame | None = None
-) -> Tensor:
-    """Distance from each row of ``x`` to its k-th nearest other row: ``neighbour_radii`` for one k.
-
-    Returns:
-        (N,) float64 tensor of radii.
-    """
-    return neighbour_radii(x, (k,), mode, chunk_size, frame)[0]
-
-
 def neighbour_radii(
     x: Tensor,
     ks: Sequence[int],
@@ -490,7 +457,7 @@ def neighbour_radii(
         mode: key rounding, see :func:`pair_mode`.
         chunk_size: rows per block; memory is O(chunk_size^2 + N k), the candidates held
             being pruned as the bounds tighten.
-        frame: ``x`` already converted by :func:`shared_frames` (built here if None).
+        frame: ``x`` already converted into a float32 frame (built here if None).
         row_range: ``(start, stop)``: only the radii of rows ``start:stop``, each row block
             against every column block (no symmetry: the work of one rank of a
             distributed run). The values are those of the whole run (every decision is
@@ -805,6 +772,13 @@ _DENSE_CANDIDATES = 16
 _U64 = 2.0**-53
 
 
+def _present(index: Tensor, size: int) -> Tensor:
+    """The distinct values of ``index`` (in [0, size)), increasing; O(P + size), no sort."""
+    seen = torch.zeros(size, dtype=torch.bool, device=index.device)
+    seen[index] = True
+    return seen.nonzero(as_tuple=True)[0]
+
+
 def _narrow_row_minimum(
     real: Tensor, fake: Tensor, rows: Tensor, cols: Tensor, mode: PairMode
 ) -> tuple[Tensor, Tensor]:
@@ -826,8 +800,8 @@ def _narrow_row_minimum(
     Returns:
         The remaining ``(rows, cols)``.
     """
-    uniq_rows = torch.unique(rows)
-    uniq_cols = torch.unique(cols)
+    uniq_rows = _present(rows, real.shape[0])
+    uniq_cols = _present(cols, fake.shape[0])
     b = fake.index_select(0, uniq_cols).to(torch.float64)
     center = b.mean(dim=0)
     b -= center
@@ -1055,7 +1029,7 @@ def cross_ball_tests(
         mode: key rounding of real-fake pairs.
         chunk_size: real rows per tile; a tile spans ``_CROSS_TILE_ELEMENTS / chunk_size``
             fakes, so memory is O(tile) whatever M.
-        frame: both sets converted by :func:`shared_frames` (built here if None).
+        frame: both sets converted into one float32 frame (built here if None).
         details: also find each real's nearest fake and each fake's nearest ball edge
             relative to the ball's radius, exactly (a few more passes over each block).
 
