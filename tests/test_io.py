@@ -279,9 +279,9 @@ def test_load_reference_errors_are_one_line(tmp_path):
     path = saved_reference(tmp_path / "ref.npz")
     with np.load(path) as data:
         entries = {key: data[key] for key in data.files}
-    np.savez(tmp_path / "v2.npz", **{**entries, "format_version": np.asarray(2)})
-    with pytest.raises(EmbeddingFileError, match="format version 2") as info:
-        load_reference(tmp_path / "v2.npz")
+    np.savez(tmp_path / "v99.npz", **{**entries, "format_version": np.asarray(99)})
+    with pytest.raises(EmbeddingFileError, match="format version 99") as info:
+        load_reference(tmp_path / "v99.npz")
     assert "\n" not in str(info.value)
     raw = bytearray(path.read_bytes())
     at = raw.find(entries["radii"].tobytes()[:16])
@@ -289,7 +289,7 @@ def test_load_reference_errors_are_one_line(tmp_path):
     (tmp_path / "flipped.npz").write_bytes(bytes(raw))
     with pytest.raises(
         EmbeddingFileError,
-        match=r"cannot be read \(Bad CRC-32 for file 'radii.npy'\); fit it again",
+        match=r"is damaged: it cannot be read \(BadZipFile: Bad CRC-32 for file 'radii.npy'\)",
     ) as info:
         load_reference(tmp_path / "flipped.npz")
     assert "\n" not in str(info.value)

@@ -201,7 +201,7 @@ def test_load_errors(tmp_path):
     RealReference(real, nearest_k=3).save(good)
 
     _rewrite_npz(good, tmp_path / "v99.npz", format_version=np.asarray(99))
-    with pytest.raises(ValueError, match=r"format version 99; this version .* reads version 1"):
+    with pytest.raises(ValueError, match=r"format version 99; this version .* reads versions 1, 2"):
         RealReference.load(tmp_path / "v99.npz")
 
     damaged = real.copy()
@@ -224,6 +224,92 @@ def test_load_errors(tmp_path):
 
     with zipfile.ZipFile(good) as archive:
         assert any(name.startswith("real") for name in archive.namelist())
+
+
+def _saved(tmp_path, suffix=".npz"):
+    rng = np.random.default_rng(12)
+    real = rng.normal(size=(60, 8)).astype(np.float32)
+    fake = rng.normal(size=(50, 8)).astype(np.float32)
+    path = tmp_path / f"good{suffix}"
+    RealReference(real, nearest_k=(3, 5)).save(path)
+    return real, fake, path
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("radii", "scaled"),
+        ("nearest_ks", np.asarray([5, 3])),
+        ("nearest_ks", np.asarray([3, 6])),
+    ],
+)
+def test_load_refuses_edited_fields_the_fingerprint_does_not_cover(tmp_path, field, value):
+    _, _, good = _saved(tmp_path)
+    with np.load(good, allow_pickle=False) as data:
+        if isinstance(value, str):  # radii edited (or damaged) in place: density would lie
+            value = data["radii"] * 3.0
+    edited = tmp_path / "edited.npz"
+    _rewrite_npz(good, edited, **{field: value})
+    with pytest.raises(ValueError, match=r"is damaged: its radii, fitted k, dtype or format "):
+        RealReference.load(edited)
+    _rewrite_npz(good, edited, dtype=np.asarray("float64"))
+    with pytest.raises(ValueError, match=r"is damaged: its real set does not match the finger"):
+        RealReference.load(edited)
+    _rewrite_npz(good, edited, dtype=np.asarray("int8"))
+    with pytest.raises(ValueError, match=r"is damaged: dtype 'int8' is not one of float16"):
+        RealReference.load(edited)
+
+
+def test_load_refuses_edited_radii_in_a_torch_file(tmp_path):
+    real, fake, good = _saved(tmp_path, ".pt")
+    fields = torch.load(good, weights_only=True)
+    fields["radii"] = fields["radii"] * 2.0
+    torch.save(fields, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match="do not match the checksum stored with them"):
+        RealReference.load(tmp_path / "edited.pt")
+    assert RealReference.load(good).compare(fake) == reference(real, fake, 3)
+
+
+@pytest.mark.parametrize("version", [np.asarray(1.9), np.asarray("1"), np.asarray(True)])
+def test_load_refuses_a_version_that_is_not_an_integer(tmp_path, version):
+    _, _, good = _saved(tmp_path)
+    _rewrite_npz(good, tmp_path / "v.npz", format_version=version)
+    with pytest.raises(ValueError, match=r"is damaged: its format version .* is not an integer"):
+        RealReference.load(tmp_path / "v.npz")
+    _rewrite_npz(good, tmp_path / "word.npz", format_version=np.asarray("two"))
+    with pytest.raises(ValueError, match=r"format version 'two' is not an integer"):
+        RealReference.load(tmp_path / "word.npz")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_load_damaged_bytes_raise_value_error(tmp_path, suffix):
+    _, _, good = _saved(tmp_path, suffix)
+    raw = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as archive:  # flip bytes inside the stored real set
+        info = next(i for i in archive.infolist() if "real" in i.filename or "/data/" in i.filename)
+    offset = info.header_offset  # the local header's own name and extra lengths
+    name_len = int.from_bytes(raw[offset + 26 : offset + 28], "little")
+    extra_len = int.from_bytes(raw[offset + 28 : offset + 30], "little")
+    start = offset + 30 + name_len + extra_len + 8
+    for i in range(start, start + 16):
+        raw[i] ^= 0xFF
+    bad = tmp_path / f"bad{suffix}"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"is damaged"):
+        RealReference.load(bad)
+
+
+def test_version_1_files_are_read_with_radii_recomputed(tmp_path):
+    real, fake, good = _saved(tmp_path)
+    with np.load(good, allow_pickle=False) as data:
+        fields = {key: data[key] for key in data.files if key != "checksum"}
+    fields["format_version"] = np.asarray(1)
+    fields["radii"] = fields["radii"] * 50.0  # unchecked in version 1: not used
+    with open(tmp_path / "v1.npz", "wb") as fh:
+        np.savez(fh, **fields)
+    loaded = RealReference.load(tmp_path / "v1.npz")
+    assert loaded.compare(fake) == reference(real, fake, 3)
+    assert loaded.compare(fake, nearest_k=5) == reference(real, fake, 5)
 
 
 def test_compare_errors():

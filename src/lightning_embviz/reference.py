@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import pickle
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +37,30 @@ from lightning_embviz._knn import (
 
 __all__ = ["FORMAT_VERSION", "PRDCResult", "RealReference"]
 
-FORMAT_VERSION = 1
-"""Version of the file format written by :meth:`RealReference.save`."""
+FORMAT_VERSION = 2
+"""Version of the file format written by :meth:`RealReference.save`.
+
+Version 2 adds a checksum over everything that decides a result (format, version, dtype,
+the fitted k, the real set and its radii). Version 1 files (no checksum) are still read:
+their radii are recomputed from the real set, which the fingerprint covers.
+"""
 
 _FORMAT_NAME = "lightning_embviz.RealReference"
 _FILE_KEYS = ("format", "format_version", "dtype", "nearest_ks", "fingerprint", "real", "radii")
+_READABLE_VERSIONS = (1, 2)
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_DTYPES["float64"] = torch.float64
+# What a damaged file raises while it is read (a bad copy, a truncated download).
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    pickle.UnpicklingError,
+)
 
 # Default block sizes: square blocks of 2048 for the symmetric radius pass (16 MiB of
 # float32 distances) and tiles of 512 real rows by up to 16 384 fakes for the real-fake
@@ -176,6 +197,29 @@ def _check_chunk(chunk_size: Any) -> int | None:
     if chunk_size is None:
         return None
     return check_int(chunk_size, "chunk_size", minimum=1, hint="Or pass None to pick one.")
+
+
+def _checksum(version: int, dtype: str, ks: Sequence[int], fingerprint: str, radii: Tensor) -> str:
+    """SHA-256 over every field of a saved reference that decides a result (hex).
+
+    The real set enters through its fingerprint; the radii as float64 bytes with their shape.
+    """
+    values = np.ascontiguousarray(radii.detach().cpu().to(torch.float64).numpy())
+    head = f"{_FORMAT_NAME}|{version}|{dtype}|{tuple(int(k) for k in ks)}|{fingerprint}|"
+    digest = hashlib.sha256((head + f"{values.shape}|").encode())
+    digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _format_version(value: Any, name: str) -> int:
+    """The stored format version as an int; ValueError on anything but an integer."""
+    raw = value.item() if isinstance(value, np.ndarray) and value.shape == () else value
+    if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, np.integer)):
+        raise ValueError(
+            f"{name!r} is damaged: its format version {raw!r} is not an integer. Fit and save "
+            "the reference again."
+        )
+    return int(raw)
 
 
 def _fingerprint(real: Tensor) -> str:
@@ -585,7 +629,9 @@ class RealReference:
         """Write the reference to a file: ``.pt``/``.pth`` as torch, anything else as npz.
 
         The file holds the real set, its radii for every fitted k, the fitted k, a
-        fingerprint (SHA-256) of the real set and the format version. Torch files load with
+        fingerprint (SHA-256) of the real set, the format version and a checksum (SHA-256)
+        over all of these, so that a file edited or damaged anywhere is refused by
+        :meth:`load` instead of giving wrong numbers. Torch files load with
         ``torch.load(weights_only=True)``; npz files with ``numpy.load(allow_pickle=False)``.
 
         Args:
@@ -601,6 +647,7 @@ class RealReference:
             "fingerprint": self.fingerprint,
         }
         radii = self._radii.detach().cpu()
+        payload["checksum"] = _checksum(FORMAT_VERSION, dtype, self._ks, self.fingerprint, radii)
         if str(path).endswith((".pt", ".pth")):
             torch.save({**payload, "real": real, "radii": radii}, path)
             return
@@ -624,8 +671,11 @@ class RealReference:
             The reference, ready to :meth:`compare`.
 
         Raises:
-            ValueError: if the file is not a saved reference, was written in another format
-                version, or its real set does not match its fingerprint.
+            ValueError: if the file is not a saved reference, is damaged (unreadable bytes,
+                a format version that is not an integer, fields that do not match the
+                checksum or the fingerprint stored with them), or was written in a format
+                version this release does not read. Version 1 files (no checksum) are read
+                and their radii recomputed from the real set.
         """
         name = os.fspath(path)
         try:
@@ -638,11 +688,18 @@ class RealReference:
                 "`embviz reference`."
             ) from None
         fields: dict[str, Any]
-        if is_torch:
-            fields = dict(torch.load(name, map_location="cpu", weights_only=True))
-        else:
-            with np.load(name, allow_pickle=False) as data:
-                fields = {key: data[key] for key in data.files}
+        try:
+            if is_torch:
+                fields = dict(torch.load(name, map_location="cpu", weights_only=True))
+            else:
+                with np.load(name, allow_pickle=False) as data:
+                    fields = {key: data[key] for key in data.files}
+        except _READ_ERRORS as err:
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise ValueError(
+                f"{name!r} is damaged: it cannot be read ({type(err).__name__}: {reason}). "
+                "Fit and save the reference again."
+            ) from None
         missing = [key for key in _FILE_KEYS if key not in fields]
         if missing or str(fields["format"]) != _FORMAT_NAME:
             raise ValueError(
@@ -650,14 +707,21 @@ class RealReference:
                 " format tag). Create one with `RealReference(real, nearest_k=...).save(path)`"
                 " or `embviz reference`."
             )
-        version = int(fields["format_version"])
-        if version != FORMAT_VERSION:
+        version = _format_version(fields["format_version"], name)
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
                 f"{name!r} was written in RealReference format version {version}; this "
-                f"version of lightning-embviz reads version {FORMAT_VERSION}. Fit and save "
-                "the reference again from the real embeddings."
+                f"version of lightning-embviz reads versions "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}. Fit and save the reference again "
+                "from the real embeddings."
             )
-        dtype = getattr(torch, str(fields["dtype"]))
+        dtype_name = str(fields["dtype"])
+        if dtype_name not in _DTYPES:
+            raise ValueError(
+                f"{name!r} is damaged: dtype {dtype_name!r} is not one of "
+                f"{', '.join(_DTYPES)}. Fit and save the reference again."
+            )
+        dtype = _DTYPES[dtype_name]
         real = fields["real"]
         if isinstance(real, np.ndarray):
             real = torch.from_numpy(np.ascontiguousarray(real))
@@ -665,7 +729,13 @@ class RealReference:
                 real = real.view(torch.bfloat16)
         radii = fields["radii"]
         radii = torch.from_numpy(radii) if isinstance(radii, np.ndarray) else radii
-        ks = tuple(int(k) for k in np.asarray(fields["nearest_ks"]).reshape(-1))
+        stored_ks = np.asarray(fields["nearest_ks"]).reshape(-1)
+        if stored_ks.dtype.kind not in "iu" or stored_ks.size == 0 or (stored_ks < 1).any():
+            raise ValueError(
+                f"{name!r} is damaged: its fitted k {stored_ks.tolist()!r} are not positive "
+                "integers. Fit and save the reference again."
+            )
+        ks = tuple(int(k) for k in stored_ks)
         obj = cls.__new__(cls)
         obj._real = real.to(dtype).contiguous()
         obj._ks = ks
@@ -676,12 +746,25 @@ class RealReference:
                 f"{name!r} is damaged: its real set does not match the fingerprint stored "
                 "with it. Fit and save the reference again."
             )
-        if tuple(radii.shape) != (len(ks), real.shape[0]):
-            raise ValueError(
-                f"{name!r} is damaged: radii of shape {tuple(radii.shape)} for "
-                f"{len(ks)} k and {real.shape[0]} rows."
-            )
-        obj._radii = radii.to(torch.float64)
+        if version == 1:
+            # No checksum over the radii: recompute them from the real set (one fit).
+            for k in ks:
+                _check_size(k, obj._real.shape[0], "real")
+            obj._fit(obj._real, ks, None)
+        else:
+            stored = str(fields.get("checksum", ""))
+            if stored != _checksum(version, dtype_name, ks, obj.fingerprint, radii):
+                raise ValueError(
+                    f"{name!r} is damaged: its radii, fitted k, dtype or format version do not "
+                    "match the checksum stored with them (edited, or a bad copy). Fit and save "
+                    "the reference again."
+                )
+            if tuple(radii.shape) != (len(ks), real.shape[0]):
+                raise ValueError(
+                    f"{name!r} is damaged: radii of shape {tuple(radii.shape)} for "
+                    f"{len(ks)} k and {real.shape[0]} rows."
+                )
+            obj._radii = radii.to(torch.float64)
         if device is not None:
             obj._real = obj._real.to(device)
             obj._radii = obj._radii.to(device)
