@@ -49,13 +49,7 @@ import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import ArrayLike, as_features, check_int
-from lightning_embviz._knn import (
-    exact_squared_distances,
-    frame_scale,
-    max_abs_centered,
-    mean64,
-    to_frame,
-)
+from lightning_embviz._knn import exact_squared_distances, frame_scale, mean64, to_frame
 
 __all__ = [
     "MEMORIZATION_KEYS",
@@ -124,30 +118,50 @@ def _up32(x: Tensor) -> Tensor:
     return y.clamp(max=_F32_MAX)
 
 
-def _centred_sq_max(x: Tensor, center: Tensor, chunk: int) -> float:
-    """Largest ``|x - center|^2`` over the rows, in float64."""
-    top = 0.0
+def _centred_extent(x: Tensor, center: Tensor, chunk: int) -> tuple[float, float]:
+    """Largest ``|x - center|`` entry and largest ``|x - center|^2`` row, in float64."""
+    biggest, sq_max = 0.0, 0.0
     for start in range(0, x.shape[0], chunk):
         block = x[start : start + chunk].to(torch.float64) - center
         if block.numel():
-            top = max(top, float((block * block).sum(dim=1).max()))
-    return top
+            biggest = max(biggest, float(block.abs().max()))
+            sq_max = max(sq_max, float(block.square().sum(dim=1).max()))
+    return biggest, sq_max
+
+
+# Queries are converted with the training set's scale unless their centred entries would
+# exceed this (in frame units); the error bound holds at any scale short of overflow.
+_QUERY_EXTENT_LIMIT = 2.0**20
+# The training set's float32 frame is kept between comparisons up to this many entries.
+_CACHE_ENTRIES = 1 << 28
 
 
 @dataclass
 class _TrainFrame:
-    """What the nearest search needs to know of the training set, computed once."""
+    """The training set's float32 frame: centre, scale, extent and, if small, its blocks."""
 
     center: Tensor  # (D,) float64 mean
-    biggest: float  # largest |x - center| entry
-    sq_max: float  # largest |x - center|^2 row
+    scale: float  # power of two bringing the largest centred entry into [0.5, 1)
+    sq_max: float  # largest |x - center|^2 row (unscaled)
+    t32: Tensor | None = None  # (N, D) float32 frame, kept when N * D <= _CACHE_ENTRIES
+    t_sq32: Tensor | None = None  # (N,) float32 squared norms in the frame
+
+    def block(self, train: Tensor, c0: int, c1: int, scale: float) -> tuple[Tensor, Tensor]:
+        """Rows c0:c1 in the frame at ``scale``: ((C, D) float32, (1, C) float32 norms)."""
+        if self.t32 is not None and self.t_sq32 is not None and scale == self.scale:
+            return self.t32[c0:c1], self.t_sq32[c0:c1].unsqueeze(0)
+        t32, t_sq = to_frame(train[c0:c1], self.center, scale, c1 - c0)
+        return t32, t_sq.to(torch.float32).unsqueeze(0)
 
 
-def _train_frame(train: Tensor, chunk: int) -> _TrainFrame:
+def _train_frame(train: Tensor, chunk: int, cache: bool = False) -> _TrainFrame:
     center = mean64(train, chunk)
-    return _TrainFrame(
-        center, max_abs_centered(train, center, chunk), _centred_sq_max(train, center, chunk)
-    )
+    biggest, sq_max = _centred_extent(train, center, chunk)
+    frame = _TrainFrame(center, frame_scale(biggest), sq_max)
+    if cache and train.numel() <= _CACHE_ENTRIES:
+        t32, t_sq = to_frame(train, center, frame.scale, chunk)
+        frame.t32, frame.t_sq32 = t32, t_sq.to(torch.float32)
+    return frame
 
 
 class _NearestPass:
@@ -155,9 +169,11 @@ class _NearestPass:
 
     Per tile of (queries x training rows) the float32 estimates keep only the pairs that may
     hold their query's minimum: those within twice the error bound of the smallest estimate
-    so far, and below the exact minimum settled so far plus the bound. Held pairs are pruned
-    as the limits tighten, and settled exactly (float64 from coordinate differences) at the
-    end or when too many are held (degenerate data with many near-equal distances).
+    so far, and below the exact minimum settled so far plus the bound. Only the rows whose
+    tile minimum reaches that limit are searched for such pairs (after the first blocks, few
+    are). Held pairs are pruned as the limits tighten, and settled exactly (float64 from
+    coordinate differences) at the end or when too many are held (degenerate data with many
+    near-equal distances).
     """
 
     def __init__(
@@ -174,8 +190,10 @@ class _NearestPass:
         self.train_rows = train_rows
         self.query_rows = max(1, min(queries.shape[0], _TILE_ELEMENTS // train_rows))
         self.max_held = max_held
-        biggest = max(frame.biggest, max_abs_centered(queries, frame.center, train_rows))
-        self.scale = frame_scale(biggest)
+        q_biggest, _ = _centred_extent(queries, frame.center, train_rows)
+        self.scale = frame.scale
+        if q_biggest * self.scale > _QUERY_EXTENT_LIMIT:
+            self.scale = frame_scale(q_biggest)
         self.scale2 = self.scale * self.scale
         self.q32, q_sq = to_frame(queries, frame.center, self.scale, train_rows)
         self.q_sq32 = q_sq.to(torch.float32)
@@ -214,8 +232,7 @@ class _NearestPass:
         n, m = self.train.shape[0], self.queries.shape[0]
         for c0 in range(0, n, self.train_rows):
             c1 = min(n, c0 + self.train_rows)
-            t32, t_sq = to_frame(self.train[c0:c1], self.frame.center, self.scale, c1 - c0)
-            t_sq32 = t_sq.to(torch.float32).unsqueeze(0)
+            t32, t_sq32 = self.frame.block(self.train, c0, c1, self.scale)
             for q0 in range(0, m, self.query_rows):
                 q1 = min(m, q0 + self.query_rows)
                 self._tile(t32, t_sq32, q0, q1, c0)
@@ -230,15 +247,26 @@ class _NearestPass:
             local = self.exclude[q0:q1] - c0
             inside = ((local >= 0) & (local < t32.shape[0])).nonzero(as_tuple=True)[0]
             s[inside, local[inside]] = math.inf
-        tile_min = s.amin(dim=1).to(torch.float64)
-        torch.minimum(self.low[q0:q1], tile_min, out=self.low[q0:q1])
+        tile_min = self._buffer("min", 1, q1 - q0, torch.float32)[0]
+        torch.amin(s, dim=1, out=tile_min)
+        torch.minimum(self.low[q0:q1], tile_min.to(torch.float64), out=self.low[q0:q1])
         limit = self._limit(q0, q1)
-        mask = self._buffer("mask", q1 - q0, t32.shape[0], torch.bool)
-        torch.le(s, limit.unsqueeze(1), out=mask)
-        rows, cols = mask.nonzero(as_tuple=True)
+        active = (tile_min <= limit).nonzero(as_tuple=True)[0]
+        if not active.numel():
+            return
+        if 2 * active.numel() < q1 - q0:  # search only the rows the tile can improve
+            part = s.index_select(0, active)
+            rows, cols = (part <= limit[active].unsqueeze(1)).nonzero(as_tuple=True)
+            vals = part[rows, cols]
+            rows = active[rows]
+        else:
+            mask = self._buffer("mask", q1 - q0, t32.shape[0], torch.bool)
+            torch.le(s, limit.unsqueeze(1), out=mask)
+            rows, cols = mask.nonzero(as_tuple=True)
+            vals = s[rows, cols]
         self.rows.append(rows + q0)
         self.cols.append(cols + c0)
-        self.vals.append(s[rows, cols])
+        self.vals.append(vals)
         self.held += rows.numel()
         if self.held > self.max_held:
             self._prune()
@@ -525,7 +553,7 @@ class TrainReference:
         self._train = train
         self._n_cells, self._self_rows = n_cells, self_rows
         self._kmeans_rows, self._seed, self._chunk = kmeans_rows, seed, chunk
-        self._frame = _train_frame(train, chunk)
+        self._frame = _train_frame(train, chunk, cache=True)
         n = train.shape[0]
         self._sample_rows = self._sample(n, self_rows, seed)
         # Each row's distance to its nearest other training row; NaN until computed.
