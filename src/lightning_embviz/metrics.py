@@ -1,4 +1,7 @@
-"""Precision, recall, density, coverage and the Fréchet distance, in pure torch.
+"""Precision, recall, density, coverage, the Fréchet distance and more, in pure torch.
+
+Vendi, kernel distance, FD-infinity, clipped density/coverage, realism and rarity scores
+live in :mod:`lightning_embviz.suite` and are re-exported here.
 
 No Lightning import here: these functions are the engine behind the callback and the
 ``embviz`` command, and they are usable on their own.
@@ -9,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, as_numpy, check_int
@@ -19,15 +21,34 @@ from lightning_embviz.reference import (
     _check_chunk,
     _check_size,
 )
+from lightning_embviz.suite import (
+    FDInfinityResult,
+    FrechetReference,
+    clipped_density_coverage,
+    fd_infinity,
+    frechet_distance,
+    kernel_distance,
+    rarity_score,
+    realism_score,
+    vendi_score,
+)
 
 __all__ = [
     "PRDC_KEYS",
+    "FDInfinityResult",
+    "FrechetReference",
     "PRDCResult",
     "RealReference",
+    "clipped_density_coverage",
     "compute_prdc",
     "compute_prdc_details",
+    "fd_infinity",
     "frechet_distance",
+    "kernel_distance",
     "per_class_prdc",
+    "rarity_score",
+    "realism_score",
+    "vendi_score",
 ]
 
 
@@ -130,77 +151,6 @@ def compute_prdc(
     real, fake, k = _validate_pair(real_features, fake_features, nearest_k)
     chunk = _check_chunk(chunk_size)
     return RealReference._from_checked(real, (k,), chunk)._metrics(fake, (k,), chunk)[k]
-
-
-def _covariance64(x: Tensor) -> tuple[Tensor, Tensor]:
-    x = x.to(torch.float64)
-    mu = x.mean(dim=0)
-    xc = x - mu
-    return mu, xc
-
-
-def _sqrt_psd(mat: Tensor) -> Tensor:
-    vals, vecs = torch.linalg.eigh(mat)
-    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
-
-
-def frechet_distance(real: ArrayLike, fake: ArrayLike) -> float:
-    """Fréchet distance between Gaussians fitted to two sets of embeddings (the FID formula).
-
-    ``FD = |mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r S_f)^(1/2))`` with unbiased
-    covariances (``np.cov`` convention). The trace term is computed without a matrix square
-    root of a non-symmetric product: as the nuclear norm of ``X_r X_f^T`` when the sets are
-    smaller than the width (exact for singular covariances, N < D), otherwise through the
-    eigenvalues of the symmetric ``L^T S_f L`` with ``S_r = L L^T`` (or of
-    ``S_r^(1/2) S_f S_r^(1/2)`` when ``S_r`` is singular). Computed in float64.
-
-    Args:
-        real: (N, D) array or tensor, N >= 2.
-        fake: (M, D) array or tensor, M >= 2, same D.
-
-    Returns:
-        The Fréchet distance as a Python float (>= 0).
-
-    Raises:
-        ValueError: on shapes other than (N, D), different widths, fewer than 2 rows, or
-            NaN/Inf values.
-    """
-    r = as_features(real, "real")
-    f = as_features(fake, "fake")
-    if r.shape[1] != f.shape[1]:
-        raise ValueError(
-            f"`real` and `fake` must have the same width D, got {r.shape[1]} and {f.shape[1]}."
-        )
-    for name, t in (("real", r), ("fake", f)):
-        if t.shape[0] < 2:
-            raise ValueError(f"`{name}` needs at least 2 rows for a covariance, got {t.shape[0]}.")
-    if r.device != f.device:
-        f = f.to(r.device)
-    mu_r, xr = _covariance64(r)
-    mu_f, xf = _covariance64(f)
-    nr, nf, width = r.shape[0] - 1, f.shape[0] - 1, r.shape[1]
-    diff = mu_r - mu_f
-    tr_r = float((xr * xr).sum()) / nr
-    tr_f = float((xf * xf).sum()) / nf
-    if min(r.shape[0], f.shape[0]) < width:
-        # tr((S_r S_f)^1/2) = sum of singular values of X_r X_f^T / sqrt(nr nf).
-        cross = (xr @ xf.T) / np.sqrt(nr * nf)
-        tr_cov = float(torch.linalg.svdvals(cross).sum())
-    else:
-        s_r = (xr.T @ xr) / nr
-        s_f = (xf.T @ xf) / nf
-        # S_r S_f is similar to the symmetric L^T S_f L (S_r = L L^T, Cholesky), whose
-        # eigenvalues alone are needed; a singular S_r falls back to S_r^1/2 S_f S_r^1/2.
-        chol, info = torch.linalg.cholesky_ex(s_r)
-        if int(info) == 0:
-            mid = chol.T @ s_f @ chol
-        else:
-            root = _sqrt_psd(s_r)
-            mid = root @ s_f @ root
-        mid = (mid + mid.T) / 2
-        tr_cov = float(torch.linalg.eigvalsh(mid).clamp_min(0).sqrt().sum())
-    value = float(diff @ diff) + tr_r + tr_f - 2.0 * tr_cov
-    return max(value, 0.0)
 
 
 def _class_order(*label_arrays: np.ndarray | None) -> list[Any]:
