@@ -38,6 +38,7 @@ import pytorch_lightning as pl
 import torch
 from gan_digits import (  # the example next to this file
     MODES_KEY,
+    TENSORBOARD_HINT,
     DigitsData,
     DigitsGAN,
     quiet_lightning,
@@ -111,6 +112,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The comparison as a TensorBoard text card: exact values, which no smoothing can shift.
+TABLE_TAG = "compare/checkpoints"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The same table in markdown, for TensorBoard's text plugin (one row per checkpoint)."""
+    names = ["epoch", *METRICS, "modes hit", "checkpoint"]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---:|" * (len(names) - 1) + "---|"]
+    for row in rows:
+        cells = [str(row["epoch"])]
+        cells += [f"{row.get('embviz/' + n, float('nan')):.3f}" for n in METRICS]
+        cells.append(f"{row.get(MODES_KEY, float('nan')):.0f}")
+        cells.append(f"`{Path(row['checkpoint']).name}`")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """Command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -162,10 +180,14 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     # run logged the same epoch's validation.
     log_root = args.run / "tensorboard"
     clear_previous_comparison(log_root / "compare")
+    # No `hp_metric` placeholder card next to the embviz ones (as in gan_digits.py).
+    logger = TensorBoardLogger(
+        save_dir=str(args.run), name="tensorboard", version="compare", default_hp_metric=False
+    )
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
-        logger=TensorBoardLogger(save_dir=str(args.run), name="tensorboard", version="compare"),
+        logger=logger,
         callbacks=[EmbeddingMonitor(nearest_k=5, views=views)],
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -189,6 +211,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
 
     print("\ncheckpoints (held-out real digits vs fakes from the fixed noise set):")
     print(format_table(rows))
+    # Also in TensorBoard (TEXT tab), at step 0: the values themselves, unsmoothed.
+    logger.experiment.add_text(TABLE_TAG, markdown_table(rows), global_step=0)
+    logger.experiment.flush()
 
     command = [
         "embviz",
@@ -211,7 +236,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
             raise SystemExit(f"`embviz compare` failed with exit status {status}")
     print(
         "\nthe training run (train) and this comparison (compare), on one step axis:\n"
-        f"    {tensorboard_command(log_root)}"
+        f"    {tensorboard_command(log_root)}\n"
+        f"{TENSORBOARD_HINT}; the table is in TEXT, under {TABLE_TAG}"
     )
     return rows
 

@@ -1,6 +1,6 @@
 """Train a small GAN on scikit-learn's 8x8 digits and watch it learn with EmbeddingMonitor.
 
-Everything runs on CPU in a few minutes and needs no download: the digits ship inside
+Everything runs on CPU in a few minutes and downloads no data: the digits ship inside
 scikit-learn.
 
 1. A small classifier is trained on the digits first (a few seconds). Like the Inception
@@ -24,7 +24,9 @@ Run::
     tensorboard --logdir outputs/gan_digits/tensorboard --samples_per_plugin images=1000
 
 TensorBoard keeps only 10 images per tag unless ``--samples_per_plugin`` says otherwise,
-so without the flag a 30-epoch run would show the figures of only 10 of its epochs.
+so without the flag a 30-epoch run would show the figures of only 10 of its epochs. It
+opens on TIME SERIES and smooths curves (weight 0.6); ``?smoothing=0`` in the address
+(http://localhost:6006/?smoothing=0#timeseries) shows the logged values.
 
 Flags: ``--epochs``, ``--out``, ``--logger {tensorboard,csv,mlflow,wandb,none}``,
 ``--quick`` (a few-second smoke run), ``--seed``, ``--overwrite`` (replace an earlier run
@@ -410,8 +412,11 @@ def make_logger(kind: str, out: Path) -> Any:
         from pytorch_lightning.loggers import TensorBoardLogger
 
         # A named version: `compare_checkpoints.py` writes its run next to it ("compare"),
-        # so one TensorBoard shows both on one step axis.
-        return TensorBoardLogger(save_dir=str(out), name="tensorboard", version="train")
+        # so one TensorBoard shows both on one step axis. No `hp_metric`: Lightning's
+        # placeholder (-1 at step 0) would add an empty card to the TIME SERIES tab.
+        return TensorBoardLogger(
+            save_dir=str(out), name="tensorboard", version="train", default_hp_metric=False
+        )
     if kind == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
@@ -444,6 +449,16 @@ def tensorboard_command(log_dir: Path) -> str:
     figures of only 10 of its epochs.
     """
     return f"tensorboard --logdir {log_dir} --samples_per_plugin images=1000"
+
+
+# TensorBoard opens on TIME SERIES and smooths every curve (weight 0.6) by default: a
+# comparison run with a few points would then be drawn below the training run's curve,
+# although both hold the same values at those steps. `?smoothing=0` turns it off.
+TENSORBOARD_URL = "http://localhost:6006/?smoothing=0#timeseries"
+TENSORBOARD_HINT = (
+    f"then browse to {TENSORBOARD_URL} (TIME SERIES, smoothing off; "
+    "tensorboard prints its port if 6006 is taken)"
+)
 
 
 # What a run writes into `--out` (the logs of other loggers get a new version each run).
@@ -601,6 +616,8 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
     command = open_command(args.logger, out)
     if command:
         print(f"\nopen the run with:\n    {command}")
+        if args.logger == "tensorboard":
+            print(TENSORBOARD_HINT)
     compare = os.path.relpath(Path(__file__).resolve().with_name("compare_checkpoints.py"))
     print(f"compare the checkpoints with:\n    python {compare} --run {out}")
     return history.rows

@@ -49,7 +49,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 180) -> subprocess.Complet
 def _events(log_dir: Path) -> Any:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     acc.Reload()
     return acc
 
@@ -228,6 +228,32 @@ def test_compare_checkpoints_lines_up_with_the_training_run(
     )
     assert (out / "compare" / "embviz" / "compare_pca.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "embviz compare" in proc.stdout
+
+
+def test_examples_log_no_hp_metric_and_point_to_unsmoothed_values(
+    compare_run: tuple[Path, subprocess.CompletedProcess],
+    quick_run: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    out, proc = compare_run
+    # Lightning's `hp_metric` placeholder (-1 at step 0) is off in both runs.
+    for run in ("train", "compare"):
+        acc = _events(out / "tensorboard" / run)
+        scalars = acc.Tags()["scalars"]
+        assert "embviz/coverage" in scalars
+        assert not [tag for tag in scalars if "hp_metric" in tag], (run, scalars)
+    # TensorBoard smooths curves by default: both scripts say how to turn it off, and the
+    # comparison's exact values are also a text card (TEXT tab), one row per checkpoint.
+    for stdout in (quick_run[1].stdout, proc.stdout):
+        assert "http://localhost:6006/?smoothing=0#timeseries" in stdout
+    compare = _events(out / "tensorboard" / "compare")
+    (event,) = compare.Tensors("compare/checkpoints/text_summary")
+    text = event.tensor_proto.string_val[0].decode()
+    lines = text.splitlines()
+    assert lines[0].startswith("| epoch | precision | recall | density | coverage | fd |")
+    coverage = _scalars(compare, "embviz/coverage")
+    cells = [line.strip("|").split("|") for line in lines[2:]]
+    assert [int(c[0]) for c in cells] == [0, 1]
+    assert [float(c[4]) for c in cells] == pytest.approx(list(coverage.values()), abs=5e-4)
 
 
 def test_a_second_run_into_the_same_folder_is_refused_or_replaces(tmp_path: Path) -> None:
