@@ -99,12 +99,22 @@ def test_readme_reads_in_the_order_a_newcomer_needs():
     assert positions == sorted(positions), headings
 
 
-def test_readme_and_docs_links_point_to_files_that_exist():
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a markdown page's headings (lower case, punctuation dropped)."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_readme_and_docs_links_point_to_files_and_headings_that_exist():
     root = README.parent
     pages = [README, *sorted((root / "docs").glob("*.md"))]
     assert {p.name for p in pages} >= {"README.md", "exactness.md", "benchmarks.md", "design.md"}
     for page in pages:
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+        text = page.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
             if "://" in target:
                 continue
-            assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+            path = page.parent / target if target else page
+            assert path.exists(), f"{page.name}: broken link {target}"
+            if anchor and path.suffix == ".md":
+                assert anchor in _anchors(path), f"{page.name}: no heading for {target}#{anchor}"
