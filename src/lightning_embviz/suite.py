@@ -35,11 +35,7 @@ from scipy.special import gammaln
 from torch import Tensor
 
 from lightning_embviz._arrays import ArrayLike, as_features, check_int
-from lightning_embviz._knn import (
-    _KEY_ABS_MARGIN,
-    _KEY_MARGIN,
-    _gemm_tau,
-    _up32,
+from lightning_embviz.engine import (
     cross_ball_tests,
     exact_squared_distances,
     frame_scale,
@@ -49,6 +45,10 @@ from lightning_embviz._knn import (
     round_key,
     to_frame,
 )
+from lightning_embviz.engine.exact import KEY_ABS_MARGIN as _KEY_ABS_MARGIN
+from lightning_embviz.engine.exact import KEY_MARGIN as _KEY_MARGIN
+from lightning_embviz.engine.exact import round_up32 as _up32
+from lightning_embviz.engine.gemm import gemm_tau as _gemm_tau
 from lightning_embviz.reference import RealReference, _check_chunk, _check_size
 
 __all__ = [
@@ -794,8 +794,8 @@ def realism_score(
     ``R(f) = max over kept reals x of r_k(x) / d(f, x)``, where only the real balls with the
     smallest radii are kept (the fraction ``keep``, by default the half at or below the
     median radius, as in the paper: large outlier balls would make any fake look real).
-    ``R(f) >= 1`` exactly when f lies in a kept ball (on the ball's edge counts as outside,
-    as in precision); inf when f coincides with a kept real point. The maximum is found
+    ``R(f) > 1`` exactly when f lies in a kept ball (on the ball's edge, ``R(f) = 1``, counts
+    as outside, as in precision); inf when f coincides with a kept real point. The maximum is found
     exactly by the engine's nearest-ball-edge search on the reference-rounded distances.
 
     Args:
