@@ -101,3 +101,101 @@ def test_thumbnails_are_small_and_galleries_fetch_by_key():
     real, _ = buffer.local_sets()
     got = gather_selected_images(real.images, real.keys, torch.tensor([105, 101]))
     assert got is not None and torch.equal(got.pixels, thumbs.pixels[[5, 1]])
+
+
+def _bad_later_batch(kind: str):
+    """Images for every batch, except that the third batch of epoch 0 breaks them."""
+    calls = {"n": 0}
+
+    def outputs(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+        with_images(module, out, batch)
+        if module.trainer.sanity_checking or module.current_epoch != 0:
+            return out
+        calls["n"] += 1
+        if calls["n"] == 3:
+            if kind == "missing":
+                del out["real_images"], out["fake_images"]
+            elif kind == "resized":
+                out["fake_images"] = out["fake"].reshape(-1, 1, 3, 2)
+            else:  # four channels: not an image layout at all
+                out["real_images"] = torch.zeros(len(out["real"]), 4, 2, 3)
+        return out
+
+    return outputs
+
+
+@pytest.mark.parametrize("kind", ["missing", "resized", "channels"])
+def test_bad_images_in_a_later_batch_drop_that_runs_galleries_not_the_run(tmp_path, kind):
+    """Lightning's defaults (sanity check, TensorBoard logger): the fit ends normally."""
+    from torch.utils.data import DataLoader
+
+    from _models import make_data
+
+    model = TinyGAN(shifts=(1.5, 0.5), outputs=_bad_later_batch(kind))
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        limit_train_batches=2,
+        callbacks=[EmbeddingMonitor(views=None, gallery_size=4)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    train = DataLoader(make_data(32, seed=1), batch_size=16)
+    val = DataLoader(make_data(64), batch_size=16)
+    with pytest.warns(UserWarning, match="inconsistent images") as record:
+        trainer.fit(model, train, val)
+    assert sum("inconsistent images" in str(w.message) for w in record) == 1
+    assert trainer.state.finished and trainer.current_epoch == 2
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    steps = sorted(e.step for e in acc.Scalars("embviz/coverage"))
+    assert len(steps) == 2
+    # The metrics of the broken run equal the reference on every returned row.
+    real = model.collected("real", 0).double().numpy()
+    fake = model.collected("fake", 0).double().numpy()
+    logged = {e.step: e.value for e in acc.Scalars("embviz/coverage")}
+    expected = reference_prdc(real, fake, nearest_k=5)["coverage"]
+    assert logged[steps[0]] == pytest.approx(expected, abs=1e-6)
+    # Epoch 0's galleries are dropped, epoch 1's are there.
+    for tag in ("embviz/missed_real", "embviz/outlier_fake"):
+        assert [e.step for e in acc.Images(tag)] == [steps[1]]
+
+
+def test_select_samples_drops_galleries_when_images_were_dropped():
+    from lightning_embviz._galleries import select_samples
+    from lightning_embviz._outputs import GalleryImages, OutputKeys, parse_outputs
+
+    keys = OutputKeys()
+    gate = GalleryImages()
+    x = torch.randn(4, 6)
+    first = parse_outputs(
+        {"real": x, "fake": x, "real_images": torch.rand(4, 1, 2, 3)}, keys, source="s", where="w"
+    )
+    assert gate.admit(first, keys, "batch 0") is None
+    later = parse_outputs(
+        {"real": x, "fake": x, "real_images": torch.rand(4, 5, 2, 3)},
+        keys,
+        source="s",
+        where="w",
+        strict_images=False,
+    )
+    assert later.real_images is None and "C in (1, 3)" in str(later.image_problem)
+    message = gate.admit(later, keys, "batch 1")
+    assert message is not None and "galleries of this run are dropped" in message
+    assert later.real_images is not None and later.real_images.pixels.shape == (4, 1, 2, 3)
+    assert gate.dropped and gate.admit(later, keys, "batch 2") is None  # warned once
+    with pytest.raises(ValueError, match=r"C in \(1, 3\)"):
+        parse_outputs(
+            {"real": x, "fake": x, "real_images": torch.rand(4, 5, 2, 3)},
+            keys,
+            source="s",
+            where="w",
+        )
+    views, problem = select_samples(
+        None, (torch.arange(4), None, torch.arange(4), None), gallery_size=4, tables=False,
+        distributed=False, images_dropped=True,
+    )  # fmt: skip
+    assert views is None and problem is None

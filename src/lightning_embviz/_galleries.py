@@ -42,6 +42,7 @@ def select_samples(
     gallery_size: int,
     tables: bool,
     distributed: bool,
+    images_dropped: bool = False,
 ) -> tuple[Optional[SampleViews], Optional[str]]:
     """The run's galleries and tables, built on rank 0 (None elsewhere), and a problem to warn.
 
@@ -51,6 +52,9 @@ def select_samples(
         gallery_size: Tiles per gallery (0: no images are fetched).
         tables: Also build the per-sample tables.
         distributed: Whether the ranks take part (collectives).
+        images_dropped: This rank dropped its images for this run (inconsistent batches,
+            :class:`~lightning_embviz._outputs.GalleryImages`): if any rank did, no rank
+            shows images, so the galleries are all or nothing.
 
     Returns:
         ``(views or None, message or None)``; a failure in the selection never raises: it
@@ -82,17 +86,35 @@ def select_samples(
                 "EmbeddingMonitor: selecting the gallery samples failed; the metrics were "
                 f"logged, the galleries and per-sample tables are missing.\n{detail}"
             )
+    dropped = images_dropped
     if distributed and size:
-        shared = wanted.to(collective_device(torch.device("cpu")))
+        device = collective_device(torch.device("cpu"))
+        shared = wanted.to(device)
         torch.distributed.broadcast(shared, src=0)
         wanted = shared.cpu()
+        flag = torch.tensor([int(images_dropped)], dtype=torch.int64, device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        dropped = bool(flag.item())
+        if dropped and not images_dropped and problem is None:
+            problem = (
+                "EmbeddingMonitor: another rank dropped its images for this validation run "
+                "(inconsistent batches); the galleries of this run are missing, the metrics "
+                "were logged."
+            )
     real_keys_local, real_images, fake_keys_local, fake_images = local
     real_thumbs = fake_thumbs = None
-    if size:
+    if size and not dropped:
         want_real = wanted[:size][wanted[:size] >= 0]
         want_fake = wanted[size:][wanted[size:] >= 0]
-        real_thumbs = gather_selected_images(real_images, real_keys_local, want_real)
-        fake_thumbs = gather_selected_images(fake_images, fake_keys_local, want_fake)
+        try:
+            real_thumbs = gather_selected_images(real_images, real_keys_local, want_real)
+            fake_thumbs = gather_selected_images(fake_images, fake_keys_local, want_fake)
+        except ValueError as err:  # ranks with thumbnails of different sizes: every rank
+            real_thumbs = fake_thumbs = None  # raises here, before the images move
+            problem = problem or (
+                f"EmbeddingMonitor: {err} The galleries of this run are missing; the metrics "
+                "were logged. Return images of one size on every rank."
+            )
     if rows is None or result is None or result.real is None or result.fake is None:
         return None, problem
     d, missed, outliers, deepest = rows
@@ -109,4 +131,4 @@ def select_samples(
         fake_images=None if fake_thumbs is None else fake_thumbs.values(),
         tables=tables,
     )
-    return views, None
+    return views, problem

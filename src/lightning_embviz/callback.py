@@ -43,7 +43,7 @@ from lightning_embviz._lightning import (
     set_loop_step,
     warn,
 )
-from lightning_embviz._outputs import OutputKeys, parse_outputs
+from lightning_embviz._outputs import GalleryImages, OutputKeys, parse_outputs
 from lightning_embviz._sampler import RowKeys, SamplerInfo, sampler_info
 from lightning_embviz._worker import FigureWorker
 from lightning_embviz.views import SampleTables, SampleViews
@@ -385,6 +385,7 @@ class EmbeddingMonitor(CallbackBase):
         self._buffers: dict[int, EmbeddingBuffer] = {}
         self._row_keys: dict[int, RowKeys] = {}
         self._sampler_info: dict[int, Optional[SamplerInfo]] = {}
+        self._gallery_images: dict[int, GalleryImages] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # `ddp_spawn` pickles the Trainer with its callbacks: leave out the worker thread, and
@@ -461,6 +462,8 @@ class EmbeddingMonitor(CallbackBase):
             where=where,
             keep_on_device=self.keep_on_device,
             thumbnail_side=self.thumbnail_size,
+            # After the contract check, bad images drop the galleries instead of the run.
+            strict_images=not (self._measuring and self._contract_checked),
         )
         self._contract_checked = True
         if not self._measuring:
@@ -486,6 +489,10 @@ class EmbeddingMonitor(CallbackBase):
         )
         if keys.problem is not None:
             self._warn_once(keys.problem_id, keys.problem)
+        gate = self._gallery_images.setdefault(dataloader_idx, GalleryImages())
+        image_problem = gate.admit(parsed, self.keys, where)
+        if image_problem is not None:
+            self._warn_once("images", image_problem)
         real, real_labels, real_keys = parsed.real, parsed.real_labels, keys.real
         fake, fake_labels, fake_keys = parsed.fake, parsed.fake_labels, keys.fake
         real_images, fake_images = parsed.real_images, parsed.fake_images
@@ -569,6 +576,7 @@ class EmbeddingMonitor(CallbackBase):
     def _finish(self, trainer: Any, pl_module: Any, idx: int, n_loaders: int, step: int) -> bool:
         """Evaluate and log one dataloader's run; True if its metrics were computed."""
         buffer = self._buffers.pop(idx, None) or EmbeddingBuffer(self.max_samples, self.seed)
+        gate = self._gallery_images.pop(idx, None)
         device = torch.device("cpu")
         if self.keep_on_device:
             device = torch.device(getattr(pl_module, "device", "cpu"))
@@ -641,6 +649,7 @@ class EmbeddingMonitor(CallbackBase):
                 gallery_size=self.gallery_size,
                 tables=self.log_samples,
                 distributed=distributed,
+                images_dropped=gate is not None and gate.dropped,
             )
             if problem is not None:
                 self._warn_once("samples", problem)
