@@ -237,7 +237,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     print(
         "\nthe training run (train) and this comparison (compare), on one step axis:\n"
         f"    {tensorboard_command(log_root)}\n"
-        f"{TENSORBOARD_HINT}; the table is in TEXT, under {TABLE_TAG}"
+        f"{TENSORBOARD_HINT}; the table is in TEXT, under {TABLE_TAG}/text_summary"
     )
     return rows
 

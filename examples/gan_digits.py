@@ -457,7 +457,7 @@ def tensorboard_command(log_dir: Path) -> str:
 TENSORBOARD_URL = "http://localhost:6006/?smoothing=0#timeseries"
 TENSORBOARD_HINT = (
     f"then browse to {TENSORBOARD_URL} (TIME SERIES, smoothing off; "
-    "tensorboard prints its port if 6006 is taken)"
+    "use the port tensorboard prints if it is not 6006)"
 )
 
 
