@@ -129,3 +129,60 @@ def test_check_int_errors(value, kwargs, exc, match):
 def test_check_int_hint_is_appended():
     with pytest.raises(ValueError, match=r"got 0\. Use 1 or more\.$"):
         check_int(0, "k", minimum=1, hint="Use 1 or more.")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.9, 0.9),
+        (1, 1.0),
+        (np.float32(0.9), 0.9),  # what the user wrote, not 0.8999999761581421
+        (np.float16(0.95), 0.95),
+        (np.float64(0.9), 0.9),
+        (np.int64(2), 2.0),
+    ],
+)
+def test_check_float_accepts_numbers_and_numpy_scalars(value, expected):
+    out = _arrays.check_float(value, "confidence")
+    assert out == expected and type(out) is float
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), "0.9", None, np.array([0.9])])
+def test_check_float_errors(value):
+    with pytest.raises(TypeError, match=r"`confidence` must be a number, got"):
+        _arrays.check_float(value, "confidence")
+
+
+def test_numpy_scalars_are_accepted_as_callback_arguments():
+    from lightning_embviz import EmbeddingMonitor, RealReference, compute_prdc
+    from lightning_embviz.intervals import prdc_intervals
+
+    monitor = EmbeddingMonitor(
+        nearest_k=np.int64(3),
+        confidence=np.float32(0.9),
+        max_samples=np.int64(50),
+        every_n_epochs=np.int32(2),
+        view_max_samples=np.int64(20),
+        gallery_size=np.int64(4),
+        thumbnail_size=np.int16(8),
+        seed=np.uint8(1),
+        views=("pca",),
+    )
+    assert monitor.confidence == 0.9 and type(monitor.confidence) is float
+    assert monitor.nearest_ks == (3,) and monitor.max_samples == 50 and monitor.seed == 1
+    assert monitor.every_n_epochs == 2 and monitor.gallery_size == 4
+    assert EmbeddingMonitor(nearest_k=(np.int64(3), np.int32(5))).nearest_ks == (3, 5)
+    assert EmbeddingMonitor(nearest_k=np.array([3, 5])).nearest_ks == (3, 5)
+    assert all(type(k) is int for k in EmbeddingMonitor(nearest_k=np.array([3, 5])).nearest_ks)
+    with pytest.raises(ValueError, match=r"confidence=np.float32\(1.5\)\)` is not valid"):
+        EmbeddingMonitor(confidence=np.float32(1.5))
+    with pytest.raises(TypeError, match=r"confidence=np.True_"):
+        EmbeddingMonitor(confidence=np.bool_(True))
+    # the engine's entry points take them too
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 4)), rng.normal(size=(40, 4))
+    want = compute_prdc(real, fake, nearest_k=3)
+    assert compute_prdc(real, fake, nearest_k=np.int64(3)) == want
+    assert RealReference(real, np.int32(3)).compare(fake) == want
+    bounds = prdc_intervals(real, fake, np.int64(3), np.float32(0.9), seed=np.int64(0))
+    assert bounds["coverage_low"] <= want["coverage"] <= bounds["coverage_high"]

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from _models import WIDTH, make_data, make_module_class, trainer_kwargs
+from _models import WIDTH, indexed_dataset, make_data, make_module_class, trainer_kwargs
 from lightning_embviz import EmbeddingMonitor, compute_prdc, frechet_distance
 from lightning_embviz._buffer import key_hash
 from lightning_embviz.callback import METRIC_NAMES
@@ -482,6 +482,35 @@ def test_nan_rows_are_dropped_with_one_warning(tmp_path, train_loader, val_loade
     finite = torch.isfinite(real).all(dim=1)
     expected = reference(real[finite], model.collected("fake", 0))
     assert_metrics({k: float(v) for k, v in trainer.callback_metrics.items()}, expected)
+
+
+def fixed_generator_batch(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+    """Always 8 distinct fakes, whatever the real batch size; the dataset index of each real."""
+    fake = module.fake(out["real"]).repeat(8, 1)[:8] + torch.linspace(0, 1, 8).unsqueeze(1)
+    return {"real": out["real"], "fake": fake, "index": batch[2]}
+
+
+def test_returned_index_with_uneven_fake_counts_keeps_every_fake(tmp_path, train_loader):
+    # A shuffled loader of 19 samples in batches of 8, 8, 3 with dataset indices, and a
+    # generator batch of 8: the fakes of the short batch used to collide with the indices of
+    # the paired batches and were dropped as duplicates.
+    data = indexed_dataset(19, seed=4)
+    val = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    model = TinyGAN(outputs=fixed_generator_batch)
+    monitor = EmbeddingMonitor(views=None)
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=1, limit_train_batches=2)
+    trainer.callbacks.append(monitor)
+    trainer.fit(model, train_loader, val)
+    real, fake = model.collected("real", 0), model.collected("fake", 0)
+    assert real.shape[0] == 19 and fake.shape[0] == 24
+    expected = reference(real, fake)
+    assert_metrics({k: float(v) for k, v in trainer.callback_metrics.items()}, expected)
+    # every returned fake is in the fake table; the short batch's fakes have no index (-1)
+    table = next(Path(tmp_path).rglob("samples_fake/*.csv"))
+    with table.open() as f:
+        shown = sorted(int(row["index"]) for row in csv.DictReader(f))
+    assert len(shown) == 24 and shown[:8] == [-1] * 8
+    assert sorted(model.collected("index", 0)[:16, 0].long().tolist()) == shown[8:]
 
 
 def test_too_few_samples_warns_and_training_goes_on(tmp_path, train_loader):

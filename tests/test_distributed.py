@@ -12,10 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import lightning_embviz._knn as knn
 from _prdc_cases import make_sets, reference
 from lightning_embviz import RealReference, compute_prdc_details
-from lightning_embviz._knn import neighbour_radii
 from lightning_embviz.distributed import (
     compare_details_distributed,
     compute_prdc_details_distributed,
@@ -23,6 +21,8 @@ from lightning_embviz.distributed import (
     row_share,
     sweep_details_distributed,
 )
+from lightning_embviz.engine import neighbour_radii
+from lightning_embviz.engine.gemm import count_estimates
 from lightning_embviz.metrics import PRDCResult
 
 
@@ -79,21 +79,11 @@ def _worker(rank: int, world: int, store: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         out: dict[str, Any] = {}
-        pairs = [0]
-        original = knn._distances
-
-        def counting(a: Any, rows: slice, b_sq32: Any, cols: slice, *rest: Any) -> Any:
-            s = original(a, rows, b_sq32, cols, *rest)
-            pairs[0] += s.numel()
-            return s
-
-        knn._distances = counting  # type: ignore[assignment]
         for name, real, fake, k, chunk in _cases():
-            pairs[0] = 0
-            result = compute_prdc_details_distributed(real, fake, k, chunk_size=chunk)
+            with count_estimates() as count:  # pairs estimated by this rank's GEMMs
+                result = compute_prdc_details_distributed(real, fake, k, chunk_size=chunk)
             out[name] = _as_dict(result)
-            out[f"{name} pairs"] = pairs[0]
-        knn._distances = original  # type: ignore[assignment]
+            out[f"{name} pairs"] = count.pairs
         real, fake = _sweep_sets()
         ref = fit_reference_distributed(real, _SWEEP_KS)
         out["sweep radii"] = torch.stack([ref.real_radii(k) for k in _SWEEP_KS])
@@ -154,7 +144,7 @@ def test_shared_work_gives_the_single_process_results(tmp_path, world):
 def test_the_four_numbers_match_the_reference_package():
     # The single-process results the shared ones are compared with, against prdc itself.
     for name, real, fake, k, chunk in _cases():
-        # far: the reference is not exact there (see _knn); k = M - 1 and two reals: the
+        # far: the reference is not exact there (see the engine); k = M - 1 and two reals: the
         # reference needs more than k + 1 rows (its partition fails on k + 1).
         if name in ("far", "k = M - 1", "two reals"):
             continue
@@ -200,3 +190,123 @@ def test_without_a_process_group_it_is_the_single_process_call():
     assert torch.equal(ref.real_radii(5), RealReference(real, (3, 5)).real_radii(5))
     assert sweep_details_distributed(ref, fake)[5].as_dict() == ref.sweep(fake)[5]
     assert compare_details_distributed(ref, fake).as_dict() == ref.compare(fake)
+
+
+# --------------------------------------------------------------------------- a failing rank
+
+# Each stage where a rank can fail, and the function that rank 1 is made to fail in.
+_FAILURES = {
+    "real radii": ("_local_real_radii", "computing its share of the real radii"),
+    "fake radii": ("neighbour_radii", "computing its share of the fake radii"),
+    "real-fake tests": ("cross_ball_tests", "testing its real rows against the fakes"),
+}
+
+
+def _failing_worker(rank: int, world: int, store: str, out_dir: str) -> None:
+    import datetime
+
+    import lightning_embviz.distributed as shared
+
+    torch.set_num_threads(1)
+    # A short timeout: a rank left waiting fails the test within seconds instead of hanging.
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=30),
+    )
+    out: dict[str, Any] = {}
+    try:
+        real, fake = _sweep_sets()
+        for stage, (name, _) in _FAILURES.items():
+            original = getattr(shared, name)
+
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError("CUDA out of memory (forced)")
+
+            if rank == 1:
+                setattr(shared, name, broken)
+            try:
+                ref = fit_reference_distributed(real, (3, 5))
+                sweep_details_distributed(ref, fake)
+                out[stage] = ("no error", "")
+            except Exception as err:
+                cause = type(err.__cause__).__name__ if err.__cause__ is not None else ""
+                out[stage] = (f"{type(err).__name__}: {err}", cause)
+            finally:
+                setattr(shared, name, original)
+        # The group is still usable: the next computation is the single-process one.
+        out["after"] = _as_dict(compute_prdc_details_distributed(real, fake, 4))
+    except Exception as err:  # recorded, so that the test reports it
+        out["crash"] = f"{type(err).__name__}: {err}"
+    finally:
+        torch.save(out, Path(out_dir) / f"failing{rank}.pt")
+        dist.destroy_process_group()
+
+
+def _spawn_with_deadline(fn: Any, world: int, tmp_path: Path, seconds: float) -> None:
+    context = mp.spawn(
+        fn, args=(world, str(tmp_path / "store"), str(tmp_path)), nprocs=world, join=False
+    )
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the ranks did not finish within {seconds} s (a rank left waiting)")
+
+
+@pytest.mark.slow
+def test_a_rank_failing_in_the_shared_work_stops_every_rank_with_one_message(tmp_path):
+    _spawn_with_deadline(_failing_worker, 2, tmp_path, 120)
+    ranks = [torch.load(tmp_path / f"failing{r}.pt", weights_only=False) for r in range(2)]
+    for rank, out in enumerate(ranks):
+        assert "crash" not in out, (rank, out.get("crash"))
+        for stage, (_, words) in _FAILURES.items():
+            message, cause = out[stage]
+            assert message.startswith(f"RankFailedError: rank 1 of 2 failed while {words}: "), (
+                rank,
+                stage,
+                message,
+            )
+            assert "RuntimeError: CUDA out of memory (forced)" in message
+            assert message == ranks[0][stage][0]  # the same message on every rank
+            assert cause == ("RuntimeError" if rank == 1 else "")  # the failing rank's own error
+        real, fake = _sweep_sets()
+        _assert_identical(out["after"], compute_prdc_details(real, fake, 4), f"rank {rank}")
+
+
+def test_the_same_input_error_on_every_rank_stays_that_error(monkeypatch):
+    # Without a process group, _agree's logic on gathered flags, with a stand-in group.
+    from lightning_embviz import distributed as shared
+
+    class Two:
+        rank, world = 0, 2
+
+        def __init__(self, texts: list[str]) -> None:
+            self.texts = texts
+            self.calls = 0
+
+        def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+            self.calls += 1
+            if self.calls == 1:  # the flags
+                return [torch.tensor([int(bool(t))]) for t in self.texts]
+            out = []
+            for text in self.texts:
+                data = torch.zeros_like(tensor)
+                raw = text.encode()
+                data[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+                out.append(data)
+            return out
+
+    same = "ValueError: `nearest_k`=9 needs more than 9 rows"
+    with pytest.raises(ValueError, match="needs more than 9 rows"):
+        shared._agree(Two([same, same]), ValueError("`nearest_k`=9 needs more than 9 rows"), "x")
+    with pytest.raises(shared.RankFailedError, match=r"rank 1 of 2 failed while x: Runtime"):
+        shared._agree(Two(["", "RuntimeError: boom"]), None, "x")
+    group = Two(["", ""])
+    shared._agree(group, None, "x")
+    assert group.calls == 1  # no failure: one tiny all-gather, nothing more

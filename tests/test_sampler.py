@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from lightning_embviz._outputs import OutputKeys, parse_outputs
-from lightning_embviz._sampler import RowKeys, sampler_info
+from lightning_embviz._sampler import ORDINAL_BASE, RowKeys, sampler_info, shown_index
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
@@ -45,7 +45,9 @@ def test_no_distributed_sampler_is_reported():
     assert sampler_info(loader) is None
     numbering = RowKeys(rank=1, world_size=2)
     keys = [numbering.next_batch(4, 4, b, info=None) for b in range(2)]
-    assert keys[1].real.tolist() == [9, 11, 13, 15]  # interleaved with rank 0, never colliding
+    # interleaved with rank 0, never colliding; ordinal keys (no known identity, shown as -1)
+    assert (keys[1].real - ORDINAL_BASE).tolist() == [9, 11, 13, 15]
+    assert shown_index(keys[1].real).tolist() == [-1] * 4
     assert keys[0].problem is not None and "no DistributedSampler" in keys[0].problem
     assert "'index'" in keys[0].problem and keys[0].problem_id == keys[1].problem_id
 
@@ -67,3 +69,40 @@ def test_user_index_is_used_as_key():
     out["index"] = torch.tensor([0.5, 1.5])
     with pytest.raises(TypeError, match="'index' must hold integer dataset indices"):
         parse_outputs(out, OutputKeys(), source="`validation_step`", where="batch 1")
+
+
+def test_fakes_of_uneven_batches_never_share_a_key():
+    """A fixed generator batch (8 fakes) against real batches of 8, 8 and 3, keyed by index."""
+    numbering = RowKeys(rank=0, world_size=1)
+    order = torch.randperm(19, generator=torch.Generator().manual_seed(0))
+    fake_keys = []
+    for b, start in enumerate(range(0, 19, 8)):
+        index = order[start : start + 8]
+        keys = numbering.next_batch(len(index), 8, b, index=index)
+        assert keys.real.tolist() == index.tolist()
+        fake_keys.append(keys.fake)
+    fakes = torch.cat(fake_keys)
+    assert len(set(fakes.tolist())) == 24  # the old keys collided with indices 16..18
+    assert fakes[:16].tolist() == order[:16].tolist()  # paired fakes share the real's index
+    assert shown_index(fakes[16:]).tolist() == [-1] * 8  # no dataset index: shown as -1
+
+
+def test_fakes_of_padded_rows_are_dropped_by_position_with_an_index():
+    """DDP with the sampler's padding and dataset indices: paired fakes of padded rows go."""
+    ds = TensorDataset(torch.arange(5))
+    kept_real, kept_fake = [], []
+    for rank in range(2):
+        loader = DataLoader(ds, batch_size=2, sampler=DistributedSampler(ds, 2, rank, False))
+        info = sampler_info(loader)
+        numbering = RowKeys(rank, 2)
+        for b, (batch,) in enumerate(loader):
+            keys = numbering.next_batch(len(batch), len(batch), b, index=batch, info=info)
+            keep = (
+                keys.fake_keep
+                if keys.fake_keep is not None
+                else torch.ones(len(batch), dtype=torch.bool)
+            )
+            kept_fake += keys.fake[keep].tolist()
+            kept_real += keys.real.tolist()
+    assert sorted(kept_fake) == [0, 1, 2, 3, 4]  # sample 0, padded onto rank 1, dropped
+    assert sorted(kept_real) == [0, 0, 1, 2, 3, 4]  # real repeats are merged by index later

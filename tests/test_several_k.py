@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -102,3 +104,39 @@ def test_confidence_intervals_are_logged_and_returned(tmp_path, val_loader):
         assert high == pytest.approx(expected[f"{name}_high"], rel=1e-6)
     with pytest.raises(ValueError, match=r"confidence=1.5"):
         EmbeddingMonitor(confidence=1.5)
+
+
+def test_a_k_too_large_for_the_run_is_nan_and_the_others_are_computed(tmp_path, train_loader):
+    # 60 samples: k=3 is computed, k=100 cannot be (k must be below both counts). With the
+    # large k first, its usual keys are NaN and k=3's keys are still logged.
+    from torch.utils.data import DataLoader
+
+    from _models import make_data
+
+    val = DataLoader(make_data(60), batch_size=16)
+    small_first = EmbeddingMonitor(nearest_k=(3, 100), views=None, log_samples=False)
+    large_first = EmbeddingMonitor(
+        nearest_k=(100, 3), views=None, log_samples=False, prefix="large/"
+    )
+    model = TinyGAN(shifts=(0.4, 0.2))
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=[small_first, large_first],
+    )
+    with pytest.warns(UserWarning) as record:
+        trainer.fit(model, train_loader, val)
+    too_few = [str(w.message) for w in record if "too few for nearest_k=100" in str(w.message)]
+    assert len(too_few) == 2, too_few  # one per monitor, not one per run
+    assert "the metrics of k=3 are computed" in too_few[0]
+    assert not any("skipped the metrics" in str(w.message) for w in record)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    real, fake = model.collected("real", 1), model.collected("fake", 1)
+    expected = compute_prdc(real, fake, nearest_k=3)
+    for name, value in expected.items():
+        assert metrics[f"embviz/{name}"] == pytest.approx(value, abs=1e-7), name
+        assert metrics[f"large/{name}_k3"] == pytest.approx(value, abs=1e-7), name
+        assert math.isnan(metrics[f"embviz/{name}_k100"]) and math.isnan(metrics[f"large/{name}"])
+    assert math.isfinite(metrics["embviz/fd"]) and metrics["large/fd"] == metrics["embviz/fd"]

@@ -15,7 +15,7 @@ Dtypes follow the reference ``prdc`` package (which computes through scikit-lear
 stays float32, float64 stays float64, half precision (float16, bfloat16) is kept as it is
 (its values are exactly representable in float32 and float64, so no copy is made) but the
 distances between half-precision rows are rounded as the reference rounds them, in float64
-(see :func:`lightning_embviz._knn.pair_mode`); integer and boolean inputs become float64.
+(see :func:`lightning_embviz.engine.pair_mode`); integer and boolean inputs become float64.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "as_features",
     "as_numpy",
     "as_tensor",
+    "check_float",
     "check_int",
 ]
 
@@ -193,6 +194,37 @@ def check_int(
         extra = f" {hint}" if hint else ""
         raise ValueError(f"`{name}` must be {rule}, got {out!r}.{extra}")
     return out
+
+
+def check_float(value: Any, name: str) -> float:
+    """Check a real-number option and return it as a Python float.
+
+    Python and NumPy ints and floats are accepted (``np.float32(0.9)`` is a number); ``bool``
+    is not. A NumPy float narrower than float64 is read through its shortest decimal form, so
+    ``np.float32(0.9)`` gives ``0.9``, what the user wrote, not ``0.8999999761581421``.
+
+    Args:
+        value: the value given by the user.
+        name: the option's name, used in the message.
+
+    Returns:
+        The value as a Python float (range checks are the caller's).
+
+    Raises:
+        TypeError: if ``value`` is not a real number (or is a bool); the message quotes it.
+
+    Example::
+
+        >>> check_float(np.float32(0.9), "confidence")
+        0.9
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"`{name}` must be a number, got {value!r}.")
+    if isinstance(value, np.floating) and np.finfo(value.dtype).bits < 64:
+        return float(str(value))
+    return float(value)
 
 
 def _describe_range(minimum: int | None, maximum: int | None) -> str:

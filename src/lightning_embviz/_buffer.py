@@ -9,8 +9,14 @@ tells duplicates apart:
 - the position of the sample in the (global) sampler stream, when the callback can work it out
   (single process, or Lightning's ``DistributedSampler``); rows the distributed sampler pads in
   are never added, so keys are unique;
-- or the dataset index the user returned with the batch; then rows sharing a key are counted
-  once (the first one in key order wins), which also removes the sampler's padding.
+- or the dataset index the user returned with the batch; then *real* rows sharing a key are
+  counted once (the first one in key order wins), which also removes the sampler's padding;
+- or an ordinal key (:data:`~lightning_embviz._sampler.ORDINAL_BASE` and up) for rows with
+  neither, unique per rank.
+
+Fakes are never merged by key: a fake paired with a real row shares its key (so paired rows
+stay paired under the cap), the others get ordinal keys, and the fakes of padded rows are
+dropped by position before they reach the buffer.
 
 **The sample cap is a uniform subsample.** With ``max_samples=n`` the kept rows are the ``n``
 whose *hashed* key is smallest (a fixed 64-bit mix of key and seed): a uniformly random subset
@@ -21,7 +27,7 @@ hashes are always among the ranks' own ``n`` smallest, so memory is bounded by t
 result equals a single process's. Real and fake rows with the same key share a hash, so
 paired rows stay paired.
 
-After the gather, :func:`finalize_set` de-duplicates, applies the cap and sorts by key.
+After the gather, :func:`finalize_set` de-duplicates the reals, applies the cap and sorts by key.
 """
 
 from __future__ import annotations
@@ -130,8 +136,9 @@ def _smallest_hashes(rows: EmbeddingSet, n: int, seed: int, dedupe: bool) -> Emb
 class _SetBuffer:
     """Bounded list of batches for one set; concatenated only when asked."""
 
-    def __init__(self, name: str, max_samples: Optional[int], seed: int) -> None:
+    def __init__(self, name: str, max_samples: Optional[int], seed: int, dedupe: bool) -> None:
         self.name = name
+        self.dedupe = dedupe
         self.max_samples = max_samples
         self.seed = seed
         self.features: list[Tensor] = []
@@ -201,7 +208,7 @@ class _SetBuffer:
 
     def _compact(self) -> None:
         assert self.max_samples is not None
-        rows = _smallest_hashes(self._concat(), self.max_samples, self.seed, dedupe=True)
+        rows = _smallest_hashes(self._concat(), self.max_samples, self.seed, self.dedupe)
         self.features, self.keys = [rows.features], [rows.keys]
         self.labels = [rows.labels] if rows.labels is not None else []
         self.images = [rows.images] if rows.images is not None else []
@@ -238,8 +245,8 @@ class EmbeddingBuffer:
 
     def __init__(self, max_samples: Optional[int], seed: int = 0) -> None:
         self.max_samples = max_samples
-        self.real = _SetBuffer("real", max_samples, seed)
-        self.fake = _SetBuffer("fake", max_samples, seed)
+        self.real = _SetBuffer("real", max_samples, seed, dedupe=True)
+        self.fake = _SetBuffer("fake", max_samples, seed, dedupe=False)
 
     def add(
         self,
@@ -271,6 +278,8 @@ def finalize_set(
     rows: EmbeddingSet, *, dedupe: bool, max_samples: Optional[int], seed: int = 0
 ) -> EmbeddingSet:
     """Drop repeated keys if ``dedupe`` (first in key order wins), apply the uniform cap, sort.
+
+    ``dedupe`` is for real rows only: fakes are never merged with one another.
 
     Returns the rows sorted by key; with ``max_samples``, only the ``max_samples`` rows whose
     hashed key is smallest (see the module docstring). No copy when nothing changes.

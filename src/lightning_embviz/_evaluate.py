@@ -15,11 +15,16 @@ import traceback
 import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 
 from lightning_embviz._arrays import METRIC_KEYS, PRDC_KEYS
 from lightning_embviz._buffer import EmbeddingSet, finalize_set
-from lightning_embviz.distributed import fit_reference_distributed, sweep_details_distributed
+from lightning_embviz.distributed import (
+    RankFailedError,
+    fit_reference_distributed,
+    sweep_details_distributed,
+)
 from lightning_embviz.metrics import PRDCResult, frechet_distance
 from lightning_embviz.reference import RealReference
 
@@ -142,10 +147,16 @@ def evaluate(
     Returns:
         An :class:`Evaluation`; never raises for bad data or a failing computation.
     """
-    ks = (nearest_k,) if isinstance(nearest_k, int) else tuple(nearest_k)
+    ks = (
+        (int(nearest_k),)
+        if isinstance(nearest_k, (int, np.integer))
+        else tuple(int(k) for k in nearest_k)
+    )
     notes: list[tuple[Optional[str], str]] = []
+    # Reals sharing a dataset index are one sample (the sampler's padding); fakes are never
+    # merged by key (their keys are unique but for fakes paired with a repeated index).
     real = finalize_set(real, dedupe=True, max_samples=max_samples, seed=seed)
-    fake = finalize_set(fake, dedupe=True, max_samples=max_samples, seed=seed)
+    fake = finalize_set(fake, dedupe=False, max_samples=max_samples, seed=seed)
     capped = [
         f"{rows.seen} {name}"
         for name, rows in (("real", real), ("fake", fake))
@@ -176,46 +187,80 @@ def evaluate(
                 "NaN or Inf values; the metrics use the remaining rows.",
             )
         )
-    need = max(ks) + 1
-    if len(real) < need or len(fake) < need:
+    # Every k that the sample count allows is computed (k < N and k < M); the others are NaN.
+    usable = min(len(real), len(fake))
+    reachable = tuple(k for k in ks if k < usable)
+    if not reachable:
+        need = min(ks) + 1
         notes.append(
             (
                 None,
                 f"EmbeddingMonitor: skipped the metrics{where}: {len(real)} real and {len(fake)} "
-                f"fake usable rows, but nearest_k={max(ks)} needs at least {need} of "
+                f"fake usable rows, but nearest_k={min(ks)} needs at least {need} of "
                 "each; logged NaN. Validate on more samples or lower `nearest_k`.",
             )
         )
         return Evaluation(
             SKIPPED, _nan_metrics(ks, confidence), None, real, fake, notes, None, reference
         )
+    if reachable != ks:
+        unreachable = [k for k in ks if k not in reachable]
+        notes.append(
+            (
+                "unreachable-k",
+                f"EmbeddingMonitor: {len(real)} real and {len(fake)} fake usable rows{where} are "
+                f"too few for nearest_k={', '.join(map(str, unreachable))} (k must be below "
+                f"both counts); logged NaN for those k, the metrics of k="
+                f"{', '.join(map(str, reachable))} are computed. Validate on more samples or "
+                "drop the large k.",
+            )
+        )
+    metrics = _nan_metrics(ks, confidence)
     try:
-        if reference is None or reference.nearest_ks != ks or not reference.matches(real.features):
+        if (
+            reference is None
+            or reference.nearest_ks != reachable
+            or not reference.matches(real.features)
+        ):
             reference = (
-                fit_reference_distributed(real.features, ks)
+                fit_reference_distributed(real.features, reachable)
                 if distributed
-                else RealReference(real.features, ks)
+                else RealReference(real.features, reachable)
             )
         results = (
             sweep_details_distributed(reference, fake.features)
             if distributed
             else reference.sweep_details(fake.features)
         )
-        details = results[ks[0]]
-        metrics = details.as_dict()
         metrics["fd"] = frechet_distance(real.features, fake.features)
-        for k in ks[1:]:
-            metrics.update({f"{n}_k{k}": v for n, v in results[k].as_dict().items()})
-        sweep = {k: r.as_dict() for k, r in results.items()} if len(ks) > 1 else None
+        for k in reachable:
+            suffix = "" if k == ks[0] else f"_k{k}"
+            metrics.update({f"{n}{suffix}": v for n, v in results[k].as_dict().items()})
+        sweep = {k: r.as_dict() for k, r in results.items()} if len(reachable) > 1 else None
     except Exception as err:  # a failure must not end a long training run
-        notes.append(
-            (
-                None,
-                f"EmbeddingMonitor: computing the metrics{where} failed; logged NaN for this "
-                "run. " + "".join(traceback.format_exception(type(err), err, err.__traceback__)),
+        head = f"EmbeddingMonitor: computing the metrics{where} failed; logged NaN for this run. "
+        if isinstance(err, RankFailedError):
+            # The same message on every rank (the callback warns on each); the failing
+            # rank adds its own traceback.
+            cause = err.__cause__
+            detail = str(err) + (
+                "\n" + "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
+                if cause is not None
+                else ""
             )
+        else:
+            detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        notes.append((None, head + detail))
+        # A reference fitted before the failure is kept: under DDP every rank then makes
+        # the same reuse decision next run (a refit on one rank only would wait forever).
+        return Evaluation(
+            FAILED, _nan_metrics(ks, confidence), None, real, fake, notes, None, reference
         )
-        return Evaluation(FAILED, _nan_metrics(ks, confidence), None, real, fake, notes)
+    if ks[0] not in reachable:
+        # The first k (the usual keys, the figures and intervals) is out of reach: the other
+        # k's values are logged, nothing is drawn.
+        return Evaluation(SKIPPED, metrics, None, real, fake, notes, None, reference)
+    details = results[ks[0]]
     if confidence is not None and not intervals:
         metrics.update(dict.fromkeys(metric_keys(ks, True)[len(metric_keys(ks)) :], math.nan))
     elif confidence is not None:

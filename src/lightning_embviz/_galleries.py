@@ -17,6 +17,7 @@ import torch
 
 from lightning_embviz._buffer import collective_device, gather_selected_images
 from lightning_embviz._evaluate import Evaluation
+from lightning_embviz._sampler import shown_index
 from lightning_embviz.views import SampleViews
 
 __all__ = ["details_on_cpu", "select_samples"]
@@ -120,8 +121,8 @@ def select_samples(
     d, missed, outliers, deepest = rows
     views = SampleViews(
         d,
-        real_index=result.real.keys.cpu(),
-        fake_index=result.fake.keys.cpu(),
+        real_index=shown_index(result.real.keys.cpu()),
+        fake_index=shown_index(result.fake.keys.cpu()),
         real_labels=None if result.real.labels is None else result.real.labels.cpu(),
         fake_labels=None if result.fake.labels is None else result.fake.labels.cpu(),
         missed=missed,

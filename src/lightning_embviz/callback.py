@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from lightning_embviz import _arrays
@@ -28,7 +29,7 @@ from lightning_embviz._buffer import (
     collective_device,
     gather_embeddings,
 )
-from lightning_embviz._evaluate import OK, Evaluation, evaluate, metric_keys
+from lightning_embviz._evaluate import FAILED, OK, Evaluation, evaluate, metric_keys
 from lightning_embviz._galleries import details_on_cpu, select_samples
 from lightning_embviz._lightning import (
     CallbackBase,
@@ -235,6 +236,8 @@ class EmbeddingMonitor(CallbackBase):
                 bad(arg, value, expected, type(err))
                 raise
 
+        if isinstance(nearest_k, np.ndarray) and nearest_k.ndim == 1:
+            nearest_k = nearest_k.tolist()  # np.array([5, 10]) is a sequence of ints too
         if isinstance(nearest_k, Sequence) and not isinstance(nearest_k, str):
             expected = "an int >= 1 or a sequence of different ints >= 1, e.g. (5, 10)"
             if not nearest_k:
@@ -279,10 +282,14 @@ class EmbeddingMonitor(CallbackBase):
             check_int("view_max_samples", view_max_samples, 10, "None or an int >= 10")
         check_int("gallery_size", gallery_size, 0, "an int >= 0 (0: no galleries)")
         if confidence is not None:
-            if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+            try:
+                level = _arrays.check_float(confidence, "confidence")
+            except TypeError:
                 bad("confidence", confidence, "None or a level in (0, 1) such as 0.95", TypeError)
-            if not 0.0 < float(confidence) < 1.0:
+                raise
+            if not 0.0 < level < 1.0:
                 bad("confidence", confidence, "None or a level in (0, 1) such as 0.95")
+            confidence = level
         check_int("thumbnail_size", thumbnail_size, 4, "an int >= 4 (pixels)")
         for arg, flag in (
             ("log_samples", log_samples),
@@ -615,6 +622,9 @@ class EmbeddingMonitor(CallbackBase):
                 self._warn_once(None if once is None else f"{once}-{idx}", message)
             values = [float(result.status == OK)] + [result.metrics[k] for k in keys]
         elif result is not None:
+            if result.status == FAILED and result.notes:
+                # A failed shared computation ends the same way on every rank: each says so.
+                warn(result.notes[-1][1])
             result = None  # only rank 0 draws
         del real, fake
         if distributed:

@@ -33,14 +33,14 @@ W ranks are W/2 times faster there.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import ArrayLike, as_features
-from lightning_embviz._knn import CrossTests, Frame, cross_ball_tests, neighbour_radii, pair_mode
+from lightning_embviz.engine import CrossTests, Frame, cross_ball_tests, neighbour_radii, pair_mode
 from lightning_embviz.metrics import _validate_pair
 from lightning_embviz.reference import (
     _RADIUS_BLOCK,
@@ -54,6 +54,7 @@ from lightning_embviz.reference import (
 )
 
 __all__ = [
+    "RankFailedError",
     "compare_details_distributed",
     "compute_prdc_details_distributed",
     "fit_reference_distributed",
@@ -62,6 +63,61 @@ __all__ = [
 ]
 
 _INT64_MAX = torch.iinfo(torch.int64).max
+_MESSAGE_BYTES = 2048  # of each failing rank's message, shared with the others
+_T = TypeVar("_T")
+
+
+class RankFailedError(RuntimeError):
+    """One or more ranks failed in their share of the work; raised on every rank.
+
+    Before each collective where a rank can fail (its input checks, its share of the
+    radii, its real-fake tests), the ranks agree on failure, so that no rank waits in a
+    collective that another never enters. The message is the same on every rank and
+    quotes the first failing rank's error; on a failing rank that error is the cause.
+    """
+
+
+def _agree(comm: _Group, error: BaseException | None, stage: str) -> None:
+    """Every rank calls this with its error (or None); raise on every rank if any failed.
+
+    One tiny all-gather of a flag per rank; only on failure a second one carries each
+    failing rank's message. If every rank failed with the same error (identical inputs),
+    each re-raises its own (a ``ValueError`` stays one); otherwise every rank raises the
+    same :class:`RankFailedError`.
+    """
+    flags = comm.all_gather(torch.tensor([int(error is not None)], dtype=torch.int64))
+    failed = [r for r, flag in enumerate(flags) if int(flag[0])]
+    if not failed:
+        return
+    text = "" if error is None else f"{type(error).__name__}: {error}"
+    data = torch.zeros(_MESSAGE_BYTES, dtype=torch.uint8)
+    raw = text.encode("utf-8")[:_MESSAGE_BYTES]
+    data[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else data[:0]
+    texts = [
+        bytes(part.tolist()).rstrip(b"\0").decode("utf-8", errors="replace")
+        for part in comm.all_gather(data)
+    ]
+    if error is not None and len(failed) == comm.world and len(set(texts)) == 1:
+        raise error  # the same error everywhere: the inputs' own error, on every rank
+    others = [r for r in failed if r != failed[0]]
+    also = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} too)"
+    message = (
+        f"rank {failed[0]} of {comm.world} failed while {stage}"
+        f"{also if others else ''}: {texts[failed[0]]}. Every rank stopped the shared PRDC "
+        "computation here."
+    )
+    raise RankFailedError(message) from error
+
+
+def _on_every_rank(comm: _Group, stage: str, work: Callable[[], _T]) -> _T:
+    """Run this rank's ``work``; then agree with the other ranks (see :func:`_agree`)."""
+    try:
+        out = work()
+    except Exception as err:
+        _agree(comm, err, stage)
+        raise  # not reached: `_agree` raises when this rank failed
+    _agree(comm, None, stage)
+    return out
 
 
 def row_share(rows: int, rank: int, world: int) -> tuple[int, int]:
@@ -136,10 +192,15 @@ def _bits_hash(x: Tensor) -> int:
 def _check_same_everywhere(comm: _Group, sets: Sequence[tuple[str, Tensor]]) -> None:
     """Raise the same ValueError on every rank unless all ranks hold bit-identical sets."""
     dtypes = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-    meta = []
-    for _, t in sets:
-        code = dtypes.index(t.dtype) if t.dtype in dtypes else len(dtypes)
-        meta += [t.shape[0], t.shape[1], code, _bits_hash(t)]
+
+    def describe() -> list[int]:
+        meta = []
+        for _, t in sets:
+            code = dtypes.index(t.dtype) if t.dtype in dtypes else len(dtypes)
+            meta += [t.shape[0], t.shape[1], code, _bits_hash(t)]
+        return meta
+
+    meta = _on_every_rank(comm, "hashing its inputs", describe)
     parts = comm.all_gather(torch.tensor(meta, dtype=torch.int64))
     for index, (name, _) in enumerate(sets):
         seen = [tuple(p[4 * index : 4 * index + 4].tolist()) for p in parts]
@@ -207,14 +268,21 @@ def _sweep(
     n_k, n, m = len(ks), reference.num_real, fake.shape[0]
     r0, r1 = row_share(n, comm.rank, comm.world)
     cross_block = chunk or _cross_chunk(m)
-    cross, fake_frame = reference._frames(fake, cross_block)
-    own_fake_radii = neighbour_radii(
-        fake,
-        ks,
-        pair_mode(fake.dtype, fake.dtype),
-        chunk or _RADIUS_BLOCK,
-        fake_frame,
-        row_share(m, comm.rank, comm.world),
+
+    def fake_radii_share() -> tuple[Frame, Tensor]:
+        cross, fake_frame = reference._frames(fake, cross_block)
+        own = neighbour_radii(
+            fake,
+            ks,
+            pair_mode(fake.dtype, fake.dtype),
+            chunk or _RADIUS_BLOCK,
+            fake_frame,
+            row_share(m, comm.rank, comm.world),
+        )
+        return cross, own
+
+    cross, own_fake_radii = _on_every_rank(
+        comm, "computing its share of the fake radii", fake_radii_share
     )
     # Collective 1: the radii shares.
     if own_real_radii is None:
@@ -231,10 +299,13 @@ def _sweep(
         fake_radii = torch.cat(fakes, dim=1)
     fitted = torch.tensor([reference._sorted_ks.index(k) for k in ks], device=fake.device)
     real_radii = reference._radii.index_select(0, fitted)
-    if r1 > r0:
+
+    def cross_tests_share() -> CrossTests:
+        if r1 <= r0:
+            return _empty_tests(n_k, m, fake.device)
         half = {"a": cross._half["a"][r0:r1]} if "a" in cross._half else {}
         share = Frame(cross.a32[r0:r1], cross.b32, cross.a_sq[r0:r1], cross.b_sq, cross.scale, half)
-        tests = cross_ball_tests(
+        return cross_ball_tests(
             reference.real[r0:r1],
             fake,
             real_radii[:, r0:r1],
@@ -244,8 +315,8 @@ def _sweep(
             share,
             details=True,
         )
-    else:
-        tests = _empty_tests(n_k, m, fake.device)
+
+    tests = _on_every_rank(comm, "testing its real rows against the fakes", cross_tests_share)
     assert tests.real_recalled is not None and tests.real_nearest is not None
     assert tests.real_nearest_index is not None
     assert tests.fake_ratio is not None and tests.fake_ratio_index is not None
@@ -327,12 +398,21 @@ def fit_reference_distributed(
     comm = _Group(group)
     if comm.world == 1:
         return RealReference(real, nearest_k, chunk_size=chunk_size)
-    ks = _check_ks(nearest_k)
-    chunk = _check_chunk(chunk_size)
-    reference = RealReference.__new__(RealReference)
-    reference._prepare(_checked_real(real, ks), ks)
+
+    def prepare() -> tuple[RealReference, int | None]:
+        ks = _check_ks(nearest_k)
+        chunk = _check_chunk(chunk_size)
+        reference = RealReference.__new__(RealReference)
+        reference._prepare(_checked_real(real, ks), ks)
+        return reference, chunk
+
+    reference, chunk = _on_every_rank(comm, "checking its inputs", prepare)
     _check_same_everywhere(comm, [("real", reference.real)])
-    own = _local_real_radii(reference, chunk, comm)
+    own = _on_every_rank(
+        comm,
+        "computing its share of the real radii",
+        lambda: _local_real_radii(reference, chunk, comm),
+    )
     reference._radii = torch.cat(_gather_rows(comm, own, reference.num_real), dim=1)
     return reference
 
@@ -377,9 +457,14 @@ def sweep_details_distributed(
     comm = _Group(group)
     if comm.world == 1:
         return reference.sweep_details(fake, chunk_size=chunk_size)
-    chunk = _check_chunk(chunk_size)
-    f = reference._check_fake(fake, "fake")
-    _check_size(max(reference.nearest_ks), f.shape[0], "fake")
+
+    def prepare() -> tuple[int | None, Tensor]:
+        chunk = _check_chunk(chunk_size)
+        f = reference._check_fake(fake, "fake")
+        _check_size(max(reference.nearest_ks), f.shape[0], "fake")
+        return chunk, f
+
+    chunk, f = _on_every_rank(comm, "checking its inputs", prepare)
     _check_same_everywhere(comm, [("reference.real", reference.real), ("fake", f)])
     results = _sweep(reference, f.contiguous(), reference._sorted_ks, chunk, comm, None)
     return {k: results[k] for k in reference.nearest_ks}
@@ -416,10 +501,15 @@ def compare_details_distributed(
     comm = _Group(group)
     if comm.world == 1:
         return reference.compare_details(fake, nearest_k, chunk_size=chunk_size)
-    k = reference._resolve_k(nearest_k)
-    chunk = _check_chunk(chunk_size)
-    f = reference._check_fake(fake, "fake")
-    _check_size(k, f.shape[0], "fake")
+
+    def prepare() -> tuple[int, int | None, Tensor]:
+        k = reference._resolve_k(nearest_k)
+        chunk = _check_chunk(chunk_size)
+        f = reference._check_fake(fake, "fake")
+        _check_size(k, f.shape[0], "fake")
+        return k, chunk, f
+
+    k, chunk, f = _on_every_rank(comm, "checking its inputs", prepare)
     _check_same_everywhere(comm, [("reference.real", reference.real), ("fake", f)])
     return _sweep(reference, f.contiguous(), (k,), chunk, comm, None)[k]
 
@@ -457,14 +547,24 @@ def compute_prdc_details_distributed(
         ValueError: on the input errors of :func:`~lightning_embviz.compute_prdc`, or (on
             every rank) when the ranks hold different sets.
     """
-    real, fake, k = _validate_pair(real_features, fake_features, nearest_k)
-    chunk = _check_chunk(chunk_size)
     comm = _Group(group)
     if comm.world == 1:
+        real, fake, k = _validate_pair(real_features, fake_features, nearest_k)
+        chunk = _check_chunk(chunk_size)
         reference = RealReference._from_checked(real, (k,), chunk)
         return reference._results(fake, (k,), chunk)[k]
+
+    def prepare() -> tuple[Tensor, Tensor, int, int | None]:
+        real, fake, k = _validate_pair(real_features, fake_features, nearest_k)
+        return real, fake, k, _check_chunk(chunk_size)
+
+    real, fake, k, chunk = _on_every_rank(comm, "checking its inputs", prepare)
     _check_same_everywhere(comm, [("real_features", real), ("fake_features", fake)])
     reference = RealReference.__new__(RealReference)
     reference._prepare(real, (k,))
-    own = _local_real_radii(reference, chunk, comm)
+    own = _on_every_rank(
+        comm,
+        "computing its share of the real radii",
+        lambda: _local_real_radii(reference, chunk, comm),
+    )
     return _sweep(reference, fake.contiguous(), (k,), chunk, comm, own)[k]
