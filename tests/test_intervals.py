@@ -225,3 +225,14 @@ def test_fd_variance_when_both_sets_come_from_one_distribution():
     assert first_order.mean() / truth > 1.6, first_order.mean() / truth
     inside = np.abs(fds - fds.mean()) <= 1.96 * np.sqrt(estimates)
     assert 0.88 <= inside.mean() <= 0.99, inside.mean()
+
+
+def test_collapsed_fake_set_fd_bounds_are_nan_with_a_warning():
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(200, 8)).astype(np.float32)
+    fake = np.zeros((200, 8), dtype=np.float32)  # every fake the same point (M > D)
+    with pytest.warns(UserWarning, match=r"Fréchet distance has no confidence interval .* a set"):
+        result = prdc_intervals(real, fake, nearest_k=3, seed=0)
+    assert math.isnan(result["fd_low"]) and math.isnan(result["fd_high"])
+    assert math.isnan(result["fd_se"])
+    assert result["fd"] == pytest.approx(frechet_distance(real, fake))

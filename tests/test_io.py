@@ -293,3 +293,49 @@ def test_load_reference_errors_are_one_line(tmp_path):
     ) as info:
         load_reference(tmp_path / "flipped.npz")
     assert "\n" not in str(info.value)
+
+
+def _same_data_forms(tmp_path: Path, name: str, x: np.ndarray) -> dict[str, Path]:
+    paths = {form: tmp_path / f"{name}_{form}" for form in ("npy", "pandas", "savetxt", "g9")}
+    np.save(paths["npy"].with_suffix(".npy"), x)
+    paths["npy"] = paths["npy"].with_suffix(".npy")
+    for form in ("pandas", "savetxt", "g9"):
+        paths[form] = paths[form].with_suffix(".csv")
+    pd.DataFrame(x).to_csv(paths["pandas"], index=False)  # shortest float32 repr: 0.1
+    np.savetxt(paths["savetxt"], x, delimiter=",")  # %.18e: the float32 values exactly
+    np.savetxt(paths["g9"], x, delimiter=",", fmt="%.9g")
+    return paths
+
+
+def test_float32_data_as_csv_and_npy_give_identical_metrics_json(tmp_path):
+    from lightning_embviz.cli import main
+
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(150, 6)).astype(np.float32)
+    fake = (rng.normal(size=(140, 6)) * 1.1 + 0.2).astype(np.float32)
+    reals = _same_data_forms(tmp_path, "real", real)
+    fakes = _same_data_forms(tmp_path, "fake", fake)
+    texts = {}
+    for form in reals:
+        got = load_embeddings(reals[form])
+        assert got.dtype == np.float32, form
+        np.testing.assert_array_equal(got, real)
+        out = tmp_path / f"out_{form}"
+        args = ["report", str(reals[form]), str(fakes[form]), "-o", str(out), "-q"]
+        assert main([*args, "--projection", "pca"]) == 0
+        texts[form] = (out / "metrics.json").read_text()
+    assert texts["pandas"] == texts["npy"]  # fd differed in the 9th digit
+    assert texts["savetxt"] == texts["npy"] and texts["g9"] == texts["npy"]
+
+
+def test_float64_csv_stays_float64(tmp_path):
+    x = np.random.default_rng(6).normal(size=(20, 4))  # float64: 17 digits per value
+    pd.DataFrame(x).to_csv(tmp_path / "x.csv", index=False)
+    got = load_embeddings(tmp_path / "x.csv")
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, x)
+    big = np.arange(40, dtype=np.float64).reshape(20, 2) + 123456789.0  # > 2^24: not float32
+    np.savetxt(tmp_path / "big.csv", big, delimiter=",", fmt="%d")
+    got = load_embeddings(tmp_path / "big.csv")
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, big)

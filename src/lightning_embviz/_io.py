@@ -381,7 +381,37 @@ def _read_csv(path: Path) -> np.ndarray:
             reason = str(err).splitlines()[0] if str(err) else "not numeric"
             message = f"{path}: cannot parse as numbers ({reason})."
         raise EmbeddingFileError(message) from None
-    return data[:, index:]
+    return _text_precision(data[:, index:])
+
+
+# A value written with at most 9 significant digits times 10^(8 - exponent) is a whole number
+# up to the rounding of the scaling (about 2e-7 at 1e9); a float64 written in full is not,
+# except by chance (1e-5 per value).
+_NINE_DIGITS_TOL = 1e-5
+
+
+def _text_precision(values: np.ndarray) -> np.ndarray:
+    """Parsed CSV values as float32 when the text holds float32 data, else as float64.
+
+    Text cannot say which float type it was written from. float32 data is written either
+    exactly (``np.savetxt``'s ``%.18e``) or with at most 9 significant digits (pandas, NumPy's
+    shortest repr, ``%.9g``); parsed as float64 the latter differs from the float32 values in
+    the 9th digit, and so would every result computed from it. Read as float32, the CSV
+    gives the same array, and the same metrics.json, as the ``.npy`` it was written from.
+    Values with more digits (float64 data) stay float64.
+    """
+    single = values.astype(np.float32)
+    if np.array_equal(single.astype(np.float64), values, equal_nan=True):
+        return single
+    finite = values[np.isfinite(values) & (values != 0)]
+    whole = finite[finite == np.round(finite)]
+    if whole.size and float(np.abs(whole).max()) > 2.0**24:  # integers float32 cannot hold
+        return values
+    exponent = np.floor(np.log10(np.abs(finite)))
+    scaled = finite * 10.0 ** (8.0 - exponent)
+    if np.all(np.abs(scaled - np.round(scaled)) < _NINE_DIGITS_TOL):
+        return single
+    return values
 
 
 def _zero(_: str) -> float:
@@ -516,7 +546,10 @@ def load_embeddings(
         width_source: what ``expected_width`` comes from, for the error message.
 
     Returns:
-        (N, D) float array (float32 kept, other types become float64; CSV gives float64).
+        (N, D) float array (float32 kept, other types become float64). CSV gives float32
+        when every value is a float32 or is written with at most 9 significant digits (as
+        pandas, NumPy and ``%.9g`` write float32 data), so that a CSV and the ``.npy`` of
+        the same float32 data give identical results; float64 otherwise.
 
     Raises:
         EmbeddingFileError: missing file, unknown format, unreadable content, non-numeric

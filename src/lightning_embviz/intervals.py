@@ -418,7 +418,9 @@ def prdc_intervals(
         :func:`frechet_distance`), ``<metric>_low`` and ``<metric>_high`` (clipped to the
         metric's range, always containing the point estimate) and ``<metric>_se`` (the
         estimated standard error). ``fd_low``, ``fd_high`` and ``fd_se`` are NaN when a set has
-        no more samples than features.
+        no more samples than features, and NaN with a warning when a set's covariance is
+        singular (a collapsed fake set). The bounds are ``value -+ t * se`` with Student's t
+        on Satterthwaite's degrees of freedom (not ``1.96 * se``), clipped to the range.
 
     Raises:
         TypeError: on inputs that are not arrays/tensors, or arguments of the wrong type.
@@ -493,8 +495,20 @@ def prdc_intervals(
     if smallest > real.shape[1]:
         first, second = _fd_variance_parts(real, fake, rng)
         fd_var = _Variance(max(first - second, second), 0.0, 0.0)
-        bounds = _interval(fd, fd_var, level, 0.0, math.inf)
-        out["fd_low"], out["fd_high"], out["fd_se"] = bounds["low"], bounds["high"], bounds["se"]
+        if math.isfinite(fd_var.full):
+            bounds = _interval(fd, fd_var, level, 0.0, math.inf)
+            out["fd_low"], out["fd_high"] = bounds["low"], bounds["high"]
+            out["fd_se"] = bounds["se"]
+        else:
+            # A singular covariance (e.g. a collapsed generator: every fake the same point)
+            # makes the transport map between the two Gaussians infinite.
+            out["fd_low"] = out["fd_high"] = out["fd_se"] = math.nan
+            warnings.warn(
+                "The Fréchet distance has no confidence interval (fd_low, fd_high, fd_se are "
+                "NaN): the covariance of a set is singular, as for a collapsed generator whose "
+                "fakes are all (nearly) identical. Look at recall and the fake set's spread.",
+                stacklevel=2,
+            )
     else:
         out["fd_low"] = out["fd_high"] = out["fd_se"] = math.nan
     return out
