@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import ArrayLike, as_features, check_int
-from lightning_embviz._knn import exact_squared_distances, frame_scale, mean64, to_frame
+from lightning_embviz.engine import exact_squared_distances, frame_scale, mean64, to_frame
 
 __all__ = [
     "MEMORIZATION_KEYS",
@@ -225,7 +225,8 @@ class _NearestPass:
         # exact value beats it, and nothing beats an exact 0.
         by_exact = torch.where(best > 0, best * self.scale2 + err, -math.inf)
         limit = torch.minimum(by_estimate, by_exact)
-        return _up32(limit + limit.abs() * 2.0**-20)
+        slack = torch.where(torch.isfinite(limit), limit.abs() * 2.0**-20, 0.0)
+        return _up32(limit + slack)
 
     def run(self) -> tuple[Tensor, Tensor]:
         """Returns ``(index (M,) int64, squared distance (M,) float64)``."""
@@ -645,10 +646,11 @@ class TrainReference:
         """(R,) int64 cell (nearest centroid, float64, lowest index on ties) of each row."""
         centroids = self.centroids()
         out = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
-        for start in range(0, x.shape[0], self._chunk):
-            block = x[start : start + self._chunk].to(torch.float64)
+        step = max(1, (1 << 21) // (centroids.numel() or 1))  # 16 MiB of differences
+        for start in range(0, x.shape[0], step):
+            block = x[start : start + step].to(torch.float64)
             d = (block.unsqueeze(1) - centroids.unsqueeze(0)).square().sum(dim=2)
-            out[start : start + self._chunk] = d.argmin(dim=1)
+            out[start : start + step] = d.argmin(dim=1)
         return out
 
     # --- comparisons -----------------------------------------------------------------------
