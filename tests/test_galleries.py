@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,133 @@ def test_select_samples_drops_galleries_when_images_were_dropped():
         distributed=False, images_dropped=True,
     )  # fmt: skip
     assert views is None and problem is None
+
+
+# ---------------------------------------------------------------- display rule on both paths
+# (README: uint8 images divided by 255; NaN black, +inf white, whatever the value range)
+
+OUTLIER_FRAME = (213, 94, 0)  # plotting.FAKE_OUTSIDE_COLOR, frames the outlier tiles
+
+
+def _png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _tile_bands(pixels: np.ndarray, frame: tuple[int, int, int], bands: int) -> np.ndarray:
+    """(tiles, bands) grey level at the centre of each horizontal band of each framed tile."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(np.all(pixels == frame, axis=-1))
+    out = []
+    for rows, cols in ndimage.find_objects(labels):
+        top, height = rows.start + 3, rows.stop - rows.start - 6  # inside the frame line
+        centre = (cols.start + cols.stop) // 2
+        out.append(
+            [pixels[top + int((b + 0.5) * height / bands), centre].mean() for b in range(bands)]
+        )
+    assert count >= 1
+    return np.asarray(out)
+
+
+def _special_images(rows: int) -> np.ndarray:
+    """(rows, 1, 4, 4): a NaN row, a +inf row, a -inf row, then finite values in [-1, 1]."""
+    img = np.zeros((rows, 1, 4, 4), dtype=np.float32)
+    img[:, 0, 0], img[:, 0, 1], img[:, 0, 2] = np.nan, np.inf, -np.inf
+    img[:, 0, 3] = [-1.0, -0.5, 0.5, 1.0]
+    return img
+
+
+def _check_special_tiles(png: Path) -> None:
+    bands = _tile_bands(_png(png), OUTLIER_FRAME, 4)
+    # NaN black, +inf white, -inf black (the finite row in [-1, 1] would put 0 at mid-grey)
+    assert (bands[:, 0] == 0).all(), bands
+    assert (bands[:, 1] == 255).all(), bands
+    assert (bands[:, 2] == 0).all(), bands
+
+
+def test_nan_black_inf_white_in_the_callbacks_gallery(tmp_path, val_loader):
+    def special(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+        out["fake_images"] = torch.from_numpy(_special_images(len(out["fake"])))
+        return out
+
+    csv_logger = CSVLogger(tmp_path, name="csv", version=0)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        logger=csv_logger,
+        callbacks=[EmbeddingMonitor(views=None, gallery_size=4)],
+        enable_progress_bar=False,
+    )
+    trainer.validate(TinyGAN(shifts=(1.5,), outputs=special), val_loader)
+    (png,) = (Path(csv_logger.log_dir) / "embviz" / "outlier_fake").glob("*.png")
+    _check_special_tiles(png)
+
+
+def test_nan_black_inf_white_in_the_reports_gallery(tmp_path):
+    from lightning_embviz.cli import main
+
+    g = np.random.default_rng(0)
+    real = g.normal(size=(60, 4))
+    fake = g.normal(size=(60, 4)) + 1.5
+    np.save(tmp_path / "r.npy", real)
+    np.save(tmp_path / "f.npy", fake)
+    np.save(tmp_path / "fi.npy", _special_images(60))
+    argv = ["report", str(tmp_path / "r.npy"), str(tmp_path / "f.npy"), "-o", str(tmp_path)]
+    code = main([*argv, "--fake-images", str(tmp_path / "fi.npy"), "--gallery-size", "4"])
+    assert code == 0
+    _check_special_tiles(tmp_path / "outlier_fake.png")
+
+
+def test_uint8_and_float_images_give_the_same_gallery(tmp_path, val_loader):
+    """uint8 pixels are divided by 255 (not min-max stretched): same tiles as the floats."""
+
+    def images(as_uint8: bool):
+        def outputs(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+            for key in ("real", "fake"):
+                u8 = (out[key].detach().reshape(-1, 1, 2, 3) * 20 + 128).clamp(60, 190)
+                u8 = u8.to(torch.uint8)
+                out[f"{key}_images"] = u8 if as_uint8 else u8.float() / 255
+            return out
+
+        return outputs
+
+    rendered = {}
+    for as_uint8 in (True, False):
+        csv_logger = CSVLogger(tmp_path, name=f"u8_{as_uint8}", version=0)
+        trainer = pl.Trainer(
+            default_root_dir=tmp_path,
+            logger=csv_logger,
+            callbacks=[EmbeddingMonitor(views=None, gallery_size=8)],
+            enable_progress_bar=False,
+        )
+        trainer.validate(TinyGAN(shifts=(1.0,), outputs=images(as_uint8)), val_loader)
+        base = Path(csv_logger.log_dir) / "embviz"
+        rendered[as_uint8] = [
+            _png(next((base / tag).glob("*.png"))) for tag in ("missed_real", "outlier_fake")
+        ]
+    for with_u8, with_float in zip(rendered[True], rendered[False]):
+        np.testing.assert_array_equal(with_u8, with_float)
+
+
+def test_thumbnails_divide_uint8_by_255_and_keep_nan_and_inf():
+    from lightning_embviz._outputs import make_thumbnails
+
+    u8 = torch.randint(60, 190, (3, 3, 5, 7), dtype=torch.uint8)
+    a, b = make_thumbnails(u8, 32), make_thumbnails(u8.float() / 255, 32)
+    assert torch.equal(a.pixels, u8) and torch.equal(a.pixels, b.pixels)
+    assert torch.equal(a.values(), b.values())
+    np.testing.assert_allclose(a.values().numpy(), u8.numpy() / 255.0, atol=1e-6)
+
+    x = torch.from_numpy(_special_images(2))
+    got = make_thumbnails(x, 32).values()[:, 0]
+    assert torch.isnan(got[:, 0]).all() and (got[:, 1] == math.inf).all()
+    assert (got[:, 2] == -math.inf).all()
+    np.testing.assert_allclose(got[:, 3].numpy(), x[:, 0, 3].numpy(), atol=2 / 252)
+    # downscaled: a pixel whose area is mostly NaN stays NaN, the finite part is averaged
+    big = torch.rand(1, 1, 64, 64) * 4 - 2
+    big[0, 0, :32] = math.nan
+    small = make_thumbnails(big, 16).values()[0, 0]
+    assert torch.isnan(small[:8]).all() and torch.isfinite(small[8:]).all()
+    expected = torch.nn.functional.avg_pool2d(big[:, :, 32:], 4)[0, 0]
+    np.testing.assert_allclose(small[8:].numpy(), expected.numpy(), atol=4 / 255 + 1e-6)
