@@ -4,7 +4,7 @@ Spawns W gloo processes on this machine (a ``file://`` rendezvous), gives each t
 float32 sets (N = M rows of width D) and runs
 :func:`lightning_embviz.distributed.compute_prdc_details_distributed`; then runs
 :func:`lightning_embviz.compute_prdc_details` in one process. Per rank it prints the
-distance pairs estimated by the GEMM pass (counted in ``_knn._distances``), the wall time
+distance pairs estimated by the GEMM pass (counted by ``count_estimates``), the wall time
 and the process CPU time of the call, and checks that every rank's result is bit-identical
 to the single-process one.
 
@@ -33,9 +33,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import lightning_embviz._knn as knn
 from lightning_embviz import compute_prdc_details
 from lightning_embviz.distributed import compute_prdc_details_distributed
+from lightning_embviz.engine.gemm import EstimateCount, count_estimates
 
 
 def make_sets(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,18 +45,9 @@ def make_sets(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
     return real, fake
 
 
-def count_pairs() -> list[int]:
-    """Count the pairs of every GEMM block from now on (a wrapper on ``_knn._distances``)."""
-    pairs = [0]
-    original = knn._distances
-
-    def counting(*args: Any) -> torch.Tensor:
-        s = original(*args)
-        pairs[0] += s.numel()
-        return s
-
-    knn._distances = counting  # type: ignore[assignment]
-    return pairs
+def count_pairs() -> EstimateCount:
+    """Count the pairs of every GEMM block from now on (``engine.gemm.count_estimates``)."""
+    return count_estimates().__enter__()  # left open: it counts until the process ends
 
 
 def timed(fn: Any) -> tuple[Any, float, float]:
@@ -75,7 +66,7 @@ def worker(rank: int, world: int, args: argparse.Namespace, store: str, out_dir:
         result, wall, cpu = timed(lambda: compute_prdc_details_distributed(real, fake, args.k))
         fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
         torch.save(
-            {"result": fields, "pairs": pairs[0], "wall": wall, "cpu": cpu},
+            {"result": fields, "pairs": pairs.pairs, "wall": wall, "cpu": cpu},
             Path(out_dir) / f"rank{rank}.pt",
         )
     finally:
@@ -94,7 +85,7 @@ def main() -> None:
     pairs = count_pairs()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     want, wall, cpu = timed(lambda: compute_prdc_details(real, fake, args.k))
-    total = pairs[0]
+    total = pairs.pairs
     print(f"N = M = {args.n}, D = {args.d}, k = {args.k}, {os.cpu_count()} cores")
     print(f"{'ranks':>5} {'rank':>4} {'pairs':>12} {'of 1 proc':>9} {'wall s':>7} {'cpu s':>7}")
     print(f"{1:>5} {0:>4} {total:>12} {1.0:>9.3f} {wall:>7.2f} {cpu:>7.2f}")

@@ -38,7 +38,7 @@ import prdc.prdc as prdc_impl
 import torch
 
 from lightning_embviz import compute_prdc
-from lightning_embviz._knn import exact_squared_distances, round_key
+from lightning_embviz.engine import exact_squared_distances, round_key
 
 OFFSETS = [0.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6]
 

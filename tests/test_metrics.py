@@ -315,11 +315,10 @@ def test_runs_on_the_tensors_device():
 @pytest.fixture(params=["fp32", "bf16"])
 def gemm_precision(request, monkeypatch):
     """Run a test with the fast pass forced to float32 or to bfloat16 GEMMs."""
-    from lightning_embviz import _knn
+    from lightning_embviz.engine.gemm import bf16_gemm_is_fast_and_sound
 
-    monkeypatch.setenv("LIGHTNING_EMBVIZ_GEMM", request.param)
-    monkeypatch.setattr(_knn, "_BF16_CHECKED", {})
-    if request.param == "bf16" and not _knn._bf16_gemm_is_fast_and_sound(torch.device("cpu")):
+    monkeypatch.setenv("LIGHTNING_EMBVIZ_GEMM", request.param)  # checked once per choice
+    if request.param == "bf16" and not bf16_gemm_is_fast_and_sound(torch.device("cpu")):
         pytest.skip("this CPU's bfloat16 GEMM is not usable")
     return request.param
 
@@ -365,24 +364,6 @@ def test_degenerate_sets_stay_exact_and_bounded(case):
     assert compute_prdc(real, fake, 5, chunk_size=37) == expected
 
 
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_capped_rows_fall_back_to_an_exact_row(monkeypatch, k):
-    # With a tiny candidate cap, rows with many tied neighbours are capped; the check that
-    # nothing left out could be smaller must send them through the dense exact fallback.
-    from lightning_embviz import _knn
-
-    monkeypatch.setattr(_knn, "_CAP_PER_K", 1)
-    monkeypatch.setattr(_knn, "_CAP_EXTRA", 1)
-    calls = []
-    original = _knn._exact_kth_of_row
-    monkeypatch.setattr(_knn, "_exact_kth_of_row", lambda *a: calls.append(a[1]) or original(*a))
-    rng = np.random.default_rng(k)
-    real = (rng.integers(0, 2, size=(500, 6)) + rng.normal(size=(500, 6)) * 1e-3).astype(np.float32)
-    fake = rng.integers(0, 2, size=(400, 6)).astype(np.float32)
-    assert compute_prdc(real, fake, k) == reference(real, fake, k)
-    assert calls  # the fallback ran
-
-
 def test_frechet_rank_deficient_covariance_with_more_samples_than_width():
     # N > D but a dead feature (constant column): the Cholesky route fails and the
     # symmetric square-root route must take over.
@@ -393,22 +374,3 @@ def test_frechet_rank_deficient_covariance_with_more_samples_than_width():
     expected = scipy_frechet(real, fake)
     assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-7)
     assert frechet_distance(fake, real) == pytest.approx(expected, rel=1e-7)
-
-
-@pytest.mark.parametrize("kind", ["normal", "discrete", "duplicates", "near_copies"])
-def test_radius_pass_prunes_its_candidates(monkeypatch, kind):
-    # The running per-row bound tightens block after block; with a tiny threshold the held
-    # candidates are pruned many times, and the radii must not change.
-    from lightning_embviz import _knn
-
-    monkeypatch.setattr(_knn, "_COMPACT_PER_ROW", 0)
-    monkeypatch.setattr(_knn, "_COMPACT_MIN", 50)
-    calls = []
-    original = _knn._compact
-    monkeypatch.setattr(_knn, "_compact", lambda *a: calls.append(1) or original(*a))
-    real, fake = (a.astype(np.float32) for a in make_sets(kind, 400, 350, 6, seed=31))
-    expected = reference(real, fake, 4)
-    assert compute_prdc(real, fake, 4, chunk_size=23) == expected
-    assert calls  # the pruning ran
-    radii = compute_prdc_details(real, fake, 4, chunk_size=23).real_radii
-    assert torch.equal(radii, compute_prdc_details(real, fake, 4).real_radii)

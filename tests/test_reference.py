@@ -516,53 +516,6 @@ def test_radius_zero_balls_give_infinite_ratios():
     assert det.as_dict() == reference(real, fake, 1)
 
 
-def test_tiny_radii_are_decided_exactly(monkeypatch):
-    # Real pairs 1e-31 apart: squared radii below 2**-100 in the frame. Their ratio bounds
-    # would overflow float32, so those rows are compared exactly with every fake.
-    from lightning_embviz import _knn
-
-    rows_seen = []
-    original = _knn._NearestSearch._fold_ratios
-    monkeypatch.setattr(
-        _knn._NearestSearch,
-        "_fold_ratios",
-        lambda self, t, rows, cols: rows_seen.append(rows.numel()) or original(self, t, rows, cols),
-    )
-    base = np.array([[0.0, 0.0], [5.0, 0.0], [-4.0, 0.0], [2.0, 0.0]])
-    real = np.vstack([base, base + np.array([0.0, 1e-31])])
-    fake = np.array([[1.0, 1.0], [4.0, 6.0], [0.0, 9.0]])
-    det = compute_prdc_details(real, fake, 1)
-    radii = det.real_radii.numpy()
-    assert bool(((radii > 0) & (radii < 2e-31)).all())
-    diff = real[:, None, :] - fake[None, :, :]
-    dist = np.sqrt((diff * diff).sum(-1))
-    ratio = dist / radii[:, None]
-    np.testing.assert_array_equal(det.fake_nearest_ball_ratio.numpy(), ratio.min(0))
-    np.testing.assert_array_equal(det.real_nearest_fake_distance.numpy(), dist.min(1))
-    assert_consistent(det)
-    assert sum(rows_seen) >= len(real) * len(fake)  # every tiny row against every fake
-
-
-def test_collapsed_fakes_are_narrowed_with_float64(monkeypatch):
-    from lightning_embviz import _knn
-
-    calls = []
-    original = _knn._narrow_row_minimum
-    monkeypatch.setattr(
-        _knn, "_narrow_row_minimum", lambda *a: calls.append(a[2].numel()) or original(*a)
-    )
-    rng = np.random.default_rng(15)
-    real = rng.normal(size=(300, 64)).astype(np.float32)
-    fake = (rng.normal(size=(250, 64)) * 1e-4 + 30.0).astype(np.float32)
-    det = compute_prdc_details(real, fake, 5)
-    assert calls  # the float64 narrowing ran
-    nearest, nearest_index, ratio, _ = reference_nearest(real, fake, 5)
-    np.testing.assert_array_equal(det.real_nearest_fake_distance.numpy(), nearest)
-    np.testing.assert_array_equal(det.real_nearest_fake_index.numpy(), nearest_index)
-    np.testing.assert_array_equal(det.fake_nearest_ball_ratio.numpy(), ratio)
-    assert det.as_dict() == reference(real, fake, 5)
-
-
 def test_reference_keeps_its_own_copy():
     rng = np.random.default_rng(16)
     real = rng.normal(size=(80, 5)).astype(np.float32)
@@ -576,51 +529,3 @@ def test_reference_keeps_its_own_copy():
     ints = torch.from_numpy(rng.integers(0, 4, size=(50, 3)))
     assert RealReference(ints, nearest_k=2).matches(ints.clone())
     assert not ref.matches(np.array([["a"] * 5] * 80))
-
-
-@pytest.mark.parametrize("kind", ["normal", "discrete", "duplicates", "collapsed", "far"])
-def test_real_fake_tiles_over_columns_give_the_same_results(monkeypatch, kind):
-    # Tiles of a few fakes wide: row minima, recall and the ratio bounds run across tiles.
-    from lightning_embviz import _knn
-
-    real, fake = (a.astype(np.float32) for a in make_sets(kind, 90, 130, 5, seed=17))
-    ks = (1, 3, 6)
-    whole = RealReference(real, nearest_k=ks).sweep_details(fake)
-    monkeypatch.setattr(_knn, "_CROSS_TILE_ELEMENTS", 7 * 11)
-    tiled = RealReference(real, nearest_k=ks).sweep_details(fake, chunk_size=7)  # 7 x 11
-    for k in ks:
-        assert tiled[k].as_dict() == whole[k].as_dict() == reference(real, fake, k)
-        for name in (
-            "real_covered",
-            "real_recalled",
-            "fake_ball_count",
-            "real_nearest_fake_distance",
-            "real_nearest_fake_index",
-            "fake_nearest_ball_ratio",
-            "fake_nearest_ball_index",
-        ):
-            assert torch.equal(getattr(tiled[k], name), getattr(whole[k], name)), (k, name)
-
-
-def test_pending_pairs_are_settled_and_shrunk_in_small_batches(monkeypatch):
-    # With a tiny pending limit, the re-checks are settled many times and a collapsed fake
-    # set makes the nearest-fake candidates of a row band shrink before the band ends.
-    from lightning_embviz import _knn
-
-    real, fake = (a.astype(np.float32) for a in make_sets("collapsed", 120, 150, 6, seed=18))
-    whole = compute_prdc_details(real, fake, 3)
-    calls = []
-    original = _knn._NearestSearch._shrink_band
-    monkeypatch.setattr(
-        _knn._NearestSearch,
-        "_shrink_band",
-        lambda self, r0, r1: calls.append(r0) or original(self, r0, r1),
-    )
-    monkeypatch.setattr(_knn, "_MAX_PENDING_PAIRS", 40)
-    monkeypatch.setattr(_knn, "_CROSS_TILE_ELEMENTS", 16 * 20)
-    small = compute_prdc_details(real, fake, 3, chunk_size=16)
-    assert calls  # the band shrank
-    assert small.as_dict() == whole.as_dict() == reference(real, fake, 3)
-    for name in ("real_nearest_fake_distance", "real_nearest_fake_index"):
-        assert torch.equal(getattr(small, name), getattr(whole, name)), name
-    assert torch.equal(small.fake_nearest_ball_ratio, whole.fake_nearest_ball_ratio)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import PRDC_KEYS, ArrayLike, as_features, as_tensor, check_int
-from lightning_embviz._knn import (
+from lightning_embviz.engine import (
     CrossTests,
     Frame,
     cross_ball_tests,
