@@ -413,7 +413,7 @@ def make_logger(kind: str, out: Path) -> Any:
 
         # A named version: `compare_checkpoints.py` writes its run next to it ("compare"),
         # so one TensorBoard shows both on one step axis. No `hp_metric`: Lightning's
-        # placeholder (-1 at step 0) would add an empty card to the TIME SERIES tab.
+        # placeholder (one point, -1 at step 0) would add a meaningless card to TIME SERIES.
         return TensorBoardLogger(
             save_dir=str(out), name="tensorboard", version="train", default_hp_metric=False
         )
