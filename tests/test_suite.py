@@ -359,3 +359,27 @@ def test_per_sample_errors():
         clipped_density_coverage(RealReference(real, 5), real, 4)
     with pytest.raises(ValueError, match="same width D, got 3 and 2"):
         clipped_density_coverage(real, real[:, :2])
+
+
+def test_mode_dropping_moves_every_metric():
+    # A small version of benchmarks/bench_suite.py's table: 7 modes, fakes drop them.
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((7, 16)) * 3.0
+    real = (centres.repeat(60, axis=0) + rng.standard_normal((420, 16))).astype(np.float32)
+    rows = {}
+    for kept in (7, 4, 1):
+        fake = centres[rng.integers(0, kept, 420)] + rng.standard_normal((420, 16))
+        fake = fake.astype(np.float32)
+        rows[kept] = (
+            clipped_density_coverage(real, fake)["clipped_coverage"],
+            vendi_score(fake),
+            kernel_distance(real, fake)["kd"],
+            fd_infinity(real, fake).fd_inf,
+        )
+    for column in range(4):
+        values = [rows[kept][column] for kept in (7, 4, 1)]
+        if column < 2:  # coverage and diversity fall
+            assert values[0] > values[1] > values[2]
+        else:  # distances grow
+            assert values[0] < values[1] < values[2]
+    assert rows[7][0] > 0.85 and rows[1][0] < 0.3
