@@ -788,3 +788,27 @@ def test_log_tables_bad_arguments(tmp_path, step, given, kwargs, error, match):
             [], given if given is not None else tables(), step, fallback_dir=tmp_path, **kwargs
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tables_tensorboard_outlier_table_gets_its_own_card(tmp_path):
+    # The summary's second table (outlier fakes) was below the fold of one long card.
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from lightning_embviz.samples import markdown_summary
+
+    rows = tables()
+    real = dict(rows["embviz/samples_real"], nearest_fake_distance=np.array([0.2, 1.0, 3.0]))
+    markdown = markdown_summary(real, rows["embviz/samples_fake"])
+    assert markdown.count("**") == 4  # two bold-titled sections
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb")
+    destinations = log_tables([logger], tables(), 5, markdown=markdown, fallback_dir=None)
+    assert destinations[:2] == [
+        "tensorboard:embviz/samples@5",
+        "tensorboard:embviz/samples_outlier_fakes@5",
+    ]
+    ((step, missed),) = read_text_summaries(logger.log_dir, "embviz/samples")
+    ((_, outliers),) = read_text_summaries(logger.log_dir, "embviz/samples_outlier_fakes")
+    assert step == 5
+    assert missed.startswith("**Missed real samples**: 2 of 3") and "Outlier" not in missed
+    assert outliers.startswith("**Outlier fakes**: 1 of 2 lie outside every real k-NN ball")
+    assert missed + "\n" + outliers == markdown  # nothing lost in the split

@@ -25,7 +25,10 @@ Where each per-sample table goes (:func:`log_tables`; ``name`` e.g. ``"embviz/sa
 
 =====================  ======================================================================
 TensorBoard            the markdown summary as text ``embviz/samples`` at ``step``
-                       (``experiment.add_text``), and the CSV files under its ``log_dir``
+                       (``experiment.add_text``; TensorBoard shows the tag as
+                       ``embviz/samples/text_summary``), each further bold-titled section
+                       as its own card (``embviz/samples_outlier_fakes``, so the outlier
+                       table is not below the fold), and the CSV files under its ``log_dir``
 CSV                    ``<log_dir>/<name>/step_<step:06d>.csv``, next to the figures' PNGs
 MLflow                 the run artifact ``<name>/step_<step:06d>.csv``
 W&B                    a ``wandb.Table`` ``name`` logged with ``trainer/global_step = step``
@@ -234,11 +237,28 @@ def log_tables(
                 _warn_unknown_logger(logger, base)
             if kind == "tensorboard" and markdown is not None:
                 experiment = logger.experiment
-                experiment.add_text(markdown_tag, markdown, global_step=step)
+                for tag, text in _markdown_cards(markdown, markdown_tag):
+                    experiment.add_text(tag, text, global_step=step)
+                    destinations.append(f"tensorboard:{tag}@{step}")
                 _flush(experiment)
-                destinations.append(f"tensorboard:{markdown_tag}@{step}")
             destinations += _save_tables(base, checked, step)
     return destinations
+
+
+def _markdown_cards(markdown: str, tag: str) -> list[tuple[str, str]]:
+    """Split a summary into one TensorBoard text card per bold-titled section.
+
+    A section starts with a paragraph opening with ``**Title**``. The first section keeps
+    ``tag``; each further one gets ``<tag>_<title>`` (``embviz/samples_outlier_fakes``), so
+    that no table sits below the fold of another's card.
+    """
+    parts = re.split(r"\n\n(?=\*\*[^*\n]+\*\*)", markdown)
+    cards = [(tag, parts[0] if len(parts) == 1 else parts[0] + "\n")]
+    for part in parts[1:]:
+        title = re.match(r"\*\*([^*\n]+)\*\*", part)
+        slug = re.sub(r"[^0-9a-z]+", "_", title.group(1).lower()).strip("_") if title else ""
+        cards.append((f"{tag}_{slug or len(cards)}", part))
+    return cards
 
 
 def log_embedding_projector(
