@@ -184,3 +184,62 @@ def test_a_rank_whose_input_fails_alone_stops_every_rank(files: Path) -> None:
     assert "rank 1 of 2 could not read or check its inputs" in err0
     assert "embviz: error: fake.npy" in err1
     assert not (files / "out").exists()
+
+
+def test_a_rank_failing_in_the_distance_work_ends_every_rank_with_one_message(
+    files: Path,
+) -> None:
+    # Rank 1 runs out of memory (forced) in its share of the real-fake tests, after the input
+    # agreement: both ranks must end, with the same message and status 1, none left waiting.
+    (files / "driver.py").write_text(
+        "import os, sys\n"
+        "from lightning_embviz import distributed\n"
+        "from lightning_embviz.cli import main\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('CUDA out of memory (forced)')\n"
+        "    distributed.cross_ball_tests = broken\n"
+        "sys.exit(main(sys.argv[1:]))\n",
+        encoding="utf-8",
+    )
+    port = str(_free_port())
+    processes = []
+    for rank in (0, 1):
+        env = _env()
+        env.update(
+            WORLD_SIZE="2",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+        )
+        command = [sys.executable, "driver.py", "report", "real.npy", "fake.npy", "-o", "out"]
+        processes.append(
+            subprocess.Popen(
+                [*command, "-q"],
+                cwd=files,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = []
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=TIMEOUT_S)
+            results.append((process.returncode, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    message = (
+        "embviz: error: rank 1 of 2 failed while testing its real rows against the fakes: "
+        "RuntimeError: CUDA out of memory (forced)."
+    )
+    for rank, (status, err) in enumerate(results):
+        assert status == 1, (rank, err)
+        assert err.startswith(message), (rank, err)
+        assert "Connection reset" not in err and "Traceback" not in err, (rank, err)
+    assert results[0][1] == results[1][1]  # the same message on every rank
+    assert not (files / "out").exists()  # the -o directory rank 0 made is removed again

@@ -7,6 +7,7 @@ with the metrics computed in this process on the full validation sets.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,74 @@ def test_galleries_and_tables_under_ddp_equal_single_process(tmp_path):
                 np.testing.assert_allclose(ddp[column], single[column], rtol=1e-6)
             else:  # indices, labels, counts and every indicator: identical
                 assert ddp[column].tolist() == single[column].tolist(), (table, column)
+
+
+class FailOnRankOne(DDPGAN):
+    """Rank 1 fails in its share of the real-fake tests in epoch 0; warnings are recorded."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+        self.caught: list[str] = []
+        self._original: Any = None
+
+    def setup(self, stage: str) -> None:
+        import warnings
+
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = lambda message, *args, **kwargs: self.caught.append(str(message))
+
+    def on_validation_epoch_start(self) -> None:
+        import lightning_embviz.distributed as shared
+
+        if self.global_rank == 1 and self.current_epoch == 0 and not self.trainer.sanity_checking:
+            self._original = shared.cross_ball_tests
+
+            def broken(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError("CUDA out of memory (forced)")
+
+            shared.cross_ball_tests = broken
+
+    def on_validation_epoch_end(self) -> None:  # after the callbacks' hook
+        import lightning_embviz.distributed as shared
+
+        if self._original is not None:
+            shared.cross_ball_tests = self._original
+            self._original = None
+
+    def on_fit_end(self) -> None:
+        path = Path(self.out_dir) / f"warnings_rank{self.global_rank}.json"
+        path.write_text(json.dumps(self.caught))
+
+
+def test_a_rank_failing_in_the_shared_work_logs_nan_on_every_rank_and_training_goes_on(
+    tmp_path,
+):
+    train = DataLoader(indexed_dataset(32, seed=9), batch_size=8)
+    val = DataLoader(indexed_dataset(45, seed=1), batch_size=8)
+    trainer = ddp_trainer(
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=2,
+        callbacks=[EmbeddingMonitor(views=None, log_samples=False), Record(tmp_path)],
+    )
+    model = FailOnRankOne(str(tmp_path))
+    trainer.fit(model, train, val)
+
+    failed = read(tmp_path, "rank*_epoch0_fit.json")
+    for logged in failed:
+        assert all(math.isnan(logged[f"embviz/{key}"]) for key in KEYS), logged
+    for rank in (0, 1):
+        caught = json.loads((tmp_path / f"warnings_rank{rank}.json").read_text())
+        said = [m for m in caught if "computing the metrics failed" in m]
+        assert len(said) == 1, (rank, caught)
+        assert "rank 1 of 2 failed while testing its real rows against the fakes" in said[0]
+        assert "RuntimeError: CUDA out of memory (forced)" in said[0]
+    rank0, rank1 = read(tmp_path, "rank*_epoch1_fit.json")  # the next epoch ran and measured
+    values = {k: v for k, v in rank0.items() if k.startswith("embviz/")}
+    assert values == {k: v for k, v in rank1.items() if k.startswith("embviz/")}
+    x = val.dataset.tensors[0]
+    with torch.no_grad():
+        expected = reference(x, model.fake(x))  # the weights ddp_spawn copied back
+    for key in KEYS:
+        assert values[f"embviz/{key}"] == pytest.approx(expected[key], rel=1e-6), key

@@ -1453,6 +1453,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:
         if os.environ.get("EMBVIZ_DEBUG"):
             raise
+        from lightning_embviz.distributed import RankFailedError
+
+        if isinstance(err, RankFailedError):  # under torchrun: the same line on every rank
+            sys.stderr.write(f"{PROG}: error: {_one_line(err)}\n")
+            return 1
         sys.stderr.write(
             f"{PROG}: unexpected error: {type(err).__name__}: {_one_line(err)} "
             "(set EMBVIZ_DEBUG=1 for the traceback)\n"
