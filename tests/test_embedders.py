@@ -28,7 +28,13 @@ from lightning_embviz import embedders
 from lightning_embviz.embedders.base import as_image_batch, as_waveform_batch
 from lightning_embviz.embedders.inception import FIDInceptionV3, resize_bilinear_tf1
 
-transformers = pytest.importorskip("transformers")
+try:
+    import transformers
+except ModuleNotFoundError:  # without the [hf] extra, only those tests skip
+    transformers = None
+needs_hf = pytest.mark.skipif(
+    transformers is None, reason="needs transformers: pip install lightning-embviz[hf]"
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -390,6 +396,7 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
+@needs_hf
 def test_dinov2_equals_manual_pipeline(dinov2_folder: Path) -> None:
     net = embedders.dinov2(dinov2_folder, local_files_only=True)
     assert (net.dim, net.modality, net.sample_rate) == (32, "image", None)
@@ -405,6 +412,7 @@ def test_dinov2_equals_manual_pipeline(dinov2_folder: Path) -> None:
     torch.testing.assert_close(from_float, ours, rtol=0, atol=0)  # rounded back to uint8
 
 
+@needs_hf
 def test_dinov2_grayscale_is_repeated_to_rgb(dinov2_folder: Path) -> None:
     net = embedders.dinov2(dinov2_folder, local_files_only=True)
     gray = _uint8_images(2, 32, 32)[:, :1]
@@ -415,6 +423,7 @@ def test_dinov2_grayscale_is_repeated_to_rgb(dinov2_folder: Path) -> None:
         torch.testing.assert_close(net(gray), expected, rtol=1e-5, atol=1e-6)
 
 
+@needs_hf
 def test_clip_equals_manual_pipeline(clip_folder: Path) -> None:
     net = embedders.clip(clip_folder, local_files_only=True)
     assert (net.dim, net.modality) == (24, "image")
@@ -429,6 +438,7 @@ def test_clip_equals_manual_pipeline(clip_folder: Path) -> None:
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
 
 
+@needs_hf
 def test_wrong_checkpoint_kind_errors(
     clip_folder: Path, dinov2_folder: Path, clap_folder: Path
 ) -> None:
@@ -442,6 +452,7 @@ def test_wrong_checkpoint_kind_errors(
         embedders.hubert(clap_folder, local_files_only=True)
 
 
+@needs_hf
 def test_model_without_pooler_output_errors(dinov2_folder: Path) -> None:
     class NoPooler(torch.nn.Module):
         def __init__(self) -> None:
@@ -457,6 +468,7 @@ def test_model_without_pooler_output_errors(dinov2_folder: Path) -> None:
         net(_uint8_images(1, 32, 32))
 
 
+@needs_hf
 def test_clap_equals_manual_pipeline(clap_folder: Path) -> None:
     net = embedders.clap(clap_folder, local_files_only=True)
     assert (net.dim, net.modality, net.sample_rate) == (12, "audio", 8000)
@@ -478,6 +490,7 @@ def test_clap_equals_manual_pipeline(clap_folder: Path) -> None:
         embedders.clip(clap_folder, local_files_only=True)
 
 
+@needs_hf
 @pytest.mark.parametrize("kind", ["wav2vec2", "hubert"])
 def test_speech_mean_pooled_equals_manual_pipeline(
     speech_folders: dict[str, Path], kind: str
@@ -530,6 +543,7 @@ def test_pretrained_inception_matches_torch_fidelity() -> None:
 
 
 @pytest.mark.pretrained
+@needs_hf
 @pytest.mark.usefixtures("network")
 @pytest.mark.parametrize(
     ("factory", "hub_id", "dim"),

@@ -55,10 +55,10 @@ class Embedder(nn.Module):
     @property
     def device(self) -> torch.device:
         """The device of the module's first parameter or buffer (CPU when it has none)."""
-        for tensor in self.parameters():
-            return tensor.device
-        for tensor in self.buffers():
-            return tensor.device
+        for parameter in self.parameters():
+            return parameter.device
+        for buffer in self.buffers():
+            return buffer.device
         return torch.device("cpu")
 
     def extra_repr(self) -> str:

@@ -128,6 +128,7 @@ class _HFEmbedder(Embedder):
             if isinstance(value, torch.Tensor)
         }
         model: Any = self.model
+        features: torch.Tensor | None
         if self.pooling == "image_features":
             features = _features(model.get_image_features(**tensors))
         elif self.pooling == "audio_features":
@@ -142,7 +143,7 @@ class _HFEmbedder(Embedder):
         else:
             # Every clip of a batch has the same length (B, T): no padding to mask out.
             features = model(**tensors).last_hidden_state.mean(dim=1)
-        return features.to(torch.float32)
+        return torch.as_tensor(features).to(torch.float32)
 
     def extra_repr(self) -> str:
         """Show the backbone and the pooling next to the contract."""
