@@ -77,7 +77,7 @@ def _fakes(
 def simulate(args: argparse.Namespace) -> list[dict[str, Any]]:
     from lightning_embviz.memorization import TrainReference
 
-    kinds = ["honest", *[f"copy {p}" for p in args.copy_shares], "overdispersed"]
+    kinds = args.kinds or ["honest", *[f"copy {p}" for p in args.copy_shares], "overdispersed"]
     rows = []
     for kind in kinds:
         values: dict[str, list[float]] = {"ct_score": [], "authenticity": [], "copy_fraction": []}
@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     sim.add_argument("--alpha", type=float, default=0.05)
     sim.add_argument("--copy-shares", type=float, nargs="*", default=[0.05, 0.1, 0.25, 0.5])
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--kinds", nargs="*", help='e.g. honest "copy 0.1" overdispersed')
     cst = sub.add_parser("cost")
     cst.add_argument("--sizes", nargs="+", default=["100000x10000"], help="NxM (train x fakes)")
     cst.add_argument("--methods", nargs="+", default=["ours", "ours-fitted", "sklearn"])

@@ -28,7 +28,9 @@ error band of its smallest estimate so far; those few pairs are recomputed in fl
 coordinate differences and the smallest exact squared distance wins, the lower training index
 on exact ties. Blocks are read in increasing index order, so a later pair must be strictly
 closer to win. Memory: one block of the training set in float32, one tile of estimates, and
-the candidate pairs (a handful per fake), whatever the number of training rows.
+the candidate pairs (a handful per fake), whatever the number of training rows. A
+:class:`TrainReference` also keeps the float32 frame of the whole training set between
+comparisons when it has at most 2^28 entries (1 GiB), saving the conversion of each block.
 
 Distances are float64 values computed from coordinate differences, whatever the input
 dtype (float32 inputs are not rounded back to float32 here, unlike the PRDC radii).
