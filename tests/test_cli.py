@@ -840,6 +840,10 @@ def _damaged_reference(name: str, tmp_path: Path, real) -> str:
         entries["real"][3, 1] += 1.0  # the fingerprint no longer matches
     elif name == "other_version":
         entries["format_version"] = np.asarray(99)
+    elif name == "radii_edited":
+        entries["radii"] = entries["radii"] * 4.0  # the fingerprint covers only the reals
+    elif name == "version_text":
+        entries["format_version"] = np.asarray("2")
     elif name == "entry_missing":
         del entries["radii"]
     elif name == "bytes_flipped":
@@ -859,7 +863,9 @@ DAMAGED = {
     "values_changed": "is damaged: its real set does not match the fingerprint",
     "other_version": "was written in RealReference format version 99",
     "entry_missing": "is not a saved RealReference (missing radii",
-    "bytes_flipped": "a saved RealReference that cannot be read (Bad CRC-32 for file 'real.npy')",
+    "radii_edited": "its radii, fitted k, dtype or format version do not match the checksum",
+    "version_text": "is damaged: its format version '2' is not an integer",
+    "bytes_flipped": "is damaged: it cannot be read (BadZipFile: Bad CRC-32 for file 'real.npy')",
     "truncated": "cannot read as .npz",
 }
 
@@ -1214,3 +1220,160 @@ def test_help_documents_confidence(capsys):
         "<metric>_differs",
     ):
         assert part in text, part
+
+
+# ---------------------------------------------------------------- issue 18: 9, 10, 11, 12
+
+
+def test_closed_stdout_is_not_an_error(tmp_path):
+    # `embviz report ... | head -0`: the reader is gone before the summary is printed.
+    real, fake = make_sets(60, 50, 4)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "f.npy", fake)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    env = dict(os.environ, MPLBACKEND="Agg")
+    out = tmp_path / "out"
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lightning_embviz",
+                "report",
+                r,
+                f,
+                "-k",
+                "3",
+                "-o",
+                str(out),
+                "--projection",
+                "pca",
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert "Broken pipe" not in proc.stderr and "BrokenPipeError" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {k: metrics[k] for k in PRDC_KEYS} == compute_prdc(real, fake, nearest_k=3)
+
+
+def test_top_level_help_is_short_and_points_to_each_command(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "embviz report -h" in text and "embviz compare real.npy" in text
+    assert "CSV: line 1 is a header" not in text  # not the whole `report` help again
+    assert len(text.splitlines()) < 30
+    assert main(["report", "--help"]) == 0
+    assert "CSV: line 1 is a header" in capsys.readouterr().out
+
+
+def test_help_says_bounds_are_student_t_not_normal(capsys):
+    assert main(["report", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "not value +- 1.96 * <metric>_se" in text
+    assert "Student-t quantile on Satterthwaite's degrees of freedom" in text
+    assert "Student-t quantile (Satterthwaite degrees of freedom), not 1.96 * se" in text
+
+
+def _collapsed_sets(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    real = rng.normal(size=(240, 32)).astype(np.float32)
+    good = rng.normal(size=(240, 32)).astype(np.float32)
+    collapsed = (0.05 * rng.normal(size=(240, 32))).astype(np.float32)  # all near the centre
+    return real, good, collapsed
+
+
+def test_compare_never_ranks_a_collapsed_set_best(tmp_path, capsys):
+    real, good, collapsed = _collapsed_sets()
+    # The trap: the reference package ranks the collapsed set higher on precision, coverage.
+    import prdc
+
+    ref_good = prdc.compute_prdc(real, good, nearest_k=5)
+    ref_collapsed = prdc.compute_prdc(real, collapsed, nearest_k=5)
+    assert ref_collapsed["precision"] > ref_good["precision"]
+    assert ref_collapsed["coverage"] > ref_good["coverage"]
+    paths = [save(tmp_path / f"{n}.npy", a) for n, a in (("r", real), ("g", good))]
+    paths.append(save(tmp_path / "c.npy", collapsed))
+    out = tmp_path / "out"
+    status = main(
+        [
+            "compare",
+            *paths,
+            "-o",
+            str(out),
+            "--projection",
+            "pca",
+            "--names",
+            "good,collapsed",
+            "--confidence",
+            "0.9",
+            "-q",
+        ]
+    )
+    assert status == 0
+    captured = capsys.readouterr()
+    table = json.loads((out / "metrics.json").read_text())
+    assert set(table["best"].values()) == {"good"}
+    rows = {row["name"]: row for row in table["sets"]}
+    assert rows["collapsed"]["degenerate"] is True and rows["good"]["degenerate"] is False
+    assert "degenerate (collapsed) fake set: recall 0.000" in rows["collapsed"]["warnings"][0]
+    assert rows["good"]["warnings"] == []
+    line = next(x for x in captured.out.splitlines() if x.startswith("collapsed "))
+    assert line.endswith("DEGENERATE")
+    assert "degenerate sets are never best" in captured.out
+    assert "warning: collapsed: degenerate (collapsed) fake set" in captured.out
+    with open(out / "metrics.csv", newline="") as handle:
+        assert [r["degenerate"] for r in csv.DictReader(handle)] == ["False", "True"]
+
+
+def test_mark_differences_with_every_set_degenerate():
+    from lightning_embviz.cli import _compare_table, _mark_differences
+
+    rows = [_row("a", precision=(1.0, 0.0)), _row("b", precision=(0.9, 0.01))]
+    for row in rows:
+        row["degenerate"] = True
+    best = _mark_differences(rows, 0.95)
+    assert best == dict.fromkeys(("precision", "recall", "density", "coverage", "fd"))
+    assert all(np.isnan(row["precision_z"]) and not row["precision_differs"] for row in rows)
+    for row in rows:
+        for metric in ("precision", "recall", "density", "coverage", "fd"):
+            row[f"{metric}_low"] = row[f"{metric}_high"] = row[metric]
+    assert "best: precision -, recall -" in "\n".join(_compare_table(rows, best, 0.95))
+
+
+def test_report_says_a_collapsed_set_is_degenerate(tmp_path, capsys):
+    real, _, collapsed = _collapsed_sets(1)
+    identical = np.repeat(collapsed[:1], len(collapsed), axis=0)  # every fake the same point
+    r = save(tmp_path / "r.npy", real)
+    for name, fake in (("near", collapsed), ("same", identical)):
+        f = save(tmp_path / f"{name}.npy", fake)
+        out = tmp_path / name
+        args = ["report", r, f, "-o", str(out), "--projection", "pca", "-q"]
+        assert main([*args, "--confidence", "0.95"]) == 0
+        captured = capsys.readouterr()
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["degenerate"] is True
+        assert metrics["warnings"][0].startswith("degenerate (collapsed) fake set: recall 0.000")
+        assert "never ranked best" in metrics["warnings"][0]
+        assert "  warning: degenerate (collapsed) fake set" in captured.out
+        assert "embviz: warning: degenerate (collapsed) fake set" in captured.err
+    # All fakes identical: no FD interval, and a warning says why (not the sample count).
+    assert metrics["fd_low"] is None and metrics["fd_high"] is None
+    assert "fd has no interval: a set's covariance is singular" in metrics["warnings"][1]
+    assert "no interval: a set's covariance is singular" in captured.out
+    assert "Fréchet distance has no confidence interval" in captured.err
+
+
+def test_report_healthy_set_is_not_degenerate(tmp_path, capsys):
+    real, good, _ = _collapsed_sets(2)
+    r, f = save(tmp_path / "r.npy", real), save(tmp_path / "g.npy", good)
+    assert main(["report", r, f, "-o", str(tmp_path / "o"), "--projection", "pca", "-q"]) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["degenerate"] is False and metrics["warnings"] == []
+    assert "degenerate" not in capsys.readouterr().out

@@ -43,6 +43,16 @@ _COMMANDS = ("report", "compare", "reference")
 # lightning_embviz.intervals.INTERVAL_METRICS, kept here so that parsing stays light).
 _METRICS = ("precision", "recall", "density", "coverage", "fd")
 
+_MAIN_EPILOG = """\
+examples:
+  embviz report real.npy fake.npy -o out/
+  embviz compare real.npy ckpt_epoch10.npy ckpt_epoch20.npy -o cmp/
+  embviz reference real.npy -k 3,5,10 -o ref.npz
+
+Run `embviz report -h`, `embviz compare -h` or `embviz reference -h` for each command's
+options, input formats and output files.
+"""
+
 _REPORT_EXAMPLE = """\
 examples:
   embviz report real.npy fake.npy -o out/
@@ -93,7 +103,12 @@ otherwise min-max scaled over all tiles of a figure jointly.
 --confidence C (in (0, 1), e.g. 0.95) adds a confidence interval to every metric:
 metrics.json gains <metric>_low, <metric>_high and <metric>_se (standard error) for
 precision, recall, density, coverage and fd, plus confidence and interval_seed, and the
-printed table shows "coverage 0.7410 [0.7120, 0.7700]". The interval covers the
+printed table shows "coverage 0.7410 [0.7120, 0.7700]". The bounds are not
+value +- 1.96 * <metric>_se (at 0.95): they are value +- t * se with t the Student-t
+quantile on Satterthwaite's degrees of freedom (part of the variance is estimated from
+a few random splits, so t is above the normal quantile, more so for small sets; fd uses
+the normal quantile), then clipped to the metric's range (precision, recall, coverage
+in [0, 1]; density, fd >= 0), so an interval can be asymmetric. It covers the
 expected value of the metric over new draws of both sets of these sizes (another
 validation set, another batch of samples). Method (lightning_embviz.intervals.
 prdc_intervals): exact conditional variances plus random half splits without
@@ -197,19 +212,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
 
 
+def _silence(stream: Any) -> None:
+    """Point a stream whose reader has gone (``| head``) at the null device.
+
+    A closed pipe is not an error of the command: the files are written all the same. The
+    descriptor itself is replaced, so that the interpreter's final flush of the buffered
+    text does not fail either ("Exception ignored ... BrokenPipeError").
+    """
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (a test's buffer)
+        pass
+
+
+def _write(stream: Any, text: str, flush: bool = False) -> None:
+    """Write ``text`` to ``stream``; a reader that has closed the pipe is not an error."""
+    try:
+        stream.write(text)
+        if flush:
+            stream.flush()
+    except BrokenPipeError:
+        _silence(stream)
+
+
 class _Progress:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
-            sys.stderr.write(f"{PROG}: {message}\n")
-            sys.stderr.flush()
+            _write(sys.stderr, f"{PROG}: {message}\n", flush=True)
 
 
 def _out(text: str) -> None:
     # The command's own report goes to stdout (library modules never print).
-    sys.stdout.write(text + "\n")
+    _write(sys.stdout, text + "\n")
 
 
 def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
@@ -327,7 +366,8 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
         default=None,
         metavar="C",
         help="add a confidence interval at level C, in (0, 1), e.g. 0.95, to every metric: "
-        "<metric>_low, <metric>_high, <metric>_se (see below; default: no intervals)",
+        "<metric>_low, <metric>_high, <metric>_se; the bounds use a Student-t quantile "
+        "(Satterthwaite degrees of freedom), not 1.96 * se (see below; default: no intervals)",
     )
     p.add_argument(
         "--tsne-backend",
@@ -345,8 +385,7 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Precision, recall, density, coverage, Fréchet distance and 2-D views "
         "(PCA, t-SNE, UMAP) of real vs generated embeddings.",
-        epilog="Run `embviz report -h`, `embviz compare -h` or `embviz reference -h` for each "
-        "command's options.\n\n" + _REPORT_EXAMPLE,
+        epilog=_MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -469,8 +508,7 @@ def _check_interval_sizes(k: int, counts: dict[str, int]) -> None:
 
 def _warn(message: str) -> None:
     # Shown even with -q: a warning is about the result, not progress.
-    sys.stderr.write(f"{PROG}: warning: {' '.join(message.split())}\n")
-    sys.stderr.flush()
+    _write(sys.stderr, f"{PROG}: warning: {' '.join(message.split())}\n", flush=True)
 
 
 def _intervals(real: Any, fake: Any, args: argparse.Namespace, name: str) -> dict[str, float]:
@@ -529,7 +567,7 @@ def _shortfall(metric: str, value: float) -> float:
     return -value
 
 
-def _mark_differences(rows: list[dict[str, Any]], confidence: float) -> dict[str, str]:
+def _mark_differences(rows: list[dict[str, Any]], confidence: float) -> dict[str, Optional[str]]:
     """Mark, for each metric, the rows that differ from the best row beyond the intervals.
 
     Adds ``<metric>_z`` (the z statistic against the best row; 0 for the best row itself,
@@ -542,13 +580,22 @@ def _mark_differences(rows: list[dict[str, Any]], confidence: float) -> dict[str
         confidence: the level of the intervals, in (0, 1).
 
     Returns:
-        The name of the best row for each metric (the first one on ties).
+        The name of the best row for each metric (the first one on ties). A row with
+        ``degenerate`` true (a collapsed fake set) is never best; None for a metric when
+        every row is degenerate (then every ``z`` is NaN and nothing is marked).
     """
     critical = _z_critical(confidence)
-    best: dict[str, str] = {}
+    best: dict[str, Optional[str]] = {}
+    candidates = [i for i, row in enumerate(rows) if not row.get("degenerate")]
     for metric in _METRICS:
+        if not candidates:
+            best[metric] = None
+            for row in rows:
+                row[f"{metric}_z"] = math.nan
+                row[f"{metric}_differs"] = False
+            continue
         gaps = [_shortfall(metric, row[metric]) for row in rows]
-        top = min(range(len(rows)), key=gaps.__getitem__)
+        top = min(candidates, key=gaps.__getitem__)
         best[metric] = rows[top]["name"]
         top_se = rows[top][f"{metric}_se"]
         for i, row in enumerate(rows):
@@ -933,6 +980,8 @@ def _report(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int
     progress(f"metrics done in {time.perf_counter() - start:.1f} s")
     metrics: dict[str, Any] = dict(details.as_dict())
     metrics.update(fd=fd, num_real=len(real), num_fake=len(fake), nearest_k=args.nearest_k)
+    notes = _degenerate_notes(real, fake, metrics)
+    metrics.update(degenerate=bool(notes), warnings=notes)
     if args.confidence is not None:
         progress(f"computing {_level(args.confidence)} confidence intervals (seed {args.seed})")
         start = time.perf_counter()
@@ -941,6 +990,10 @@ def _report(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int
         progress(f"intervals done in {time.perf_counter() - start:.1f} s")
         metrics.update(confidence=args.confidence, interval_seed=args.seed)
         metrics.update(_interval_keys(bounds))
+        if math.isnan(bounds["fd_low"]) and min(len(real), len(fake)) > real.shape[1]:
+            notes.append(
+                "fd has no interval: a set's covariance is singular (all fakes (nearly) identical?)"
+            )
     if real_labels is not None:
         per_class = class_metrics(
             real_labels,
@@ -959,7 +1012,8 @@ def _report(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int
         details,
         real_labels=real_labels,
         fake_labels=fake_labels,
-        title=f"{Path(args.fake).name} vs {Path(args.real).name}",
+        title=f"{Path(args.fake).name} vs {Path(args.real).name}"
+        + (" - DEGENERATE fake set, see metrics.json" if metrics["degenerate"] else ""),
         progress=progress,
     )
     figures.update(_galleries(details, real_images, fake_images, real_labels, fake_labels, args))
@@ -977,6 +1031,8 @@ def _report(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int
     for key in _METRICS:
         _out(f"  {key:<10} {_fmt(metrics[key])}{_bounds_text(metrics, key, width)}")
     _out(f"  {'nearest_k':<10} {args.nearest_k}")
+    for note in notes:
+        _out(f"  warning: {note}")
     if args.confidence is not None:
         _out(
             f"  [low, high]: {_level(args.confidence)} confidence intervals for the expected "
@@ -986,12 +1042,26 @@ def _report(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> int
     return 0
 
 
+def _degenerate_notes(real: Any, fake: Any, metrics: dict[str, Any]) -> list[str]:
+    """``[message]`` for a degenerate (collapsed) fake set, else ``[]``; also on stderr."""
+    from lightning_embviz.degenerate import degenerate_message, degenerate_reasons
+
+    reasons = degenerate_reasons(real, fake, metrics)
+    if not reasons:
+        return []
+    message = degenerate_message(reasons)
+    _warn(message)
+    return [message]
+
+
 def _bounds_text(metrics: dict[str, Any], key: str, width: int) -> str:
     """`` [low, high]`` after a metric of the report table, or nothing without intervals."""
     if f"{key}_low" not in metrics:
         return ""
     low, high = metrics[f"{key}_low"], metrics[f"{key}_high"]
     if math.isnan(low) or math.isnan(high):
+        if min(metrics["num_real"], metrics["num_fake"]) > width:
+            return " [no interval: a set's covariance is singular (a collapsed fake set?)]"
         return (
             f" [no interval: fd needs more samples than features in both sets, D={width}, "
             f"{metrics['num_real']} real, {metrics['num_fake']} fake]"
@@ -1117,6 +1187,8 @@ def _compare(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> in
         row: dict[str, Any] = {"name": name, "file": str(path), "num_fake": len(fake)}
         row.update(details.as_dict())
         row["fd"] = frechet_distance(real, fake)
+        row["warnings"] = _degenerate_notes(real, fake, row)
+        row["degenerate"] = bool(row["warnings"])
         if args.confidence is not None:
             progress(
                 f"computing {_level(args.confidence)} confidence intervals for {name} "
@@ -1139,7 +1211,7 @@ def _compare(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> in
         fig = comparison_figure(
             coords[0],
             coords[1:],
-            names,
+            [f"{n} (DEGENERATE)" if row["degenerate"] else n for n, row in zip(names, rows)],
             real_covered=[d.real_covered.numpy()[ri] for d in all_details],
             fake_in_real_manifold=[
                 d.fake_in_real_manifold.numpy()[i] for d, i in zip(all_details, fis)
@@ -1158,7 +1230,7 @@ def _compare(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> in
         "num_real": len(real),
         "real": str(args.real),
     }
-    columns = ["name", "file", "num_fake", *_METRICS]
+    columns = ["name", "file", "num_fake", *_METRICS, "degenerate"]
     if best is not None:
         table.update(
             confidence=args.confidence,
@@ -1167,7 +1239,13 @@ def _compare(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> in
             difference_test=_difference_rule(args.confidence),
         )
         parts = ("", "_low", "_high", "_se", "_z", "_differs")
-        columns = ["name", "file", "num_fake", *(m + part for m in _METRICS for part in parts)]
+        columns = [
+            "name",
+            "file",
+            "num_fake",
+            *(m + part for m in _METRICS for part in parts),
+            "degenerate",
+        ]
     table["sets"] = rows
     (out / "metrics.json").write_text(
         json.dumps(_json_safe(table), indent=2) + "\n", encoding="utf-8"
@@ -1184,6 +1262,9 @@ def _compare(args: argparse.Namespace, progress: _Progress, ranks: _Ranks) -> in
     )
     for line in _compare_table(rows, best, args.confidence):
         _out(line)
+    for row in rows:
+        for note in row["warnings"]:
+            _out(f"warning: {row['name']}: {note}")
     files = ", ".join(p.name for p in written)
     _out(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {files}")
     return 0
@@ -1199,7 +1280,9 @@ def _difference_rule(confidence: float) -> str:
 
 
 def _compare_table(
-    rows: list[dict[str, Any]], best: Optional[dict[str, str]], confidence: Optional[float]
+    rows: list[dict[str, Any]],
+    best: Optional[dict[str, Optional[str]]],
+    confidence: Optional[float],
 ) -> list[str]:
     """The printed table of ``embviz compare``: values, and with intervals the marks."""
     width = max(len("name"), *(len(row["name"]) for row in rows))
@@ -1208,7 +1291,8 @@ def _compare_table(
         lines = [header]
         for row in rows:
             values = "  ".join(f"{row[c]:>9.4f}" for c in _METRICS)
-            lines.append(f"{row['name']:<{width}}  {values}")
+            mark = "  DEGENERATE" if row.get("degenerate") else ""
+            lines.append(f"{row['name']:<{width}}  {values}{mark}")
         return lines
 
     def cell(row: dict[str, Any], metric: str) -> str:
@@ -1222,10 +1306,12 @@ def _compare_table(
     lines = [header.rstrip()]
     for row, row_cells in zip(rows, cells):
         text = "  ".join(f"{v:<{w}}" for v, w in zip(row_cells, widths))
-        lines.append(f"{row['name']:<{width}}  {text}".rstrip())
+        mark = "  DEGENERATE" if row.get("degenerate") else ""
+        lines.append(f"{row['name']:<{width}}  {text}{mark}".rstrip())
     lines.append(
         f"[low, high]: {_level(confidence)} confidence intervals; best: "
-        + ", ".join(f"{m} {best[m]}" for m in _METRICS)
+        + ", ".join(f"{m} {best[m] or '-'}" for m in _METRICS)
+        + ("; degenerate sets are never best" if any(r.get("degenerate") for r in rows) else "")
     )
     lines.append(_difference_rule(confidence))
     return lines
@@ -1433,10 +1519,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise
         try:
             if args.command == "report":
-                return _report(args, progress, ranks)
-            if args.command == "compare":
-                return _compare(args, progress, ranks)
-            return _reference(args, progress, ranks)
+                status = _report(args, progress, ranks)
+            elif args.command == "compare":
+                status = _compare(args, progress, ranks)
+            else:
+                status = _reference(args, progress, ranks)
+            _write(sys.stdout, "", flush=True)  # a closed stdout shows here at the latest
+            return status
         except BaseException:
             _remove_empty(created)  # a failed run leaves no empty output directory behind
             raise
