@@ -374,3 +374,12 @@ def test_frechet_rank_deficient_covariance_with_more_samples_than_width():
     expected = scipy_frechet(real, fake)
     assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-7)
     assert frechet_distance(fake, real) == pytest.approx(expected, rel=1e-7)
+
+
+def test_metrics_module_exports_the_suite():
+    import lightning_embviz.metrics as metrics
+    import lightning_embviz.suite as suite
+
+    for name in suite.__all__:
+        assert name in metrics.__all__
+        assert getattr(metrics, name) is getattr(suite, name)
