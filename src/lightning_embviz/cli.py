@@ -189,10 +189,13 @@ examples:
   embviz reference ref.npz -k 3,5,10,20 -o ref.npz   # add a k: refit from the stored reals
 
 Fits the real set once: its k-NN radii for every k of -k from one pass over the
-real-real distances, the real embeddings themselves, a SHA-256 fingerprint of them and
-the file format version. `embviz report` and `embviz compare` accept the file in place
-of REAL and then skip the real-real pass (about a third of the distance work of each
-comparison); their results are identical to those from the real embeddings file.
+real-real distances, the real embeddings themselves, a SHA-256 fingerprint of them, the
+file format version (2) and a SHA-256 checksum over all of it: a file whose radii, k,
+dtype or version were edited or damaged is refused (exit status 2), never used. Version
+1 files (earlier releases) are read, with their radii recomputed. `embviz report`
+and `embviz compare` accept the file in place of REAL and then skip the real-real pass
+(about a third of the distance work of each comparison); their results are identical
+to those from the real embeddings file.
 
 REAL: an embeddings file (.npy, .npz, .pt/.pth, .csv; see `embviz report -h`) or a
 saved reference (refit with the new -k from the real set it holds).
