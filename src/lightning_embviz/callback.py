@@ -84,9 +84,12 @@ class EmbeddingMonitor(CallbackBase):
         fake_key: Key of the generated embeddings (B', D) or (B', ...).
         labels_key: Optional key of class labels: a (B,) tensor for the real rows, or a dict
             ``{"real": (B,), "fake": (B',)}``; used by the class-aware views.
-        index_key: Optional key of each real row's dataset index (B,). Rows with the same
-            index are counted once (under DDP this removes the sampler's padding even with
-            a custom sampler).
+        index_key: Optional key of each real row's dataset index (B,). Real rows with the
+            same index are counted once (under DDP this removes the sampler's padding even
+            with a custom sampler). Fakes are never merged with one another, whatever their
+            count per batch: a batch with as many fakes as reals pairs them (each fake shows
+            its real's index in the tables; the fakes of the rows ``DistributedSampler``
+            pads in are dropped), other fakes show index -1.
         embed: Optional ``embed(pl_module, batch) -> dict`` with the keys above, called
             under ``torch.no_grad()`` after each validation batch, for models whose
             ``validation_step`` should not change.
@@ -175,10 +178,15 @@ class EmbeddingMonitor(CallbackBase):
         text summary ``embviz/samples`` and the CSV files).
 
     Note:
-        Bad data never ends training: NaN/Inf rows are dropped with a warning; a run with
-        too few usable samples for ``nearest_k`` (or whose computation fails) logs NaN with
-        a warning, which ``ModelCheckpoint`` ranks last (``EarlyStopping`` stops on NaN
-        unless ``check_finite=False``).
+        Bad data never ends training: NaN/Inf rows are dropped with a warning; a k that
+        the run's usable samples cannot reach (k must be below both counts) logs NaN for
+        its keys with one warning while every other k is computed; a run whose computation
+        fails logs NaN with a warning, which ``ModelCheckpoint`` ranks last
+        (``EarlyStopping`` stops on NaN unless ``check_finite=False``). Under DDP, a rank
+        that fails in its share of the distance work (out of memory, a kernel error) makes
+        every rank stop that computation at once (no rank waits for the process group's
+        timeout): every rank logs NaN and warns with the same message, and training goes
+        on.
 
         The metrics exist only on measured validation runs. With ``every_n_epochs > 1`` a
         ``ModelCheckpoint``/``EarlyStopping`` monitoring ``embviz/...`` finds no value on

@@ -24,6 +24,14 @@ whichever rank finds it. Before the work, a third and tiny all-gather checks tha
 hold the same sets (shapes, dtypes and a hash of the bits): otherwise every rank raises the
 same error instead of returning garbage or hanging.
 
+**A failing rank stops every rank.** Before each collective where a rank can fail (its input
+checks, its share of the radii, its real-fake tests: out of memory, a kernel error), the
+ranks agree on failure with one all-gather of a flag (8 bytes per rank). If any rank failed,
+every rank raises the same :class:`RankFailedError` naming the failing rank and quoting its
+error (that error is the cause on the failing rank); the same input error on every rank is
+re-raised as it is. No rank is left waiting for the process group's timeout, and the group
+stays usable.
+
 Work per rank: the real-fake pass splits exactly (N·M / W pairs each). The radius passes
 run each row block against every column block, N²/W pairs per rank, where one process uses
 the symmetry and computes N²/2: two ranks do as many radius pairs each as one process, and
