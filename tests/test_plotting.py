@@ -396,7 +396,7 @@ def test_gallery_class_counts_in_the_title():
         class_counts=counts,
         class_counts_label="missed per class",
     )
-    line = " ".join(texts(fig))
+    line = " ".join(" ".join(texts(fig)).split())  # wrapped lines joined
     assert "missed per class: 0: 20 · 1: 19 · 2: 18" in line
     assert "11: 9 · … 3 more (1 class with none)" in line
     fig = gallery_figure(solid_tiles([(1, 0, 0)]), ["x"], "t", class_counts={"cat": 0})
@@ -422,7 +422,7 @@ def test_gallery_accepts_tensors_and_grey_layouts():
         ({"images": np.array([["a"]])}, TypeError, r"must hold numbers"),
         ({"captions": ["a"]}, ValueError, r"one caption per image \(2\), got 1"),
         ({"captions": "ab"}, TypeError, r"sequence of strings"),
-        ({"columns": 0}, ValueError, r"`columns` must be an int >= 1, got 0"),
+        ({"columns": 0}, ValueError, r"`columns` must be None or an int >= 1, got 0"),
         (
             {"contrast_images": np.zeros((1, 4, 4)), "contrast_captions": []},
             ValueError,
@@ -460,7 +460,8 @@ def test_missed_real_figure_captions_title_and_frames():
         nearest_k=5,
     )
     words = texts(fig)
-    assert words[0] == "missed real samples: 40 of 1000 reals have no fake in their k-NN ball"
+    head = " ".join(words[0].split())  # the title may wrap
+    assert head == "missed real samples: 40 of 1000 reals have no fake in their k-NN ball"
     assert "the 3 most clearly missed" in words[1] and "k=5" in words[1]
     assert "missed per class: 1: 30 · 4: 10" in words[1]
     assert words[-3:] == ["#7 [1]\n3.00×", "#3 [1]\n2.50×", "#11 [4]\n1.00×"]
@@ -486,7 +487,8 @@ def test_outlier_fake_figure_with_a_contrast_row():
         deepest_indices=[1, 2, 3],
     )
     words = texts(fig)
-    assert words[0] == "outlier fakes: 2 of 100 fakes lie outside every real k-NN ball"
+    head = " ".join(words[0].split())  # the title may wrap
+    assert head == "outlier fakes: 2 of 100 fakes lie outside every real k-NN ball"
     assert words[1].startswith("all, largest caption first")
     captions = [w for w in words if w.startswith("#")]
     assert captions == [
@@ -547,3 +549,42 @@ def test_gallery_from_real_details_end_to_end():
     )
     ratio = details.real_nearest_fake_ratio[shown].tolist()
     assert texts(fig)[-8:] == [f"#{i}\n{format_ratio(r)}" for i, r in zip(shown.tolist(), ratio)]
+
+
+@pytest.mark.parametrize(("tiles", "least_px"), [(8, 7.5), (16, 5.5), (32, 4.2)])
+def test_gallery_captions_readable_in_tensorboards_card(tiles, least_px):
+    """TensorBoard 2.x shrinks an image into its card (about 303 x 240 px): the captions
+    must stay readable there, and large at the image's actual size (old: 7 pt captions on an
+    846 px wide figure, 9.7 px tall at actual size, 3.5 px in the card)."""
+    from lightning_embviz.plotting import TENSORBOARD_CARD, missed_real_figure
+
+    g = np.random.default_rng(0)
+    fig = missed_real_figure(
+        g.random((tiles, 3, 32, 32)),
+        np.linspace(3.0, 1.0, tiles),
+        num_missed=100,
+        num_real=500,
+        indices=np.arange(tiles) * 37,
+        labels=np.arange(tiles) % 10,
+        nearest_k=5,
+    )
+    height, width = figure_to_array(fig).shape[:2]
+    captions = fig.axes[0].texts
+    assert len(captions) == tiles
+    caption_px = captions[0].get_fontsize() * fig.dpi / 72
+    assert caption_px >= 14  # at actual size
+    assert caption_px / width >= 1 / 70  # when the card's width decides
+    shrink = min(TENSORBOARD_CARD[0] / width, TENSORBOARD_CARD[1] / height)
+    assert caption_px * shrink >= least_px
+    # captions fit their tile (no overlap with the neighbour's)
+    renderer = fig.canvas.get_renderer()
+    tile_px = 1.2 * fig.dpi
+    assert max(t.get_window_extent(renderer).width for t in captions) <= tile_px + 8
+
+
+def test_gallery_columns_fit_tensorboards_card():
+    from lightning_embviz.plotting import gallery_columns
+
+    assert gallery_columns(4) == 4 and gallery_columns(8) == 4
+    assert gallery_columns(32, 8) == 8
+    assert all(2 <= gallery_columns(n, 8) <= 8 for n in range(0, 65))

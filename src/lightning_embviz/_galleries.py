@@ -18,6 +18,7 @@ import torch
 from lightning_embviz._buffer import collective_device, gather_selected_images
 from lightning_embviz._evaluate import Evaluation
 from lightning_embviz._sampler import shown_index
+from lightning_embviz.plotting import gallery_columns
 from lightning_embviz.views import SampleViews
 
 __all__ = ["details_on_cpu", "select_samples"]
@@ -131,5 +132,6 @@ def select_samples(
         real_images=None if real_thumbs is None else real_thumbs.values(),
         fake_images=None if fake_thumbs is None else fake_thumbs.values(),
         tables=tables,
+        columns=gallery_columns(size, contrast) if size else None,
     )
     return views, problem

@@ -41,6 +41,7 @@ __all__ = [
     "figure_to_array",
     "figure_to_png",
     "format_ratio",
+    "gallery_columns",
     "gallery_display_range",
     "gallery_figure",
     "k_sweep_figure",
@@ -657,11 +658,20 @@ def comparison_figure(
 
 # --------------------------------------------------------------------------- galleries
 
-GALLERY_TILE = 0.95  # inches per image tile
+# Galleries are sized for TensorBoard's image card (about 300 x 240 px in TensorBoard 2.x,
+# which shrinks the whole image to fit): few columns, large tiles and large captions, so a
+# caption stays about 8 px tall there and 15 px at the image's actual size.
+GALLERY_TILE = 1.2  # inches per image tile
+# TensorBoard 2.x's default image card: the area the image is shrunk into (pixels).
+TENSORBOARD_CARD = (303, 240)
+GALLERY_CAPTION_FONTSIZE = 11.0  # points (15 px at 100 dpi)
+_GALLERY_TITLE_FONTSIZE = 13.0
+_GALLERY_SUBTITLE_FONTSIZE = 11.0
+_GALLERY_SUBTITLE_LINE = 0.19  # inches per subtitle line
 _GALLERY_GAP = 0.08  # inches between tiles
 _GALLERY_MARGIN = 0.15
-_GALLERY_CAPTION = 0.3  # inches below a tile for two caption lines
-_GALLERY_LINE = 0.2  # inches per title line
+_GALLERY_CAPTION = 0.45  # inches below a tile for two caption lines
+_GALLERY_LINE = 0.24  # inches per title line
 _MAX_CLASSES_NAMED = 12
 
 
@@ -805,10 +815,46 @@ def _gallery_block(
         if captions is not None:
             ax.text(
                 left + GALLERY_TILE / 2, bottom - 0.03, captions[i], ha="center", va="top",
-                fontsize=7, linespacing=1.1,
+                fontsize=GALLERY_CAPTION_FONTSIZE, linespacing=1.1,
             )  # fmt: skip
     rows = -(-len(shown) // columns)
     return top + rows * (GALLERY_TILE + _GALLERY_CAPTION + _GALLERY_GAP)
+
+
+def _gallery_extent(
+    columns: int, main: int, contrast: int, head_lines: int, sub_lines: int
+) -> tuple[float, float]:
+    """(width, height) in inches of a gallery laid out ``columns`` tiles per row."""
+    width = 2 * _GALLERY_MARGIN + columns * GALLERY_TILE + (columns - 1) * _GALLERY_GAP
+    block_height = GALLERY_TILE + _GALLERY_CAPTION + _GALLERY_GAP
+    title_height = 0.1 + _GALLERY_LINE * head_lines + _GALLERY_SUBTITLE_LINE * sub_lines + 0.1
+    main_height = -(-main // columns) * block_height if main else 0.8
+    contrast_height = 0.3 + -(-contrast // columns) * block_height if contrast else 0.0
+    return width, title_height + main_height + contrast_height + _GALLERY_MARGIN
+
+
+def gallery_columns(count: int, contrast: int = 0, title_lines: int = 4) -> int:
+    """Tiles per row that show a gallery largest in TensorBoard's default image card.
+
+    TensorBoard shrinks an image to fit its card (about 303 x 240 px in TensorBoard 2.x): a
+    wide gallery is shrunk by its width, a tall one by its height. This picks the column
+    count (2 to 8) whose layout is shrunk least, so captions stay as large as possible.
+
+    Args:
+        count: tiles in the main block.
+        contrast: tiles in the contrast block.
+        title_lines: title and subtitle lines above the tiles.
+
+    Returns:
+        The column count.
+    """
+    best, best_scale = 2, -1.0
+    for columns in range(2, 9):
+        width, height = _gallery_extent(columns, count, contrast, 1, max(title_lines - 1, 0))
+        scale = min(TENSORBOARD_CARD[0] / (width * DPI), TENSORBOARD_CARD[1] / (height * DPI))
+        if scale > best_scale + 1e-9:
+            best, best_scale = columns, scale
+    return best
 
 
 def _check_captions(captions: Sequence[str] | None, count: int, name: str) -> list[str] | None:
@@ -827,7 +873,7 @@ def gallery_figure(
     captions: Sequence[str] | None,
     title: str,
     *,
-    columns: int = 8,
+    columns: int | None = None,
     note_if_empty: str = "nothing to show",
     subtitle: str | None = None,
     class_counts: Mapping[Any, int] | None = None,
@@ -840,9 +886,12 @@ def gallery_figure(
 ) -> Figure:
     """A grid of image tiles with a caption under each, and an optional contrast block.
 
-    Tiles are laid out ``columns`` per row, in the given order (row by row), at a fixed size
-    (0.95 inch, 95 pixels; small images are enlarged without smoothing, large ones shrunk
-    with antialiasing), so the figure keeps its width from one epoch to the next. A second
+    Tiles are laid out ``columns`` per row (by default :func:`gallery_columns`: the layout
+    that TensorBoard's image card shrinks least), in the given order (row by row),
+    at a fixed size (1.2 inch, 120 pixels; small images are enlarged without smoothing, large
+    ones shrunk with antialiasing), so the figure keeps its width from one epoch to the next.
+    Captions are 11 pt (15 px, about 1/35 of the default width), so they stay readable when
+    TensorBoard shrinks the image to its card. A second
     block (e.g. the fakes deepest in the real manifold) follows under its own heading.
 
     Display scaling, the same for every tile of the figure (both blocks): uint8 images are
@@ -859,7 +908,7 @@ def gallery_figure(
             B may be 0.
         captions: one string per image (newlines allowed), or None.
         title: the first title line.
-        columns: tiles per row (>= 1).
+        columns: tiles per row (>= 1), or None for :func:`gallery_columns`'s choice.
         note_if_empty: the note drawn when there are no images.
         subtitle: a second title line, e.g. what the captions mean.
         class_counts: ``{class: count}``, e.g. missed samples per class
@@ -919,8 +968,10 @@ def _draw_gallery(
     contrast_color: str | None,
 ) -> Figure:
     """:func:`gallery_figure` on images already converted to (B, H, W, C) float64."""
+    if columns is None:
+        columns = gallery_columns(len(main), 0 if contrast is None else len(contrast))
     if isinstance(columns, bool) or not isinstance(columns, (int, np.integer)) or columns < 1:
-        raise ValueError(f"`columns` must be an int >= 1, got {columns!r}.")
+        raise ValueError(f"`columns` must be None or an int >= 1, got {columns!r}.")
     columns = int(columns)
     main_captions = _check_captions(captions, len(main), "captions")
     contrast_caps = (
@@ -933,44 +984,43 @@ def _draw_gallery(
     low, high = gallery_display_range(main, *([contrast] if contrast is not None else []))
 
     width = 2 * _GALLERY_MARGIN + columns * GALLERY_TILE + (columns - 1) * _GALLERY_GAP
-    head = _wrap(title, width, 10)
-    sub = _wrap(subtitle, width, 8) if subtitle else []
+    head = _wrap(title, width, _GALLERY_TITLE_FONTSIZE)
+    sub = _wrap(subtitle, width, _GALLERY_SUBTITLE_FONTSIZE) if subtitle else []
     if class_counts:
-        sub += _wrap(_class_count_line(class_counts, class_counts_label), width, 8)
-    block_height = GALLERY_TILE + _GALLERY_CAPTION + _GALLERY_GAP
-    title_height = 0.1 + _GALLERY_LINE * len(head) + 0.17 * len(sub) + 0.1
-    main_rows = -(-len(main) // columns) if len(main) else 0
-    main_height = main_rows * block_height if main_rows else 0.8
-    contrast_height = 0.0
-    if contrast is not None:
-        contrast_height = 0.3 + -(-len(contrast) // columns) * block_height
-    height = title_height + main_height + contrast_height + _GALLERY_MARGIN
+        count_line = _class_count_line(class_counts, class_counts_label)
+        sub += _wrap(count_line, width, _GALLERY_SUBTITLE_FONTSIZE)
+    n_contrast = 0 if contrast is None else len(contrast)
+    width, height = _gallery_extent(columns, len(main), n_contrast, len(head), len(sub))
+    main_height = _gallery_extent(columns, len(main), 0, 0, 0)[1] - 0.2 - _GALLERY_MARGIN
 
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     fig.patch.set_facecolor("white")
     top = 0.1
-    fig.text(0.5, 1 - top / height, "\n".join(head), ha="center", va="top", fontsize=10)
+    fig.text(
+        0.5, 1 - top / height, "\n".join(head), ha="center", va="top",
+        fontsize=_GALLERY_TITLE_FONTSIZE,
+    )  # fmt: skip
     top += _GALLERY_LINE * len(head)
     if sub:
         fig.text(
-            0.5, 1 - top / height, "\n".join(sub), ha="center", va="top", fontsize=8,
-            color="#333333",
+            0.5, 1 - top / height, "\n".join(sub), ha="center", va="top",
+            fontsize=_GALLERY_SUBTITLE_FONTSIZE, color="#333333",
         )  # fmt: skip
-        top += 0.17 * len(sub)
+        top += _GALLERY_SUBTITLE_LINE * len(sub)
     top += 0.1
     if len(main):
         top = _gallery_block(fig, main, main_captions, top, columns, low, high, color)
     else:
         fig.text(
             0.5, 1 - (top + 0.4) / height, note_if_empty, ha="center", va="center",
-            fontsize=10, color="#555555", style="italic",
+            fontsize=_GALLERY_SUBTITLE_FONTSIZE, color="#555555", style="italic",
         )  # fmt: skip
         top += main_height
     if contrast is not None:
         fig.text(
             _GALLERY_MARGIN / width, 1 - (top + 0.05) / height, contrast_title or "",
-            ha="left", va="top", fontsize=8, color="#333333",
+            ha="left", va="top", fontsize=_GALLERY_SUBTITLE_FONTSIZE, color="#333333",
         )  # fmt: skip
         top += 0.3
         _gallery_block(fig, contrast, contrast_caps, top, columns, low, high, contrast_color)
@@ -1046,7 +1096,7 @@ def missed_real_figure(
     class_counts: Mapping[Any, int] | None = None,
     nearest_k: int | None = None,
     title: str | None = None,
-    columns: int = 8,
+    columns: int | None = None,
 ) -> Figure:
     """The missed-real gallery: real samples whose k-NN ball holds no fake, most missed first.
 
@@ -1066,7 +1116,7 @@ def missed_real_figure(
             (:func:`~lightning_embviz.samples.missed_per_class`).
         nearest_k: k, for the title.
         title: replaces the first words of the title (default ``"missed real samples"``).
-        columns: tiles per row.
+        columns: tiles per row, or None (:func:`gallery_columns`).
 
     Returns:
         A Figure (Agg canvas attached); with no images a note says nothing was missed.
@@ -1116,7 +1166,7 @@ def outlier_fake_figure(
     deepest_labels: ArrayLike | Sequence[Any] | None = None,
     nearest_k: int | None = None,
     title: str | None = None,
-    columns: int = 8,
+    columns: int | None = None,
 ) -> Figure:
     """The outlier-fake gallery: fakes outside every real k-NN ball, farthest first.
 
@@ -1142,7 +1192,7 @@ def outlier_fake_figure(
         deepest_labels: (B2,) their labels, or None.
         nearest_k: k, for the title.
         title: replaces the first words of the title (default ``"outlier fakes"``).
-        columns: tiles per row.
+        columns: tiles per row, or None (:func:`gallery_columns`).
 
     Returns:
         A Figure (Agg canvas attached).

@@ -329,6 +329,9 @@ class SampleViews:
         real_images: (len(missed), C, h, w) images of the shown reals, or None (no gallery).
         fake_images: (len(outliers) + len(deepest), C, h, w) images, or None.
         tables: Also build the per-sample tables.
+        columns: Tiles per gallery row, or None (chosen from the tiles shown). The callback
+            passes the choice for its ``gallery_size``, so the galleries keep their width
+            from one run to the next.
     """
 
     def __init__(
@@ -345,6 +348,7 @@ class SampleViews:
         real_images: Optional[Tensor],
         fake_images: Optional[Tensor],
         tables: bool,
+        columns: Optional[int] = None,
     ) -> None:
         self.details = details
         self.real_index, self.fake_index = real_index, fake_index
@@ -352,6 +356,7 @@ class SampleViews:
         self.missed, self.outliers, self.deepest = missed, outliers, deepest
         self.real_images, self.fake_images = real_images, fake_images
         self.tables = tables
+        self.columns = columns
 
     def build(self, title: Optional[str]) -> dict[str, Any]:
         """The galleries and tables of this run.
@@ -380,6 +385,7 @@ class SampleViews:
                 else samples.missed_per_class(d, real_labels),
                 nearest_k=d.nearest_k,
                 title=title,
+                columns=self.columns,
             )
         if self.fake_images is not None:
             out_rows, deep = self.outliers.numpy(), self.deepest.numpy()
@@ -398,6 +404,7 @@ class SampleViews:
                 deepest_labels=None if fake_labels is None or not len(deep) else fake_labels[deep],
                 nearest_k=d.nearest_k,
                 title=title,
+                columns=self.columns,
             )
         if self.tables:
             real_rows, fake_rows = samples.sample_tables(
