@@ -491,7 +491,7 @@ class EmbeddingMonitor(CallbackBase):
             )
             self._row_keys[dataloader_idx] = row_keys
         info = None
-        if parsed.index is None and row_keys.world > 1:
+        if row_keys.world > 1:  # with an index too: the fakes of padded rows are dropped
             info = self._sampler(trainer, dataloader_idx)
         keys = row_keys.next_batch(
             len(parsed.real),
