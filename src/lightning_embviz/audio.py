@@ -139,8 +139,11 @@ class Clips:
         )
 
 
-def _waveform_array(waveforms: Any, name: str) -> np.ndarray:
-    """(B, T) or (B, C, T) floats -> (B, T) float64 mono, non-finite samples set to 0."""
+def _waveform_array(waveforms: Any, name: str, max_samples: int) -> np.ndarray:
+    """(B, T) or (B, C, T) floats -> (B, <= max_samples) float64 mono, non-finite as 0.
+
+    The clips are cut before any copy, so a long batch costs only what is kept.
+    """
     if isinstance(waveforms, Tensor):
         arr = waveforms.detach().cpu().numpy()
     elif isinstance(waveforms, np.ndarray):
@@ -156,13 +159,14 @@ def _waveform_array(waveforms: Any, name: str) -> np.ndarray:
             "x / 32768)."
         )
     if arr.ndim == 3:
-        arr = arr.astype(np.float64).mean(axis=1)
+        arr = arr[:, :, :max_samples].astype(np.float64).mean(axis=1)
     if arr.ndim != 2:
         raise ValueError(
             f"`{name}` must have shape (B, T) or (B, C, T), got shape {tuple(arr.shape)}."
         )
-    arr = arr.astype(np.float64, copy=False)
-    return np.where(np.isfinite(arr), arr, 0.0)
+    arr = arr[:, :max_samples].astype(np.float64)
+    arr[~np.isfinite(arr)] = 0.0
+    return arr
 
 
 def make_clips(
@@ -202,9 +206,8 @@ def make_clips(
     source_rate = _positive_rate(sample_rate, "sample_rate")
     rate = min(_positive_rate(keep_rate, "keep_rate"), source_rate)
     seconds = _positive_seconds(max_seconds, "max_seconds")
-    mono = _waveform_array(waveforms, "waveforms")
+    mono = _waveform_array(waveforms, "waveforms", max(1, math.ceil(seconds * source_rate)))
     count, total = mono.shape
-    mono = mono[:, : max(1, math.ceil(seconds * source_rate))]
     if rate != source_rate:
         step = math.gcd(rate, source_rate)
         mono = resample_poly(mono, rate // step, source_rate // step, axis=1) if total else mono
