@@ -112,7 +112,12 @@ def as_features(x: Any, name: str) -> Tensor:
         raise ValueError(f"`{name}` is empty (shape {tuple(t.shape)}); it needs at least 2 rows.")
     if t.shape[1] == 0:
         raise ValueError(f"`{name}` has zero features (shape {tuple(t.shape)}).")
-    finite = torch.isfinite(t).all(dim=1)
+    # In blocks of rows: torch.isfinite makes several full-size temporaries (3.4 GiB
+    # for a 1M x 512 float32 set).
+    finite = torch.empty(t.shape[0], dtype=torch.bool, device=t.device)
+    step = max(1, (1 << 22) // t.shape[1])
+    for start in range(0, t.shape[0], step):
+        finite[start : start + step] = torch.isfinite(t[start : start + step]).all(dim=1)
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise ValueError(
