@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_embviz import projection as projection_mod
-from lightning_embviz.projection import (
+from lightning_embviz.figures import projections as projection_mod
+from lightning_embviz.figures.projections import (
     PCAProjection,
     TSNEProjection,
     UMAPProjection,
@@ -272,3 +272,10 @@ def test_umap_fit_transform_deterministic():
     np.testing.assert_allclose(fake, fake2)
     with pytest.raises(ValueError, match="n_neighbors"):
         UMAPProjection(n_neighbors=1)
+
+
+def test_public_projection_module_reexports_the_figures_code():
+    import lightning_embviz.projection as public
+
+    for name in public.__all__:
+        assert getattr(public, name) is getattr(projection_mod, name)

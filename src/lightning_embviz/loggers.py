@@ -56,7 +56,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from lightning_embviz.plotting import RenderedFigure
+from lightning_embviz.figures.rendering import RenderedFigure
 from lightning_embviz.samples import _check_rows, write_csv
 
 __all__ = ["log_embedding_projector", "log_figures", "log_tables", "logger_kind", "needs_png"]
