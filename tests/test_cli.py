@@ -1126,7 +1126,7 @@ def _row(name: str, **values: tuple[float, float]) -> dict:
 
 
 def test_marks_rule_directions_ties_and_missing_standard_errors():
-    from lightning_embviz.cli import _mark_differences
+    from lightning_embviz.cli.stats import mark_differences
 
     nan = float("nan")
     rows = [
@@ -1134,7 +1134,7 @@ def test_marks_rule_directions_ties_and_missing_standard_errors():
         _row("q", precision=(0.80, 0.04), density=(0.95, 0.05), coverage=(0.9, 0.0), fd=(2.0, 0.5)),
         _row("r", precision=(0.70, 0.04), density=(1.10, 0.05), coverage=(0.8, 0.0), fd=(9.0, 1.0)),
     ]
-    best = _mark_differences(rows, 0.95)
+    best = mark_differences(rows, 0.95)
     # Ties go to the first set; density's best is the one closest to 1; fd's is the lowest.
     assert best == {"precision": "p", "recall": "p", "density": "q", "coverage": "p", "fd": "q"}
     p, q, r = rows
@@ -1142,7 +1142,7 @@ def test_marks_rule_directions_ties_and_missing_standard_errors():
     assert r["precision_z"] == pytest.approx(0.10 / 0.05)  # 3-4-5: sqrt(0.03^2 + 0.04^2)
     assert r["precision_differs"]  # 2.0 > 1.96
     strict = [dict(x) for x in rows]
-    _mark_differences(strict, 0.99)
+    mark_differences(strict, 0.99)
     assert not strict[2]["precision_differs"]  # 2.0 < 2.576 at 99 %
     # |1.30 - 1| - |0.95 - 1| = 0.25 over sqrt(0.005): marked; |1.10 - 1| - 0.05 = 0.05: not.
     assert p["density_z"] == pytest.approx(0.25 / np.sqrt(0.005))
@@ -1333,18 +1333,19 @@ def test_compare_never_ranks_a_collapsed_set_best(tmp_path, capsys):
 
 
 def test_mark_differences_with_every_set_degenerate():
-    from lightning_embviz.cli import _compare_table, _mark_differences
+    from lightning_embviz.cli.compare import compare_table
+    from lightning_embviz.cli.stats import mark_differences
 
     rows = [_row("a", precision=(1.0, 0.0)), _row("b", precision=(0.9, 0.01))]
     for row in rows:
         row["degenerate"] = True
-    best = _mark_differences(rows, 0.95)
+    best = mark_differences(rows, 0.95)
     assert best == dict.fromkeys(("precision", "recall", "density", "coverage", "fd"))
     assert all(np.isnan(row["precision_z"]) and not row["precision_differs"] for row in rows)
     for row in rows:
         for metric in ("precision", "recall", "density", "coverage", "fd"):
             row[f"{metric}_low"] = row[f"{metric}_high"] = row[metric]
-    assert "best: precision -, recall -" in "\n".join(_compare_table(rows, best, 0.95))
+    assert "best: precision -, recall -" in "\n".join(compare_table(rows, best, 0.95))
 
 
 def test_report_says_a_collapsed_set_is_degenerate(tmp_path, capsys):

@@ -1,0 +1,222 @@
+"""``embviz report REAL FAKE``: the metrics, views, galleries and tables of one fake set.
+
+Steps: read and check the inputs (every rank), compute the per-sample results (the ranks
+share the distance work), then on rank 0 alone: the metrics (Fréchet distance, the
+degenerate check, intervals, per-class rows), the files, the printed summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from lightning_embviz.cli.console import Progress, fmt, out
+from lightning_embviz.cli.files import ImageFile, RealSide
+from lightning_embviz.cli.galleries import galleries
+from lightning_embviz.cli.measure import check_sizes, degenerate_notes, interval_keys, intervals
+from lightning_embviz.cli.options import ReportOptions
+from lightning_embviz.cli.ranks import Ranks, agreed
+from lightning_embviz.cli.stats import METRICS, level
+from lightning_embviz.cli.writers import json_key, write_figures, write_json, write_sample_tables
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lightning_embviz.views import ViewBuilder
+
+__all__ = ["run_report"]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The checked inputs of one report: REAL, FAKE, the resolved k, labels, image files."""
+
+    side: RealSide
+    fake: np.ndarray
+    nearest_k: int
+    real_labels: Optional[np.ndarray]
+    fake_labels: Optional[np.ndarray]
+    real_images: Optional[ImageFile]
+    fake_images: Optional[ImageFile]
+    views: ViewBuilder
+
+    @property
+    def real(self) -> np.ndarray:
+        return self.side.embeddings
+
+
+def run_report(options: ReportOptions, progress: Progress, ranks: Ranks) -> int:
+    """Run ``embviz report``; ``options.out`` was created and checked before. Returns 0."""
+    inputs = agreed(ranks, lambda: _read(options, progress))
+    start = time.perf_counter()
+    reference = inputs.side.fitted(progress)
+    progress(
+        f"computing PRDC (k={inputs.nearest_k}) on {len(inputs.real)} real x "
+        f"{len(inputs.fake)} fake"
+    )
+    from lightning_embviz.distributed import compare_details_distributed
+
+    details = compare_details_distributed(reference, inputs.fake, inputs.nearest_k)
+    if not ranks.lead:
+        return 0  # rank 0 adds the Fréchet distance, the intervals and the views, and writes
+    metrics, notes = _metrics(options, inputs, details, progress, start)
+    written = _write(options, inputs, details, metrics, progress)
+    _summary(options, inputs, metrics, notes, written)
+    return 0
+
+
+def _read(options: ReportOptions, progress: Progress) -> _Inputs:
+    """Read and check every input; a missing optional projection backend fails here too."""
+    from lightning_embviz._io import load_embeddings, load_labels
+
+    progress(f"reading {options.real} and {options.fake}")
+    side = RealSide(options.real, options.nearest_k, progress)
+    k, real = side.nearest_k, side.embeddings
+    fake = load_embeddings(options.fake, side.width, side.source)
+    counts = {options.real: len(real), options.fake: len(fake)}
+    check_sizes(k, counts, options.confidence)
+    real_labels = load_labels(options.labels, len(real)) if options.labels else None
+    fake_labels = load_labels(options.fake_labels, len(fake)) if options.fake_labels else None
+    if fake_labels is not None and real_labels is None:
+        raise ValueError("--fake-labels needs --labels for the real set too.")
+    real_images = (
+        ImageFile(options.real_images, len(real), "--real-images", options.real)
+        if options.real_images
+        else None
+    )
+    fake_images = (
+        ImageFile(options.fake_images, len(fake), "--fake-images", options.fake)
+        if options.fake_images
+        else None
+    )
+    from lightning_embviz.views import ViewBuilder
+
+    # Before the slow work: a missing optional backend fails now.
+    views = ViewBuilder(
+        methods=options.projection,
+        max_samples=options.max_samples,
+        seed=options.seed,
+        tsne_backend=options.tsne_backend,
+    )
+    return _Inputs(side, fake, k, real_labels, fake_labels, real_images, fake_images, views)
+
+
+def _metrics(
+    options: ReportOptions, inputs: _Inputs, details: Any, progress: Progress, start: float
+) -> tuple[dict[str, Any], list[str]]:
+    """metrics.json's content, and the warnings about the fake set (also in it)."""
+    from lightning_embviz.metrics import frechet_distance
+
+    real, fake, k = inputs.real, inputs.fake, inputs.nearest_k
+    fd = frechet_distance(real, fake)
+    progress(f"metrics done in {time.perf_counter() - start:.1f} s")
+    metrics: dict[str, Any] = dict(details.as_dict())
+    metrics.update(fd=fd, num_real=len(real), num_fake=len(fake), nearest_k=k)
+    notes = degenerate_notes(real, fake, metrics)
+    metrics.update(degenerate=bool(notes), warnings=notes)
+    if options.confidence is not None:
+        confidence = level(options.confidence)
+        progress(f"computing {confidence} confidence intervals (seed {options.seed})")
+        start = time.perf_counter()
+        # The raw real embeddings, also when REAL is a saved reference (it holds them).
+        bounds = intervals(real, fake, k, options.confidence, options.seed, options.fake)
+        progress(f"intervals done in {time.perf_counter() - start:.1f} s")
+        metrics.update(confidence=options.confidence, interval_seed=options.seed)
+        metrics.update(interval_keys(bounds))
+        if math.isnan(bounds["fd_low"]) and min(len(real), len(fake)) > real.shape[1]:
+            notes.append(
+                "fd has no interval: a set's covariance is singular (all fakes (nearly) identical?)"
+            )
+    if inputs.real_labels is not None:
+        from lightning_embviz.plotting import class_metrics
+
+        per_class = class_metrics(
+            inputs.real_labels,
+            details.real_covered,
+            details.real_recalled,
+            inputs.fake_labels,
+            details.fake_ball_count if inputs.fake_labels is not None else None,
+            k,
+        )
+        metrics["per_class"] = {str(json_key(c)): row for c, row in per_class.items()}
+    return metrics, notes
+
+
+def _write(
+    options: ReportOptions,
+    inputs: _Inputs,
+    details: Any,
+    metrics: dict[str, Any],
+    progress: Progress,
+) -> list[Path]:
+    """Draw and write the figures, the per-sample tables and metrics.json (written last)."""
+    degenerate = " - DEGENERATE fake set, see metrics.json" if metrics["degenerate"] else ""
+    figures = inputs.views.build(
+        inputs.real,
+        inputs.fake,
+        details,
+        real_labels=inputs.real_labels,
+        fake_labels=inputs.fake_labels,
+        title=f"{Path(options.fake).name} vs {Path(options.real).name}{degenerate}",
+        progress=progress,
+    )
+    figures.update(
+        galleries(
+            details,
+            inputs.real_images,
+            inputs.fake_images,
+            inputs.real_labels,
+            inputs.fake_labels,
+            options.gallery_size,
+            inputs.nearest_k,
+        )
+    )
+    progress(f"writing {len(figures)} figures to {options.out}")
+    written = write_figures(figures, options.out)
+    written += write_sample_tables(details, inputs.real_labels, inputs.fake_labels, options.out)
+    write_json(metrics, options.out / "metrics.json")
+    return written
+
+
+def _summary(
+    options: ReportOptions,
+    inputs: _Inputs,
+    metrics: dict[str, Any],
+    notes: list[str],
+    written: list[Path],
+) -> None:
+    """The printed report: one line per metric (with its interval), warnings, the files."""
+    width = inputs.real.shape[1]
+    out(
+        f"{options.fake} vs {options.real}: {len(inputs.fake)} fake, {len(inputs.real)} real, "
+        f"D={width}" + inputs.side.describe()
+    )
+    for key in METRICS:
+        out(f"  {key:<10} {fmt(metrics[key])}{_bounds_text(metrics, key, width)}")
+    out(f"  {'nearest_k':<10} {inputs.nearest_k}")
+    for note in notes:
+        out(f"  warning: {note}")
+    if options.confidence is not None:
+        out(
+            f"  [low, high]: {level(options.confidence)} confidence intervals for the expected "
+            f"value at these sample sizes (random half splits, --seed {options.seed})"
+        )
+    out(f"wrote {options.out / 'metrics.json'} and {', '.join(p.name for p in written)}")
+
+
+def _bounds_text(metrics: dict[str, Any], key: str, width: int) -> str:
+    """`` [low, high]`` after a metric of the report table, or nothing without intervals."""
+    if f"{key}_low" not in metrics:
+        return ""
+    low, high = metrics[f"{key}_low"], metrics[f"{key}_high"]
+    if math.isnan(low) or math.isnan(high):
+        if min(metrics["num_real"], metrics["num_fake"]) > width:
+            return " [no interval: a set's covariance is singular (a collapsed fake set?)]"
+        return (
+            f" [no interval: fd needs more samples than features in both sets, D={width}, "
+            f"{metrics['num_real']} real, {metrics['num_fake']} fake]"
+        )
+    return f" [{fmt(low)}, {fmt(high)}]"
