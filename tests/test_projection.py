@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_embviz.figures import projections as projection_mod
+import lightning_embviz.projection as public_projection
+from lightning_embviz.figures import neighbour_maps
+from lightning_embviz.figures.neighbour_maps import TSNEProjection, UMAPProjection
 from lightning_embviz.figures.projections import (
     PCAProjection,
-    TSNEProjection,
-    UMAPProjection,
     fingerprint,
     make_projection,
     subsample_indices,
@@ -232,7 +232,7 @@ def _hide_module(monkeypatch, name):
             return None
         return real_find_spec(module_name, *args, **kwargs)
 
-    monkeypatch.setattr(projection_mod.importlib.util, "find_spec", fake_find_spec)
+    monkeypatch.setattr(neighbour_maps.importlib.util, "find_spec", fake_find_spec)
     real_import = builtins.__import__
 
     def fake_import(module_name, *args, **kwargs):
@@ -275,7 +275,8 @@ def test_umap_fit_transform_deterministic():
 
 
 def test_public_projection_module_reexports_the_figures_code():
-    import lightning_embviz.projection as public
+    from lightning_embviz.figures import projections
 
-    for name in public.__all__:
-        assert getattr(public, name) is getattr(projection_mod, name)
+    for name in public_projection.__all__:
+        home = neighbour_maps if name in neighbour_maps.__all__ else projections
+        assert getattr(public_projection, name) is getattr(home, name)
