@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from lightning_embviz._buffer import EmbeddingSet
-from lightning_embviz._evaluate import evaluate
+from lightning_embviz.callback.buffer import EmbeddingSet
+from lightning_embviz.callback.evaluation import evaluate
 
 
 def main() -> None:

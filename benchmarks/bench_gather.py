@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_embviz._buffer import EmbeddingSet, finalize_set, gather_embeddings
+from lightning_embviz.callback.buffer import EmbeddingSet, finalize_set, gather_embeddings
 
 
 def worker(rank: int, world: int, n: int, width: int, repeats: int, tmp: str) -> None:

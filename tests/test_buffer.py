@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_embviz._buffer import (
+from lightning_embviz.callback.buffer import (
     EmbeddingBuffer,
     EmbeddingSet,
     finalize_set,

@@ -87,8 +87,8 @@ def test_no_images_no_galleries_but_tables(tmp_path, val_loader):
 
 
 def test_thumbnails_are_small_and_galleries_fetch_by_key():
-    from lightning_embviz._buffer import EmbeddingBuffer, gather_selected_images
-    from lightning_embviz._outputs import make_thumbnails
+    from lightning_embviz.callback.buffer import EmbeddingBuffer, gather_selected_images
+    from lightning_embviz.callback.outputs import make_thumbnails
 
     images = torch.rand(20, 3, 100, 80) * 10 - 5
     thumbs = make_thumbnails(images, 32)
@@ -166,8 +166,8 @@ def test_bad_images_in_a_later_batch_drop_that_runs_galleries_not_the_run(tmp_pa
 
 
 def test_select_samples_drops_galleries_when_images_were_dropped():
-    from lightning_embviz._galleries import select_samples
-    from lightning_embviz._outputs import GalleryImages, OutputKeys, parse_outputs
+    from lightning_embviz.callback.galleries import select_samples
+    from lightning_embviz.callback.outputs import GalleryImages, OutputKeys, parse_outputs
 
     keys = OutputKeys()
     gate = GalleryImages()
@@ -310,7 +310,7 @@ def test_uint8_and_float_images_give_the_same_gallery(tmp_path, val_loader):
 
 
 def test_thumbnails_divide_uint8_by_255_and_keep_nan_and_inf():
-    from lightning_embviz._outputs import make_thumbnails
+    from lightning_embviz.callback.outputs import make_thumbnails
 
     u8 = torch.randint(60, 190, (3, 3, 5, 7), dtype=torch.uint8)
     a, b = make_thumbnails(u8, 32), make_thumbnails(u8.float() / 255, 32)

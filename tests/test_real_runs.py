@@ -270,7 +270,7 @@ def test_cap_is_a_uniform_subsample_of_a_class_sorted_set(tmp_path):
 
 
 def test_cap_subsample_equals_the_uncapped_metrics_on_the_kept_rows():
-    from lightning_embviz._buffer import EmbeddingBuffer, finalize_set, key_hash
+    from lightning_embviz.callback.buffer import EmbeddingBuffer, finalize_set, key_hash
 
     x = torch.randn(500, WIDTH, dtype=torch.float64)
     buffer = EmbeddingBuffer(max_samples=50, seed=3)

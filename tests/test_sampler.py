@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from lightning_embviz._outputs import OutputKeys, parse_outputs
-from lightning_embviz._sampler import ORDINAL_BASE, RowKeys, sampler_info, shown_index
+from lightning_embviz.callback.outputs import OutputKeys, parse_outputs
+from lightning_embviz.callback.sampler import ORDINAL_BASE, RowKeys, sampler_info, shown_index
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])

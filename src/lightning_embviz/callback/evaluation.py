@@ -5,30 +5,55 @@ NaN or Inf are dropped (the only finiteness check of a run), a run with too few 
 skipped, and PRDC and the Fréchet distance are computed. Nothing here raises for bad *data*:
 problems come back as :class:`Evaluation` notes that the callback turns into warnings, so a
 training run never dies of its validation data. No Lightning here.
+
+The callback's seam is :class:`RunEvaluator`: the gathered sets and the configuration go in,
+an :class:`Evaluation` comes out with the scalars to log (:attr:`RunEvaluator.keys`, in order)
+and, through :func:`figure_inputs`, what the worker draws. :class:`RunOutcome` is what every
+rank logs: the computed flag and the values travel as two tensors in its broadcast.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import traceback
 import warnings
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
 
 from lightning_embviz._arrays import METRIC_KEYS, PRDC_KEYS
-from lightning_embviz._buffer import EmbeddingSet, finalize_set
-from lightning_embviz.distributed import (
+from lightning_embviz.callback.buffer import EmbeddingSet, collective_device, finalize_set
+from lightning_embviz.engine.distributed import (
     RankFailedError,
     fit_reference_distributed,
     sweep_details_distributed,
 )
-from lightning_embviz.metrics import PRDCResult, frechet_distance
-from lightning_embviz.reference import RealReference
+from lightning_embviz.engine.frechet import frechet_distance
+from lightning_embviz.engine.reference import RealReference
+from lightning_embviz.engine.results import PRDCResult
 
-__all__ = ["Evaluation", "evaluate", "metric_keys"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from lightning_embviz.callback.config import MonitorConfig
+
+__all__ = [
+    "FAILED",
+    "OK",
+    "SKIPPED",
+    "Evaluation",
+    "FigureInputs",
+    "RunEvaluator",
+    "RunOutcome",
+    "details_on_cpu",
+    "evaluate",
+    "figure_inputs",
+    "metric_keys",
+]
 
 
 def metric_keys(nearest_ks: tuple[int, ...], intervals: bool = False) -> tuple[str, ...]:
@@ -85,7 +110,7 @@ def _intervals(
     notes: list[tuple[Optional[str], str]],
 ) -> dict[str, float]:
     """``<metric>_low`` / ``_high`` for the five metrics; NaN (with a note) when impossible."""
-    from lightning_embviz.intervals import prdc_intervals
+    from lightning_embviz.engine.intervals import prdc_intervals
 
     keys = [f"{name}_{side}" for name in METRIC_KEYS for side in ("low", "high")]
     try:
@@ -266,3 +291,187 @@ def evaluate(
     elif confidence is not None:
         metrics.update(_intervals(real, fake, ks[0], confidence, seed, where, notes))
     return Evaluation(OK, metrics, details, real, fake, notes, sweep, reference)
+
+
+@dataclasses.dataclass
+class FigureInputs:
+    """What one run's figures are drawn from, every tensor on the CPU.
+
+    Attributes:
+        real: Real features (N, D) after the cap and the finiteness check.
+        fake: Fake features (M, D).
+        details: Per-sample results of the first k (radii, coverage, ... of
+            :class:`~lightning_embviz.metrics.PRDCResult`).
+        real_labels: Class labels (N,) or None.
+        fake_labels: Class labels (M,) or None.
+        extra: More figures by key (unprefixed, e.g. ``"k_sweep"``), each a function of
+            the figure title; they are drawn in the worker next to the views.
+    """
+
+    real: torch.Tensor
+    fake: torch.Tensor
+    details: PRDCResult
+    real_labels: Optional[torch.Tensor] = None
+    fake_labels: Optional[torch.Tensor] = None
+    extra: dict[str, Callable[[str], Figure]] = dataclasses.field(default_factory=dict)
+
+
+def figure_inputs(result: Evaluation) -> FigureInputs:
+    """The figures' inputs of a computed run (``result.status == "ok"``), on the CPU."""
+    if result.real is None or result.fake is None or result.details is None:
+        raise ValueError(f"a run with status {result.status!r} has no figures to draw")
+    extra: dict[str, Callable[[str], Figure]] = {}
+    if result.sweep is not None:
+        from lightning_embviz.figures.plots import k_sweep_figure
+
+        extra["k_sweep"] = functools.partial(_titled, k_sweep_figure, result.sweep)
+    return FigureInputs(
+        real=result.real.features.detach().cpu(),
+        fake=result.fake.features.detach().cpu(),
+        details=details_on_cpu(result.details),
+        real_labels=None if result.real.labels is None else result.real.labels.cpu(),
+        fake_labels=None if result.fake.labels is None else result.fake.labels.cpu(),
+        extra=extra,
+    )
+
+
+def _titled(draw: Callable[..., Figure], data: Any, title: str) -> Figure:
+    return draw(data, title=title)
+
+
+def details_on_cpu(details: Any) -> Any:
+    """A copy of a dataclass of per-sample tensors with every tensor on the CPU."""
+    moved = {
+        f.name: getattr(details, f.name).cpu()
+        for f in dataclasses.fields(details)
+        if isinstance(getattr(details, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(details, **moved)
+
+
+class RunEvaluator:
+    """The evaluation seam of the callback: gathered sets and configuration in, scalars out.
+
+    One object per callback. :attr:`keys` are every scalar key it logs, in order (the
+    callback logs them on every rank, NaN where a run is not computed); calling it
+    evaluates one dataloader's run with :func:`evaluate` and keeps each dataloader's fitted
+    real set for the next run. The :class:`Evaluation` it returns carries the scalars
+    (``metrics``, exactly :attr:`keys`) and, through :func:`figure_inputs`, what to draw.
+
+    Args:
+        config: The callback's checked arguments (``nearest_ks``, ``max_samples``, ``seed``,
+            ``confidence`` are read).
+    """
+
+    def __init__(self, config: MonitorConfig) -> None:
+        self.config = config
+        self.keys = metric_keys(config.nearest_ks, config.confidence is not None)
+        # Rank 0's fitted real set per dataloader, reused while the real rows do not change.
+        # Not checkpointed: refitting after a resume costs a third of one run's distance
+        # work, while saving it would put the whole real set into every checkpoint.
+        self._references: dict[int, RealReference] = {}
+
+    def __call__(
+        self,
+        real: EmbeddingSet,
+        fake: EmbeddingSet,
+        *,
+        dataloader_idx: int = 0,
+        where: str = "",
+        distributed: bool = False,
+        intervals: bool = True,
+    ) -> Evaluation:
+        """Evaluate one run (see :func:`evaluate` for the arguments); never raises for data."""
+        result = evaluate(
+            real,
+            fake,
+            nearest_k=self.config.nearest_ks,
+            max_samples=self.config.max_samples,
+            seed=self.config.seed,
+            where=where,
+            reference=self._references.get(dataloader_idx),
+            confidence=self.config.confidence,
+            distributed=distributed,
+            intervals=intervals,
+        )
+        if result.reference is not None:
+            self._references[dataloader_idx] = result.reference
+        return result
+
+    def run(
+        self,
+        real: EmbeddingSet,
+        fake: EmbeddingSet,
+        *,
+        dataloader_idx: int,
+        where: str,
+        rank_zero: bool,
+        distributed: bool,
+        device: torch.device,
+    ) -> tuple[RunOutcome, Optional[Evaluation], list[tuple[Optional[str], str]]]:
+        """One run on this rank: what every rank logs, rank 0's evaluation, notes to warn.
+
+        Under DDP every rank holds the gathered rows and computes a share of the distance
+        work (identical results on every rank); rank 0 alone warns, draws and adds the
+        confidence intervals, and its outcome is broadcast (a collective: every rank calls
+        this). Without DDP, only rank 0 computes.
+
+        Returns:
+            ``(outcome, evaluation, notes)``: the evaluation on rank 0 only (None
+            elsewhere); the notes' once-ids end in ``-<dataloader_idx>``.
+        """
+        result: Optional[Evaluation] = None
+        notes: list[tuple[Optional[str], str]] = []
+        if rank_zero or distributed:
+            result = self(
+                real,
+                fake,
+                dataloader_idx=dataloader_idx,
+                where=where,
+                distributed=distributed,
+                intervals=rank_zero,
+            )
+        if result is not None and rank_zero:
+            notes = [
+                (None if once is None else f"{once}-{dataloader_idx}", message)
+                for once, message in result.notes
+            ]
+        elif result is not None:
+            if result.status == FAILED and result.notes:
+                # A failed shared computation ends the same way on every rank: each says so.
+                notes = [(None, result.notes[-1][1])]
+            result = None  # only rank 0 draws
+        outcome = RunOutcome.of(result, self.keys)
+        if distributed:
+            outcome = outcome.broadcast(device)
+        return outcome, result, notes
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What every rank logs for one run: whether it was computed, and the scalars.
+
+    Attributes:
+        computed: Whether the metrics were computed (``status == "ok"`` on rank 0).
+        metrics: Every key of :attr:`RunEvaluator.keys`, NaN where not computed.
+    """
+
+    computed: bool
+    metrics: dict[str, float]
+
+    @classmethod
+    def of(cls, result: Optional[Evaluation], keys: Sequence[str]) -> RunOutcome:
+        """Rank 0's outcome from its evaluation; NaN and not computed for ``None``."""
+        if result is None:
+            return cls(False, dict.fromkeys(keys, math.nan))
+        return cls(result.status == OK, {key: result.metrics[key] for key in keys})
+
+    def broadcast(self, device: torch.device) -> RunOutcome:
+        """Rank 0's outcome on every rank (a collective: every rank must call it)."""
+        where = collective_device(device)
+        status = torch.tensor([int(self.computed)], dtype=torch.int64, device=where)
+        values = torch.tensor(list(self.metrics.values()), dtype=torch.float64, device=where)
+        torch.distributed.broadcast(status, src=0)
+        torch.distributed.broadcast(values, src=0)
+        shared = [float(v) for v in values.cpu()]
+        return RunOutcome(bool(status.item()), dict(zip(self.metrics, shared)))

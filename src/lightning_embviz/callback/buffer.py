@@ -3,7 +3,7 @@
 No Lightning import here: the callback feeds an :class:`EmbeddingBuffer` batch by batch and
 calls :func:`gather_embeddings` at the end of the validation run, on every rank.
 
-Each row carries an integer *key* (see :mod:`lightning_embviz._sampler`) that orders it and
+Each row carries an integer *key* (see :mod:`lightning_embviz.callback.sampler`) that orders it and
 tells duplicates apart:
 
 - the position of the sample in the (global) sampler stream, when the callback can work it out
@@ -11,7 +11,7 @@ tells duplicates apart:
   are never added, so keys are unique;
 - or the dataset index the user returned with the batch; then *real* rows sharing a key are
   counted once (the first one in key order wins), which also removes the sampler's padding;
-- or an ordinal key (:data:`~lightning_embviz._sampler.ORDINAL_BASE` and up) for rows with
+- or an ordinal key (:data:`~lightning_embviz.callback.sampler.ORDINAL_BASE` and up) for rows with
   neither, unique per rank.
 
 Fakes are never merged by key: a fake paired with a real row shares its key (so paired rows
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_embviz._outputs import Thumbnails
+from lightning_embviz.callback.outputs import Thumbnails
 
 __all__ = [
     "EmbeddingBuffer",

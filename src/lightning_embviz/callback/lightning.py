@@ -26,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 import pytorch_lightning as _pl
 import torch
+from typing_extensions import override
 
 try:  # the unified `lightning` package is optional
     from lightning.pytorch import Callback as _LightningCallback
@@ -44,6 +45,7 @@ __all__ = [
     "is_fitting",
     "is_sanity_checking",
     "loop_step",
+    "override",
     "set_current_epoch",
     "set_loop_step",
     "warn",

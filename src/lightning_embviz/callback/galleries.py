@@ -3,38 +3,27 @@
 After the metrics, rank 0 orders the missed reals, the outlier fakes and the deepest fakes
 (:mod:`lightning_embviz.samples`), broadcasts the keys of the few that a gallery shows, and
 every rank contributes the thumbnails it holds for those keys
-(:func:`~lightning_embviz._buffer.gather_selected_images`): images of all samples are never
+(:func:`~lightning_embviz.callback.buffer.gather_selected_images`): images of all samples are never
 gathered. No Lightning here; every rank must call :func:`select_samples` (collectives).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import traceback
 from typing import Any, Optional
 
 import torch
 
-from lightning_embviz._buffer import collective_device, gather_selected_images
-from lightning_embviz._evaluate import Evaluation
-from lightning_embviz._sampler import shown_index
-from lightning_embviz.plotting import gallery_columns
-from lightning_embviz.views import SampleViews
+from lightning_embviz.callback.buffer import collective_device, gather_selected_images
+from lightning_embviz.callback.evaluation import Evaluation, details_on_cpu
+from lightning_embviz.callback.sampler import shown_index
+from lightning_embviz.figures.galleries import gallery_columns
+from lightning_embviz.figures.views import SampleViews
 
-__all__ = ["details_on_cpu", "select_samples"]
+__all__ = ["CONTRAST_TILES", "select_samples"]
 
 # Fakes deepest in the real manifold shown under the outliers, for contrast.
 CONTRAST_TILES = 8
-
-
-def details_on_cpu(details: Any) -> Any:
-    """A copy of a dataclass of per-sample tensors with every tensor on the CPU."""
-    moved = {
-        f.name: getattr(details, f.name).cpu()
-        for f in dataclasses.fields(details)
-        if isinstance(getattr(details, f.name), torch.Tensor)
-    }
-    return dataclasses.replace(details, **moved)
 
 
 def select_samples(
@@ -55,7 +44,7 @@ def select_samples(
         tables: Also build the per-sample tables.
         distributed: Whether the ranks take part (collectives).
         images_dropped: This rank dropped its images for this run (inconsistent batches,
-            :class:`~lightning_embviz._outputs.GalleryImages`): if any rank did, no rank
+            :class:`~lightning_embviz.callback.outputs.GalleryImages`): if any rank did, no rank
             shows images, so the galleries are all or nothing.
 
     Returns:

@@ -1,0 +1,253 @@
+"""The callback's arguments, checked once: :class:`MonitorConfig`.
+
+:meth:`MonitorConfig.from_arguments` is the only place where an ``EmbeddingMonitor`` argument
+is validated; every message quotes the call (``EmbeddingMonitor(nearest_k=0)``) and says
+what is expected, at construction, before any training step. The result is frozen: each
+module downstream reads the value it needs from here, already normalised (``nearest_k`` as a
+tuple of Python ints, ``views`` as a tuple, ``confidence`` as a float). No Lightning here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, Optional
+
+import numpy as np
+
+from lightning_embviz import _arrays
+from lightning_embviz.callback.outputs import OutputKeys
+
+__all__ = ["MonitorConfig"]
+
+
+def _bad(arg: str, value: Any, expected: str, error: type[Exception] = ValueError) -> NoReturn:
+    raise error(f"`EmbeddingMonitor({arg}={value!r})` is not valid. Expected {expected}.")
+
+
+def _check_int(arg: str, value: Any, minimum: int, expected: str) -> int:
+    try:
+        return _arrays.check_int(value, arg, minimum)
+    except (TypeError, ValueError) as err:  # the same rule, the call quoted
+        _bad(arg, value, expected, type(err))
+
+
+def _check_nearest_k(nearest_k: Any) -> tuple[int, ...]:
+    if isinstance(nearest_k, np.ndarray) and nearest_k.ndim == 1:
+        nearest_k = nearest_k.tolist()  # np.array([5, 10]) is a sequence of ints too
+    if not isinstance(nearest_k, Sequence) or isinstance(nearest_k, str):
+        return (_check_int("nearest_k", nearest_k, 1, "an int >= 1 or a sequence of ints"),)
+    expected = "an int >= 1 or a sequence of different ints >= 1, e.g. (5, 10)"
+    if not nearest_k:
+        _bad("nearest_k", nearest_k, expected)
+    try:
+        ks = tuple(_arrays.check_int(k, "nearest_k", 1) for k in nearest_k)
+    except (TypeError, ValueError) as err:
+        _bad("nearest_k", nearest_k, expected, type(err))
+    if len(set(ks)) != len(ks):
+        _bad("nearest_k", nearest_k, expected)
+    return ks
+
+
+def _check_keys(keys: Mapping[str, Any]) -> None:
+    for arg, value in keys.items():
+        if not isinstance(value, str):
+            _bad(arg, value, "a string naming a key of the validation outputs", TypeError)
+        if not value:
+            _bad(arg, value, "a non-empty string")
+    if len(set(keys.values())) != len(keys):
+        raise ValueError(
+            "`EmbeddingMonitor(real_key=..., fake_key=..., labels_key=..., index_key=..., "
+            f"real_images_key=..., fake_images_key=...)` must name different keys, got {keys}."
+        )
+
+
+def _check_confidence(confidence: Any) -> Optional[float]:
+    if confidence is None:
+        return None
+    expected = "None or a level in (0, 1) such as 0.95"
+    try:
+        level = _arrays.check_float(confidence, "confidence")
+    except TypeError:
+        _bad("confidence", confidence, expected, TypeError)
+    if not 0.0 < level < 1.0:
+        _bad("confidence", confidence, expected)
+    return level
+
+
+def _check_views(views: Any) -> tuple[str, ...]:
+    if views is None:
+        return ()
+    if isinstance(views, str):
+        _bad("views", views, f"a sequence of view names, e.g. ({views!r},)", TypeError)
+    if not isinstance(views, Sequence) or not all(isinstance(v, str) for v in views):
+        _bad("views", views, 'None or a sequence of view names such as ("pca", "tsne")', TypeError)
+    return tuple(views)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorConfig:
+    """The checked arguments of one :class:`~lightning_embviz.EmbeddingMonitor`.
+
+    Build it with :meth:`from_arguments` (which checks); the fields mean what the callback's
+    arguments of the same name mean, except ``nearest_ks`` (every k, the first one giving
+    the usual keys) and ``views`` (a tuple, empty for none).
+
+    Example:
+        >>> config = MonitorConfig.from_arguments(nearest_k=(5, 10), views=None)
+        >>> config.nearest_k, config.nearest_ks, config.views
+        (5, (5, 10), ())
+        >>> MonitorConfig.from_arguments(nearest_k=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: `EmbeddingMonitor(nearest_k=0)` is not valid. Expected an int >= 1 or a sequence of ints.
+    """  # noqa: E501
+
+    nearest_ks: tuple[int, ...] = (5,)
+    real_key: str = "real"
+    fake_key: str = "fake"
+    labels_key: str = "labels"
+    index_key: str = "index"
+    embed: Optional[Callable[[Any, Any], Mapping[str, Any]]] = None
+    prefix: str = "embviz/"
+    every_n_epochs: int = 1
+    max_samples: Optional[int] = 10000
+    views: tuple[str, ...] = ("pca", "tsne")
+    view_max_samples: Optional[int] = None
+    background: bool = True
+    log_projector: bool = False
+    keep_on_device: bool = False
+    seed: int = 0
+    real_images_key: str = "real_images"
+    fake_images_key: str = "fake_images"
+    gallery_size: int = 32
+    thumbnail_size: int = 32
+    log_samples: bool = True
+    confidence: Optional[float] = None
+
+    @property
+    def nearest_k(self) -> int:
+        """The first k: the one behind the usual keys, the figures and the intervals."""
+        return self.nearest_ks[0]
+
+    @property
+    def keys(self) -> OutputKeys:
+        """The names of the keys read from the validation outputs."""
+        return OutputKeys(
+            self.real_key,
+            self.fake_key,
+            self.labels_key,
+            self.index_key,
+            self.real_images_key,
+            self.fake_images_key,
+        )
+
+    def view_builder(self) -> Any:
+        """A new :class:`~lightning_embviz.figures.views.ViewBuilder` for these views."""
+        from lightning_embviz.figures.views import ViewBuilder
+
+        kwargs: dict[str, Any] = {"methods": self.views, "seed": self.seed}
+        if self.view_max_samples is not None:
+            kwargs["max_samples"] = self.view_max_samples
+        return ViewBuilder(**kwargs)
+
+    @classmethod
+    def from_arguments(
+        cls,
+        nearest_k: int | Sequence[int] = 5,
+        *,
+        real_key: str = "real",
+        fake_key: str = "fake",
+        labels_key: str = "labels",
+        index_key: str = "index",
+        embed: Optional[Callable[[Any, Any], Mapping[str, Any]]] = None,
+        prefix: str = "embviz/",
+        every_n_epochs: int = 1,
+        max_samples: Optional[int] = 10000,
+        views: Optional[Sequence[str]] = ("pca", "tsne"),
+        view_max_samples: Optional[int] = None,
+        background: bool = True,
+        log_projector: bool = False,
+        keep_on_device: bool = False,
+        seed: int = 0,
+        real_images_key: str = "real_images",
+        fake_images_key: str = "fake_images",
+        gallery_size: int = 32,
+        thumbnail_size: int = 32,
+        log_samples: bool = True,
+        confidence: Optional[float] = None,
+    ) -> MonitorConfig:
+        """Check ``EmbeddingMonitor``'s arguments (the same names and defaults).
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If an argument has a bad value (``nearest_k=0``, an unknown view).
+            ModuleNotFoundError: If a view needs a package that is not installed.
+        """
+        ks = _check_nearest_k(nearest_k)
+        _check_keys(
+            {
+                "real_key": real_key,
+                "fake_key": fake_key,
+                "labels_key": labels_key,
+                "index_key": index_key,
+                "real_images_key": real_images_key,
+                "fake_images_key": fake_images_key,
+            }
+        )
+        if embed is not None and not callable(embed):
+            _bad("embed", embed, "None or a callable `embed(pl_module, batch) -> dict`", TypeError)
+        if not isinstance(prefix, str):
+            _bad("prefix", prefix, 'a string such as "embviz/"', TypeError)
+        every_n_epochs = _check_int("every_n_epochs", every_n_epochs, 1, "an int >= 1")
+        if max_samples is not None:
+            expected = f"None or an int > nearest_k={max(ks)}"
+            max_samples = _check_int("max_samples", max_samples, max(ks) + 1, expected)
+        if view_max_samples is not None:
+            view_max_samples = _check_int(
+                "view_max_samples", view_max_samples, 10, "None or an int >= 10"
+            )
+        gallery_size = _check_int("gallery_size", gallery_size, 0, "an int >= 0 (0: no galleries)")
+        level = _check_confidence(confidence)
+        thumbnail_size = _check_int("thumbnail_size", thumbnail_size, 4, "an int >= 4 (pixels)")
+        for arg, flag in (
+            ("log_samples", log_samples),
+            ("background", background),
+            ("log_projector", log_projector),
+            ("keep_on_device", keep_on_device),
+        ):
+            if not isinstance(flag, bool):
+                _bad(arg, flag, "True or False", TypeError)
+        seed = _check_int("seed", seed, 0, "an int >= 0")
+        config = cls(
+            nearest_ks=ks,
+            real_key=real_key,
+            fake_key=fake_key,
+            labels_key=labels_key,
+            index_key=index_key,
+            embed=embed,
+            prefix=prefix,
+            every_n_epochs=every_n_epochs,
+            max_samples=max_samples,
+            views=_check_views(views),
+            view_max_samples=view_max_samples,
+            background=background,
+            log_projector=log_projector,
+            keep_on_device=keep_on_device,
+            seed=seed,
+            real_images_key=real_images_key,
+            fake_images_key=fake_images_key,
+            gallery_size=gallery_size,
+            thumbnail_size=thumbnail_size,
+            log_samples=log_samples,
+            confidence=level,
+        )
+        if config.views:
+            # Build one builder now, so that a bad view name or a missing optional
+            # dependency fails at construction, not after the first epoch.
+            try:
+                config.view_builder()
+            except ValueError as err:
+                message = f"`EmbeddingMonitor(views={views!r})` is not valid: {err}"
+                raise ValueError(message) from err
+        return config

@@ -1,0 +1,521 @@
+"""``EmbeddingMonitor``: the Lightning callback, hooks and state only.
+
+The hooks only route data; each job lives in a module of its own:
+
+- :mod:`~lightning_embviz.callback.config` checks the arguments into a frozen configuration;
+- :mod:`~lightning_embviz.callback.outputs` checks what ``validation_step`` returns;
+- :mod:`~lightning_embviz.callback.sampler` numbers each row with its global sample index;
+- :mod:`~lightning_embviz.callback.buffer` keeps a bounded uniform subsample, gathers ranks;
+- :mod:`~lightning_embviz.callback.evaluation` turns one run's rows into the scalars and
+  the figures' inputs (the seam for more metrics), or NaN and a note;
+- :mod:`~lightning_embviz.callback.galleries` picks the samples that galleries show;
+- :mod:`~lightning_embviz.callback.worker` builds and renders the figures off the training
+  thread;
+- :mod:`~lightning_embviz.loggers` ships figures to each logger kind;
+- :mod:`~lightning_embviz.callback.lightning` holds the Trainer helpers and the one private
+  field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
+
+import torch
+
+from lightning_embviz._keys import METRIC_KEYS
+from lightning_embviz.callback.collector import RunCollector
+from lightning_embviz.callback.config import MonitorConfig
+from lightning_embviz.callback.evaluation import OK, RunEvaluator
+from lightning_embviz.callback.galleries import select_samples
+from lightning_embviz.callback.lightning import (
+    CallbackBase,
+    CheckpointPosition,
+    checkpoint_position,
+    flatten_dataloaders,
+    is_distributed,
+    is_fitting,
+    is_sanity_checking,
+    loop_step,
+    override,
+    set_current_epoch,
+    set_loop_step,
+    warn,
+)
+from lightning_embviz.callback.outputs import parse_outputs
+from lightning_embviz.callback.worker import MonitorFigures
+
+__all__ = ["METRIC_NAMES", "EmbeddingMonitor"]
+
+METRIC_NAMES = METRIC_KEYS
+
+_STATE_VERSION = 2  # 1: version 0.1 (same fields); 2: adds nothing incompatible
+
+
+class EmbeddingMonitor(CallbackBase):
+    """Log precision, recall, density, coverage, Fréchet distance and 2-D views of embeddings.
+
+    Every measured validation run, the callback collects the real and generated embeddings
+    that ``validation_step`` returns (``{"real": (B, D), "fake": (B, D)}``, optionally
+    ``"labels"``) or that ``embed(pl_module, batch)`` computes, then logs the metrics of
+    Naeem et al. (2020) and the Fréchet distance with ``pl_module.log`` (so
+    ``ModelCheckpoint`` and ``EarlyStopping`` can monitor them, and ``trainer.validate``
+    returns them) and draws figures of both sets in fixed 2-D frames, logged to every logger
+    of the Trainer at the same step.
+
+    The output contract is checked during Lightning's sanity check (and on the first
+    validation batch when there is none), so a broken ``validation_step`` fails before the
+    first training step; the sanity check itself logs and draws nothing.
+
+    Works with ``import pytorch_lightning as pl`` and ``import lightning.pytorch as pl``.
+    Under DDP every rank collects its share; the shares are gathered, the duplicates that
+    ``DistributedSampler`` pads in are dropped, rank 0 computes, and every rank logs the
+    same values (identical to a single-process run on the same validation set).
+
+    Args:
+        nearest_k: k of the k-nearest-neighbour balls, >= 1; or several, e.g. ``(5, 10, 20)``:
+            the first gives the usual keys, the others ``<metric>_k<k>`` and a ``k_sweep``
+            figure (one pass over the distances for all of them).
+        real_key: Key of the real embeddings (B, D) or (B, ...) in the validation outputs.
+        fake_key: Key of the generated embeddings (B', D) or (B', ...).
+        labels_key: Optional key of class labels: a (B,) tensor for the real rows, or a dict
+            ``{"real": (B,), "fake": (B',)}``; used by the class-aware views.
+        index_key: Optional key of each real row's dataset index (B,). Real rows with the
+            same index are counted once (under DDP this removes the sampler's padding even
+            with a custom sampler). Fakes are never merged with one another, whatever their
+            count per batch: a batch with as many fakes as reals pairs them (each fake shows
+            its real's index in the tables; the fakes of the rows ``DistributedSampler``
+            pads in are dropped), other fakes show index -1.
+        embed: Optional ``embed(pl_module, batch) -> dict`` with the keys above, called
+            under ``torch.no_grad()`` after each validation batch, for models whose
+            ``validation_step`` should not change.
+        prefix: Prefix of every logged key.
+        every_n_epochs: Measure every n-th training epoch (epochs where
+            ``(epoch + 1) % every_n_epochs == 0``); ``trainer.validate`` always measures.
+        max_samples: Cap per set (real, fake), or None for no cap. Above the cap the metrics
+            use a uniform random subsample of the whole validation run: the ``max_samples``
+            samples whose hashed sample index (seeded by ``seed``) is smallest, the same
+            samples every epoch and on any number of ranks, whatever the loader order. A
+            one-time warning says how many rows were seen and kept.
+        views: Figures to draw, e.g. ``("pca", "tsne")``, ``("pca", "umap")``; None or
+            ``()`` for none.
+        view_max_samples: Points per set drawn in the figures (None: the
+            :class:`~lightning_embviz.views.ViewBuilder` default).
+        background: Build the figures in a worker thread so training goes on; they are
+            logged from the training thread at the step they belong to, at the latest at
+            the end of ``fit``/``validate``.
+        log_projector: Also write the embeddings to TensorBoard's Embedding Projector.
+        keep_on_device: Keep the embeddings on the accelerator and compute there
+            (default: move them to CPU as they arrive).
+        seed: Seed of the projections (t-SNE, UMAP, subsampling), the sample cap and the
+            confidence intervals' splits.
+        real_images_key: Optional key of the real samples' images (B, C, H, W) or (B, H, W),
+            one per embedding row, for the galleries (any value range).
+        fake_images_key: The same for the generated samples.
+        gallery_size: Tiles per gallery (``missed_real``, ``outlier_fake``); 0 for none.
+        thumbnail_size: Largest side, in pixels, of the uint8 thumbnails kept per row for
+            the galleries (the only image data held until the end of the run).
+        log_samples: Log the per-sample tables every measured run.
+        confidence: A level such as 0.95 to also log ``<metric>_low`` / ``<metric>_high``
+            for each metric (:func:`lightning_embviz.intervals.prdc_intervals`; costs about
+            4 (large sets) to 9 (1 000 samples) full metric computations per run) and
+            show the intervals in the titles.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If an argument has a bad value (e.g. ``nearest_k=0``, an unknown view).
+        ModuleNotFoundError: If a view needs a package that is not installed (t-SNE needs
+            ``pip install lightning-embviz[tsne]``).
+
+    Example::
+
+        import pytorch_lightning as pl  # or: import lightning.pytorch as pl
+        from lightning_embviz import EmbeddingMonitor
+
+        class GAN(pl.LightningModule):
+            ...
+            def validation_step(self, batch, batch_idx):
+                x, y = batch
+                fake = self.generator(torch.randn(len(x), self.latent_dim, device=self.device))
+                return {"real": self.embedder(x), "fake": self.embedder(fake), "labels": y}
+
+        monitor = EmbeddingMonitor(nearest_k=5, views=("pca", "tsne"))
+        best = pl.callbacks.ModelCheckpoint(monitor="embviz/coverage", mode="max")
+        trainer = pl.Trainer(max_epochs=20, callbacks=[monitor, best])
+        trainer.fit(GAN(), datamodule=dm)
+        trainer.validate(GAN(), datamodule=dm, ckpt_path=best.best_model_path)[0]
+        # -> {"embviz/coverage": ..., "embviz/precision": ..., ...}
+
+    Logged metrics:
+        Scalars (``pl_module.log``, one point per measured validation run; with several
+        validation dataloaders each key ends in ``/dataloader_idx_N``):
+
+        - ``embviz/precision``: fraction of fakes inside some real k-NN ball.
+        - ``embviz/recall``: fraction of reals inside some fake k-NN ball.
+        - ``embviz/density``: mean count of real balls holding a fake, divided by k.
+        - ``embviz/coverage``: fraction of reals whose ball holds a fake.
+        - ``embviz/fd``: Fréchet distance between Gaussians fitted to the two sets.
+
+        Figures (to every logger, at the step of the scalars): ``embviz/<view>`` for each
+        view (``embviz/pca``, ``embviz/tsne``, ...) plus the extra views the
+        :class:`~lightning_embviz.views.ViewBuilder` draws (``embviz/pca_coverage``, class
+        views when labels are given). With images: ``embviz/missed_real`` (reals whose k-NN
+        ball holds no fake, most missed first) and ``embviz/outlier_fake`` (fakes outside
+        every real ball, farthest first). With several k: ``embviz/k_sweep``. With
+        ``log_projector=True``, the embeddings under ``embviz/embeddings`` in TensorBoard's
+        projector.
+
+        With ``nearest_k=(5, 10)``: also ``embviz/precision_k10``, ``embviz/recall_k10``,
+        ``embviz/density_k10``, ``embviz/coverage_k10``. With ``confidence=0.95``:
+        ``embviz/<metric>_low`` and ``embviz/<metric>_high`` for the five metrics.
+
+        Tables (``log_samples=True``): ``embviz/samples_real`` and ``embviz/samples_fake``
+        (CSV files next to the figures, MLflow artifacts, a ``wandb.Table``; in TensorBoard a
+        text summary ``embviz/samples`` and the CSV files).
+
+    Note:
+        Bad data never ends training: NaN/Inf rows are dropped with a warning; a k that
+        the run's usable samples cannot reach (k must be below both counts) logs NaN for
+        its keys with one warning while every other k is computed; a run whose computation
+        fails logs NaN with a warning, which ``ModelCheckpoint`` ranks last
+        (``EarlyStopping`` stops on NaN unless ``check_finite=False``). Under DDP, a rank
+        that fails in its share of the distance work (out of memory, a kernel error) makes
+        every rank stop that computation at once (no rank waits for the process group's
+        timeout): every rank logs NaN and warns with the same message, and training goes
+        on.
+
+        The metrics exist only on measured validation runs. With ``every_n_epochs > 1`` a
+        ``ModelCheckpoint``/``EarlyStopping`` monitoring ``embviz/...`` finds no value on
+        the other epochs: prefer ``Trainer(check_val_every_n_epoch=n)``, or give the
+        monitor the same period (``ModelCheckpoint(every_n_epochs=n)``,
+        ``EarlyStopping(check_on_train_epoch_end=False, strict=False)``).
+
+        Steps: during ``fit``, scalars and figures go to the step at which Lightning logs
+        every epoch-level validation metric (its count of batches that stepped the
+        optimizers, which differs from ``global_step`` with several optimizers). Under
+        ``trainer.validate(ckpt_path=...)`` everything the run logs (these scalars, the
+        figures, and your own validation metrics) goes to the step at which the training
+        run logged that checkpoint's validation, read from the checkpoint's loop state
+        (its ``global_step`` when it has none), so comparisons and training curves share
+        one step axis; figure titles name the checkpoint's epoch and step.
+
+        Under DDP (``strategy="ddp"``, ``"ddp_spawn"``, multi-node DDP) the duplicates that
+        ``DistributedSampler`` pads in are found from the sampler itself; with a sampler of
+        your own and ``use_distributed_sampler=False``, return each sample's dataset index
+        under ``index_key`` (otherwise a warning says duplicates cannot be ruled out).
+    """
+
+    def __init__(
+        self,
+        nearest_k: int | Sequence[int] = 5,
+        *,
+        real_key: str = "real",
+        fake_key: str = "fake",
+        labels_key: str = "labels",
+        index_key: str = "index",
+        embed: Optional[Callable[[Any, Any], Mapping[str, Any]]] = None,
+        prefix: str = "embviz/",
+        every_n_epochs: int = 1,
+        max_samples: Optional[int] = 10000,
+        views: Optional[Sequence[str]] = ("pca", "tsne"),
+        view_max_samples: Optional[int] = None,
+        background: bool = True,
+        log_projector: bool = False,
+        keep_on_device: bool = False,
+        seed: int = 0,
+        real_images_key: str = "real_images",
+        fake_images_key: str = "fake_images",
+        gallery_size: int = 32,
+        thumbnail_size: int = 32,
+        log_samples: bool = True,
+        confidence: Optional[float] = None,
+    ) -> None:
+        arguments = {name: value for name, value in locals().items() if name != "self"}
+        self.config = MonitorConfig.from_arguments(**arguments)
+        # The checked arguments, also as attributes (`monitor.nearest_ks`, `monitor.views`).
+        for field in dataclasses.fields(self.config):
+            setattr(self, field.name, getattr(self.config, field.name))
+        self.nearest_k, self.keys = self.config.nearest_k, self.config.keys
+        self._evaluator = RunEvaluator(self.config)
+        self._figures = MonitorFigures(self.config)
+        self._runs = 0  # validation runs with logged metrics
+        self._last_step = -1
+        self._contract_checked = False
+        self._checkpoint: Optional[CheckpointPosition] = None
+        self._saved_position: Optional[tuple[Optional[int], Optional[int]]] = None
+        self._warned: set[str] = set()
+        self._reset_run_state()
+
+    @property
+    @override
+    def state_key(self) -> str:
+        """Key of this callback's state in a checkpoint; differs when the arguments differ."""
+        config = self.config
+        return self._generate_state_key(
+            nearest_k=config.nearest_k if len(config.nearest_ks) == 1 else config.nearest_ks,
+            prefix=config.prefix,
+            real_key=config.real_key,
+            fake_key=config.fake_key,
+        )
+
+    def _reset_run_state(self) -> None:
+        self._measuring = False
+        self._checking = False
+        self._collectors: dict[int, RunCollector] = {}
+
+    def _warn_once(self, key: Optional[str], message: str) -> None:
+        if key is None:
+            warn(message)
+        elif key not in self._warned:
+            self._warned.add(key)
+            warn(message)
+
+    # ------------------------------------------------------------------ collecting
+
+    @override
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Decide whether this run is measured or only checked, and reset the buffers."""
+        self._reset_run_state()
+        if is_sanity_checking(trainer):
+            self._checking = True  # check the contract on every sanity batch, log nothing
+            return
+        fitting = is_fitting(trainer)
+        if fitting and (trainer.current_epoch + 1) % self.config.every_n_epochs != 0:
+            # Not measured; still check the first batch if no sanity check did.
+            self._checking = not self._contract_checked
+            return
+        self._measuring = True
+        if not fitting and self._checkpoint is not None and self._checkpoint.step is not None:
+            # validate(ckpt_path=...): log at the step (and epoch) of the checkpoint's
+            # training validation; undone in `on_validation_end`.
+            old_step = set_loop_step(trainer, self._checkpoint.step)
+            old_epoch = None
+            if self._checkpoint.epoch is not None:
+                old_epoch = set_current_epoch(trainer, self._checkpoint.epoch)
+            if self._saved_position is None:
+                self._saved_position = (old_step, old_epoch)
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: Any,
+        pl_module: Any,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Check the batch's outputs; when measuring, collect its real and fake embeddings."""
+        if not (self._measuring or self._checking):
+            return
+        config = self.config
+        where = f"dataloader {dataloader_idx}, batch {batch_idx}"
+        source = "`validation_step`"
+        if config.embed is not None:
+            with torch.no_grad():
+                outputs = config.embed(pl_module, batch)
+            source = "`embed(pl_module, batch)`"
+        parsed = parse_outputs(
+            outputs,
+            config.keys,
+            source=source,
+            where=where,
+            keep_on_device=config.keep_on_device,
+            thumbnail_side=config.thumbnail_size,
+            # After the contract check, bad images drop the galleries instead of the run.
+            strict_images=not (self._measuring and self._contract_checked),
+        )
+        self._contract_checked = True
+        if not self._measuring:
+            self._checking = is_sanity_checking(trainer)
+            return
+        collector = self._collectors.get(dataloader_idx)
+        if collector is None:
+            loaders = flatten_dataloaders(getattr(trainer, "val_dataloaders", None))
+            collector = RunCollector(
+                config,
+                getattr(trainer, "global_rank", 0),
+                getattr(trainer, "world_size", 1),
+                loaders[dataloader_idx] if dataloader_idx < len(loaders) else None,
+                dataloader_idx,
+            )
+            self._collectors[dataloader_idx] = collector
+        for once, message in collector.add(parsed, batch_idx, where):
+            self._warn_once(once, message)
+
+    # ------------------------------------------------------------------ computing
+
+    @override
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Gather, compute and log the metrics; start the figures."""
+        self._poll(trainer, wait=False)
+        if not self._measuring:
+            return
+        try:
+            counts = list(getattr(trainer, "num_val_batches", []) or [])
+            n_loaders = max(len(counts), max(self._collectors, default=-1) + 1, 1)
+            step = loop_step(trainer)
+            logged = [
+                self._finish(trainer, pl_module, idx, n_loaders, step) for idx in range(n_loaders)
+            ]
+            if any(logged):
+                self._runs += 1
+                self._last_step = step
+        finally:
+            self._reset_run_state()
+
+    def _finish(self, trainer: Any, pl_module: Any, idx: int, n_loaders: int, step: int) -> bool:
+        """Evaluate and log one dataloader's run; True if its metrics were computed."""
+        config = self.config
+        collector = self._collectors.pop(idx, None) or RunCollector(config)
+        device = torch.device("cpu")
+        if config.keep_on_device:
+            device = torch.device(getattr(pl_module, "device", "cpu"))
+        distributed = is_distributed(trainer)
+        real, fake, local_images = collector.sets(device, distributed)
+        outcome, result, notes = self._evaluator.run(
+            real,
+            fake,
+            dataloader_idx=idx,
+            where=f" of validation dataloader {idx}" if n_loaders > 1 else "",
+            rank_zero=trainer.is_global_zero,
+            distributed=distributed,
+            device=device,
+        )
+        del real, fake
+        for once, message in notes:
+            self._warn_once(once, message)
+        # A skipped or failed run logs NaN, so that monitors find their key (ModelCheckpoint
+        # ranks NaN last; EarlyStopping stops on it unless `check_finite=False`) and the
+        # curves show the gap. Through Lightning's loggers (so `validate` returns the values
+        # too); without a logger during `fit` there is nothing to write, and Lightning would
+        # warn per key.
+        suffix = f"/dataloader_idx_{idx}" if n_loaders > 1 else ""
+        to_loggers = bool(trainer.loggers) or not is_fitting(trainer)
+        for name, value in outcome.metrics.items():
+            pl_module.log(
+                f"{config.prefix}{name}{suffix}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=False,
+                logger=to_loggers,
+                # Every rank holds the same value: a "max" sync keeps it exact and tells
+                # Lightning the value is synchronised.
+                sync_dist=distributed,
+                reduce_fx="max",
+                add_dataloader_idx=False,
+                batch_size=1,
+            )
+        sample_views = None
+        if outcome.computed and (config.gallery_size or config.log_samples):
+            sample_views, problem = select_samples(
+                result,
+                local_images,
+                gallery_size=config.gallery_size,
+                tables=config.log_samples,
+                distributed=distributed,
+                images_dropped=collector.images.dropped,
+            )
+            if problem is not None:
+                self._warn_once("samples", problem)
+        if result is not None and result.status == OK:
+            epoch = trainer.current_epoch  # the checkpoint's under validate(ckpt_path=...)
+            head = f"epoch {epoch}, step {step}"
+            if not is_fitting(trainer) and self._checkpoint is not None:
+                head = f"checkpoint: {head}"
+            head += f", dataloader {idx}" if n_loaders > 1 else ""
+            queued = self._figures.submit(
+                trainer.loggers, idx, result, head, sample_views, step=step, suffix=suffix
+            )
+            if queued and not config.background:
+                self._poll(trainer, wait=True)
+        return outcome.computed
+
+    # ------------------------------------------------------------------ figures
+
+    def _poll(self, trainer: Any, wait: bool) -> None:
+        """Log the figures of finished jobs, oldest first (all of them when ``wait``)."""
+        root = getattr(trainer, "default_root_dir", None)
+        self._figures.log_finished(trainer.loggers, root, wait)
+
+    @override
+    def on_train_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        """Log the figures that the background worker has finished."""
+        if self._figures.worker.has_finished:
+            self._poll(trainer, wait=False)
+
+    @override
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Log the figures that the background worker has finished."""
+        self._poll(trainer, wait=False)
+
+    @override
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Outside ``fit``: wait for this run's figures and undo the step change."""
+        if not is_fitting(trainer):
+            self._poll(trainer, wait=True)
+            self._restore_loop_step(trainer)
+
+    @override
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        """Wait for the background worker and log every remaining figure."""
+        self._poll(trainer, wait=True)
+
+    def _restore_loop_step(self, trainer: Any) -> None:
+        if self._saved_position is not None:
+            step, epoch = self._saved_position
+            if step is not None:
+                set_loop_step(trainer, step)
+            if epoch is not None:
+                set_current_epoch(trainer, epoch)
+            self._saved_position = None
+
+    @override
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Log what is left, stop the worker thread, forget the loaded checkpoint."""
+        try:
+            self._poll(trainer, wait=True)
+        finally:
+            self._figures.worker.close()
+            self._reset_run_state()
+            self._restore_loop_step(trainer)
+            self._checkpoint = None
+
+    @override
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        """Stop the worker without logging: the run is failing."""
+        self._figures.worker.cancel()
+
+    # ------------------------------------------------------------------ state
+
+    @override
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """Remember where the checkpoint sits, for ``trainer.validate(ckpt_path=...)``."""
+        self._checkpoint = checkpoint_position(checkpoint)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and the projection frames; plain tensors and Python scalars only."""
+        return {
+            "version": _STATE_VERSION,
+            "runs": self._runs,
+            "last_step": self._last_step,
+            "views": self._figures.state_dict(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (a newer format: warn and start fresh)."""
+        version = int(state_dict.get("version", 1))
+        if version > _STATE_VERSION:
+            warn(
+                f"EmbeddingMonitor: the checkpoint holds callback state of format {version}, "
+                f"newer than this version's {_STATE_VERSION}; it was ignored (projection "
+                "frames are refitted). Upgrade lightning-embviz to restore it."
+            )
+            return
+        self._runs = int(state_dict.get("runs", 0))
+        self._last_step = int(state_dict.get("last_step", -1))
+        self._figures.load_state_dict(state_dict.get("views", {}))
