@@ -134,12 +134,13 @@ def cost_one(args: argparse.Namespace) -> None:
         index, _ = nearest_train(train, fake)
         index = index.numpy()
     elif args.method == "ours-fitted":
-        from lightning_embviz.memorization import TrainReference, _nearest
+        from lightning_embviz.engine.nearest_train import nearest_rows
+        from lightning_embviz.memorization import TrainReference
 
         ref = TrainReference(train)
         result["fit_s"] = time.perf_counter() - wall0
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        index, _ = _nearest(torch.from_numpy(fake), ref.train, ref._frame)
+        index, _ = nearest_rows(torch.from_numpy(fake), ref.train, ref.frame)
         index = index.numpy()
     else:
         from sklearn.neighbors import NearestNeighbors

@@ -9,18 +9,17 @@ import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
+from lightning_embviz.engine.nearest_train import nearest_rows, train_frame
 from lightning_embviz.memorization import (
     MEMORIZATION_KEYS,
     TrainReference,
-    _nearest,
-    _train_frame,
     compute_memorization,
     compute_memorization_details,
     nearest_train,
 )
 
 
-def brute_nearest(
+def brutenearest_rows(
     queries: torch.Tensor, train: torch.Tensor, exclude: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 cdist from coordinate differences, argmin (first index on ties)."""
@@ -44,7 +43,7 @@ def test_nearest_train_equals_brute_force_on_random_data(dtype, chunk):
     train = torch.randn(300, 8, generator=gen, dtype=dtype)
     fake = torch.randn(120, 8, generator=gen, dtype=dtype)
     index, distance = nearest_train(train, fake, chunk_size=chunk)
-    want_index, want_distance = brute_nearest(fake, train)
+    want_index, want_distance = brutenearest_rows(fake, train)
     assert torch.equal(index, want_index)
     torch.testing.assert_close(distance, want_distance, rtol=1e-13, atol=0)
 
@@ -56,8 +55,8 @@ def test_nearest_train_ties_go_to_the_lowest_index(max_held):
     gen = torch.Generator().manual_seed(1)
     train = torch.randint(0, 3, (400, 5), generator=gen).float()
     fake = torch.randint(0, 3, (90, 5), generator=gen).float()
-    index, distance = _nearest(fake, train, _train_frame(train, 13), chunk=13, max_held=max_held)
-    want_index, want_distance = brute_nearest(fake, train)
+    index, distance = nearest_rows(fake, train, train_frame(train, 13), chunk=13, max_held=max_held)
+    want_index, want_distance = brutenearest_rows(fake, train)
     assert torch.equal(index, want_index)
     assert torch.equal(distance, want_distance)
 
@@ -67,10 +66,10 @@ def test_nearest_train_far_from_the_origin_and_excluding_itself():
     train = 1e6 + 1e-3 * torch.randn(200, 6, generator=gen, dtype=torch.float64)
     fake = train[:50] + 1e-12 * torch.randn(50, 6, generator=gen, dtype=torch.float64)
     index, _ = nearest_train(train, fake, chunk_size=32)
-    assert torch.equal(index, brute_nearest(fake, train)[0])
+    assert torch.equal(index, brutenearest_rows(fake, train)[0])
     rows = torch.arange(200)
-    got = _nearest(train, train, _train_frame(train, 32), exclude=rows, chunk=32)
-    want = brute_nearest(train, train, exclude=rows)
+    got = nearest_rows(train, train, train_frame(train, 32), exclude=rows, chunk=32)
+    want = brutenearest_rows(train, train, exclude=rows)
     assert torch.equal(got[0], want[0])
     torch.testing.assert_close(got[1], want[1], rtol=1e-12, atol=0)
 
@@ -99,12 +98,12 @@ def test_authenticity_and_copy_fraction_equal_their_definitions():
     heldout = rng.normal(size=(200, 5))
     res = compute_memorization_details(train, fake, heldout, n_cells=3, alpha=0.1)
     t, f, h = (torch.from_numpy(x) for x in (train, fake, heldout))
-    idx, dist = brute_nearest(f, t)
-    own = brute_nearest(t, t, exclude=torch.arange(len(t)))[1]
+    idx, dist = brutenearest_rows(f, t)
+    own = brutenearest_rows(t, t, exclude=torch.arange(len(t)))[1]
     # dgm-eval's AuthPct: authentic when the train point's own NN distance < the fake's.
     assert res.authenticity == float((own[idx] < dist).double().mean())
     torch.testing.assert_close(res.train_self_distance, own[idx], rtol=1e-13, atol=0)
-    threshold = np.quantile(brute_nearest(h, t)[1].numpy(), 0.1)
+    threshold = np.quantile(brutenearest_rows(h, t)[1].numpy(), 0.1)
     assert res.copy_threshold == threshold
     assert res.copy_fraction == float((dist < threshold).double().mean())
     # Without held-out reals: the training rows' leave-one-out distances (all rows here).
@@ -124,8 +123,8 @@ def test_ct_score_equals_meehan_formula():
     ref = TrainReference(train, n_cells=4)
     res = ref.compare_details(fake, heldout, min_cell_fakes=20)
     t = torch.from_numpy(train)
-    fd = brute_nearest(torch.from_numpy(fake), t)[1].numpy()
-    hd = brute_nearest(torch.from_numpy(heldout), t)[1].numpy()
+    fd = brutenearest_rows(torch.from_numpy(fake), t)[1].numpy()
+    hd = brutenearest_rows(torch.from_numpy(heldout), t)[1].numpy()
     fc = ref.cells(torch.from_numpy(fake)).numpy()
     hc = ref.cells(torch.from_numpy(heldout)).numpy()
     zs, ws = [], []
