@@ -99,6 +99,9 @@ def test_as_numpy():
     arr = np.ones(3)
     assert as_numpy(arr) is arr
     np.testing.assert_array_equal(as_numpy([1, 2]), [1, 2])
+    assert as_numpy(arr, "points") is arr
+    with pytest.raises(TypeError, match=r"`points` must be a torch.Tensor or a numpy.ndarray, got"):
+        as_numpy([1, 2], "points")
 
 
 def test_check_int_accepts_ints_and_numpy_ints():

@@ -205,7 +205,7 @@ _FAILURES = {
 def _failing_worker(rank: int, world: int, store: str, out_dir: str) -> None:
     import datetime
 
-    import lightning_embviz.distributed as shared
+    import lightning_embviz.engine.distributed as shared
 
     torch.set_num_threads(1)
     # A short timeout: a rank left waiting fails the test within seconds instead of hanging.

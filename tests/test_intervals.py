@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_embviz import compute_prdc, frechet_distance, intervals
-from lightning_embviz.intervals import INTERVAL_METRICS, _fd_variance_parts, prdc_intervals
+from lightning_embviz import compute_prdc, frechet_distance
+from lightning_embviz.engine import intervals
+from lightning_embviz.engine.intervals import _fd_variance_parts, interval_min_samples
+from lightning_embviz.intervals import INTERVAL_METRICS, prdc_intervals
 
 PRDC = ("precision", "recall", "density", "coverage")
 
@@ -129,6 +131,19 @@ def test_sets_too_small_to_split_and_engine_errors():
         prdc_intervals(real, fake, 0)
     with pytest.raises(ValueError, match=r"same width D"):
         prdc_intervals(real, fake[:, :2], 2)
+
+
+def test_the_smallest_sets_the_split_rule_allows_give_intervals():
+    # 2 (k + 1) rows per set, the one rule the library and `embviz --confidence` share.
+    k = 3
+    rows = interval_min_samples(k)
+    assert rows == 8
+    real, fake = gaussian_sets(rows, 2, seed=3)
+    with pytest.warns(UserWarning, match=r"fewer than 20 \* k"):
+        out = prdc_intervals(real, fake, k)
+    assert out["coverage_low"] <= out["coverage"] <= out["coverage_high"]
+    with pytest.raises(ValueError, match=r"at least 8 samples per set; got 7 real and 8 fake"):
+        prdc_intervals(real[:-1], fake, k)
 
 
 def test_small_sets_warn_and_fd_needs_more_samples_than_features():

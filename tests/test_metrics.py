@@ -376,6 +376,45 @@ def test_frechet_rank_deficient_covariance_with_more_samples_than_width():
     assert frechet_distance(fake, real) == pytest.approx(expected, rel=1e-7)
 
 
+def test_public_modules_keep_their_names_and_the_keys_are_defined_once():
+    import lightning_embviz
+    import lightning_embviz._arrays as arrays
+    import lightning_embviz._keys as keys
+    import lightning_embviz.distributed as distributed
+    import lightning_embviz.engine.distributed as engine_distributed
+    import lightning_embviz.intervals as intervals
+    import lightning_embviz.metrics as metrics
+    import lightning_embviz.reference as reference
+
+    assert metrics.PRDC_KEYS is arrays.PRDC_KEYS is keys.PRDC_KEYS
+    assert arrays.METRIC_KEYS is keys.METRIC_KEYS is intervals.INTERVAL_METRICS
+    assert keys.METRIC_KEYS == ("precision", "recall", "density", "coverage", "fd")
+    assert reference.RealReference is metrics.RealReference is lightning_embviz.RealReference
+    assert reference.PRDCResult is metrics.PRDCResult
+    assert metrics.compute_prdc is lightning_embviz.compute_prdc
+    assert distributed is engine_distributed  # patches of module attributes reach the engine
+    assert callable(distributed.compute_prdc_details_distributed)
+
+
+@pytest.mark.parametrize("face", ["compute_prdc", "reference", "compare", "clipped", "ddp"])
+def test_nearest_k_gets_the_same_message_on_every_face(face):
+    from lightning_embviz.metrics import RealReference, clipped_density_coverage
+    from lightning_embviz.distributed import compute_prdc_details_distributed
+
+    real = np.random.default_rng(0).normal(size=(20, 3))
+    calls = {
+        "compute_prdc": lambda k: compute_prdc(real, real, k),
+        "reference": lambda k: RealReference(real, k),
+        "compare": lambda k: RealReference(real, 2).compare(real, k),
+        "clipped": lambda k: clipped_density_coverage(real, real, k),
+        "ddp": lambda k: compute_prdc_details_distributed(real, real, k),
+    }
+    with pytest.raises(ValueError, match=r"^`nearest_k` must be >= 1, got 0\.$"):
+        calls[face](0)
+    with pytest.raises(TypeError, match=r"^`nearest_k` must be an int >= 1.*, got 2\.5\.$"):
+        calls[face](2.5)
+
+
 def test_metrics_module_exports_the_suite():
     import lightning_embviz.metrics as metrics
     import lightning_embviz.suite as suite

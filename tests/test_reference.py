@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from _prdc_cases import KINDS, make_sets, reference
 from lightning_embviz import RealReference, compute_prdc, compute_prdc_details
-from lightning_embviz import reference as reference_module
+from lightning_embviz.engine import reference as reference_module
+from lightning_embviz.engine.reference import ReferenceCore
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,18 +72,47 @@ def test_details_are_identical_to_compute_prdc_details():
 
 
 def test_compute_prdc_is_a_fitted_reference(monkeypatch):
+    # compute_prdc fits the same core as RealReference (the engine's seam), once per call.
     calls = []
-    original = RealReference._from_checked.__func__
+    original = ReferenceCore.fit.__func__
 
     def spy(cls, real, ks, chunk):
         calls.append(ks)
         return original(cls, real, ks, chunk)
 
-    monkeypatch.setattr(RealReference, "_from_checked", classmethod(spy))
+    monkeypatch.setattr(ReferenceCore, "fit", classmethod(spy))
     rng = np.random.default_rng(0)
     compute_prdc(rng.normal(size=(30, 3)), rng.normal(size=(20, 3)), 4)
     compute_prdc_details(rng.normal(size=(30, 3)), rng.normal(size=(20, 3)), 2)
     assert calls == [(4,), (2,)]
+
+
+def test_the_core_seam_shared_by_the_faces():
+    # What the distributed face does through the seam: radii of row shares, put end to end,
+    # set on a prepared core, give the fitted reference's radii and results bit for bit.
+    rng = np.random.default_rng(5)
+    real = torch.from_numpy(rng.normal(size=(57, 4)).astype(np.float32))
+    fake = torch.from_numpy(rng.normal(0.2, 1.0, size=(41, 4)).astype(np.float32))
+    fitted = RealReference(real, (4, 2))
+    core = ReferenceCore.prepare(real.clone(), (4, 2))
+    assert core.sorted_ks == (2, 4) and core.ks == (4, 2)
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        core.radii  # noqa: B018
+    shares = [core.radii_of_rows(None, rows) for rows in ((0, 20), (20, 21), (21, 57))]
+    core.set_radii(torch.cat(shares, dim=1))
+    assert torch.equal(core.radii, fitted.core.radii)
+    assert torch.equal(core.radii_for((4,))[0], fitted.real_radii(4))
+    rebuilt = RealReference.from_core(core)
+    assert rebuilt.fingerprint == fitted.fingerprint
+    assert rebuilt.sweep(fake) == fitted.sweep(fake) == {
+        k: reference(real.numpy(), fake.numpy(), k) for k in (4, 2)
+    }
+    k, chunk, f = core.check_compare(fake.numpy(), None, None)
+    assert (k, chunk) == (4, None) and torch.equal(f, fake)
+    with pytest.raises(ValueError, match=r"`nearest_k=3` was not fitted"):
+        core.check_compare(fake, 3, None)
+    with pytest.raises(ValueError, match=r"`fake` has width D=2"):
+        core.check_sweep(fake[:, :2], None)
 
 
 def test_each_pass_runs_once(monkeypatch):

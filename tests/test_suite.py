@@ -13,6 +13,7 @@ import torch
 
 from _prdc_cases import make_sets
 from lightning_embviz import RealReference, compute_prdc_details
+from lightning_embviz.engine.balls import _ball_pass, _coverage_curve
 from lightning_embviz.metrics import (
     FrechetReference,
     clipped_density_coverage,
@@ -23,7 +24,6 @@ from lightning_embviz.metrics import (
     realism_score,
     vendi_score,
 )
-from lightning_embviz.suite import _ball_pass, _coverage_curve
 
 # --- reference formulas ---------------------------------------------------------------------
 

@@ -1,15 +1,15 @@
-"""The one input boundary: array conversion, integer checks and the metric key names.
+"""The one input boundary: array conversion, integer checks and the metric key names (re-exported).
 
 Every public entry point that takes embeddings or integer options goes through the helpers
-here, so that a given mistake gets the same message everywhere, and the metric names are
-defined once.
+here, so that a given mistake gets the same message everywhere.
 
 - :data:`ArrayLike`: what the public functions accept for embeddings.
 - :func:`as_tensor` / :func:`as_features`: any accepted array to a torch tensor (the second
   also checks the (N, D) shape and finiteness).
 - :func:`as_numpy`: a tensor or array to NumPy for the plotting side.
 - :func:`check_int`: an integer option, with bool rejected.
-- :data:`PRDC_KEYS`, :data:`METRIC_KEYS`: the metric names, in their fixed order.
+- :data:`PRDC_KEYS`, :data:`METRIC_KEYS`: the metric names, re-exported from
+  :mod:`lightning_embviz._keys` where they are defined.
 
 Dtypes follow the reference ``prdc`` package (which computes through scikit-learn): float32
 stays float32, float64 stays float64, half precision (float16, bfloat16) is kept as it is
@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_embviz._keys import METRIC_KEYS, PRDC_KEYS
+
 __all__ = [
     "METRIC_KEYS",
     "PRDC_KEYS",
@@ -39,12 +41,6 @@ __all__ = [
 
 ArrayLike = Union[Tensor, np.ndarray]
 """Embeddings as accepted by the public functions: a torch tensor or a NumPy array."""
-
-PRDC_KEYS: tuple[str, ...] = ("precision", "recall", "density", "coverage")
-"""The keys of :func:`lightning_embviz.compute_prdc`'s dict, in this order."""
-
-METRIC_KEYS: tuple[str, ...] = (*PRDC_KEYS, "fd")
-"""Every scalar metric of one evaluation: the PRDC keys and the Fréchet distance ``fd``."""
 
 
 def as_tensor(x: Any, name: str) -> Tensor:
@@ -127,23 +123,32 @@ def as_features(x: Any, name: str) -> Tensor:
     return t.contiguous()
 
 
-def as_numpy(x: Any) -> np.ndarray:
+def as_numpy(x: Any, name: str | None = None) -> np.ndarray:
     """A tensor or array as a NumPy array on the CPU, for plotting and file output.
 
     bfloat16 (which NumPy lacks) becomes float32, exactly; every other dtype is kept.
 
     Args:
-        x: ``torch.Tensor`` (any device, gradients allowed), ``numpy.ndarray``, or anything
-            ``numpy.asarray`` accepts.
+        x: ``torch.Tensor`` (any device, gradients allowed), ``numpy.ndarray``, or (without
+            ``name``) anything ``numpy.asarray`` accepts.
+        name: the argument's name; when given, ``x`` must be a tensor or an array and the
+            ``TypeError`` names it.
 
     Returns:
         The values as a NumPy array (a view where possible).
+
+    Raises:
+        TypeError: with ``name``, if ``x`` is neither a tensor nor an array.
     """
     if isinstance(x, Tensor):
         t = x.detach().cpu()
         if t.dtype == torch.bfloat16:
             t = t.to(torch.float32)
         return t.numpy()
+    if name is not None and not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"`{name}` must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
+        )
     return np.asarray(x)
 
 

@@ -44,9 +44,9 @@ class EmbeddingFileError(ValueError):
 
 # The tag that ``RealReference.save`` writes under the key "format" (one definition, there).
 def _reference_tag() -> str:
-    from lightning_embviz.reference import _FORMAT_NAME
+    from lightning_embviz.engine.reference_file import FORMAT_NAME
 
-    return _FORMAT_NAME
+    return FORMAT_NAME
 
 
 def _is_reference_tag(value: Any) -> bool:

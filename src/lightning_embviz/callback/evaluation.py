@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 import torch
 
-from lightning_embviz._arrays import METRIC_KEYS, PRDC_KEYS
+from lightning_embviz._keys import METRIC_KEYS, PRDC_KEYS
 from lightning_embviz.callback.buffer import EmbeddingSet, collective_device, finalize_set
 from lightning_embviz.engine.distributed import (
     RankFailedError,

@@ -53,6 +53,25 @@ Where each step lives
 - :mod:`~lightning_embviz.engine.radii`: the radius pass (:func:`neighbour_radii`).
 - :mod:`~lightning_embviz.engine.cross`: the real-fake pass (:func:`cross_ball_tests`),
   with :mod:`~lightning_embviz.engine.nearest` riding on it for the nearest searches.
+
+What is built on the passes
+---------------------------
+- :mod:`~lightning_embviz.engine.inputs`: the argument checks (``nearest_k`` once, set
+  sizes, chunk sizes, pairs of sets), one place per rule.
+- :mod:`~lightning_embviz.engine.reference`: :class:`RealReference` and its seam
+  :class:`~lightning_embviz.engine.reference.ReferenceCore` (the real set, its frame and
+  radii, the passes against a fake set), which every face below uses;
+  :mod:`~lightning_embviz.engine.reference_file` its file format;
+  :mod:`~lightning_embviz.engine.results` :class:`PRDCResult` and the four reductions.
+- :mod:`~lightning_embviz.engine.prdc`: ``compute_prdc``, ``compute_prdc_details``,
+  ``per_class_prdc``; :mod:`~lightning_embviz.engine.distributed`: the same shared by ranks;
+  :mod:`~lightning_embviz.engine.intervals`: confidence intervals (and the split-size rule).
+- :mod:`~lightning_embviz.engine.kernels` (Vendi, KID), :mod:`~lightning_embviz.engine.frechet`
+  (FD, FD-infinity), :mod:`~lightning_embviz.engine.balls` (clipped density and coverage,
+  realism, rarity).
+
+The public faces (:mod:`lightning_embviz.metrics`, ``.suite``, ``.intervals``,
+``.distributed``, ``.reference``) re-export these names.
 """
 
 from lightning_embviz.engine.cross import CrossTests, cross_ball_tests

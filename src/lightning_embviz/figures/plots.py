@@ -292,7 +292,7 @@ def classes_figure(
     fake = points_of(fake_2d, "fake_2d")
     rl = labels_of(real_labels, len(real), "real_labels")
     fl = labels_of(fake_labels, len(fake), "fake_labels")
-    from lightning_embviz.metrics import _class_order
+    from lightning_embviz.engine.prdc import class_order as _class_order
 
     classes = _class_order(rl, fl)
     colors = class_colors(classes)
