@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import math
 import subprocess
 import sys
 import threading
@@ -588,3 +589,61 @@ def test_gallery_columns_fit_tensorboards_card():
     assert gallery_columns(4) == 4 and gallery_columns(8) == 4
     assert gallery_columns(32, 8) == 8
     assert all(2 <= gallery_columns(n, 8) <= 8 for n in range(0, 65))
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_plotting_reexports_the_figures_modules():
+    """`lightning_embviz.plotting` is the public path; the code lives in figures/."""
+    import lightning_embviz.plotting as public
+    from lightning_embviz.figures import (
+        galleries,
+        per_class,
+        plots,
+        rendering,
+        sample_galleries,
+        style,
+    )
+
+    homes = (galleries, per_class, plots, rendering, sample_galleries, style)
+    for name in public.__all__:
+        owners = [m for m in homes if name in m.__all__]
+        assert len(owners) == 1, name
+        assert getattr(public, name) is getattr(owners[0], name)
+
+
+def test_class_metrics_goes_through_per_class_prdc(monkeypatch):
+    """One place for the per-class arithmetic: class_metrics adapts arrays to per_class_prdc."""
+    from lightning_embviz import compute_prdc_details
+    from lightning_embviz.figures import per_class
+    from lightning_embviz.metrics import per_class_prdc
+
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(60, 4)), rng.normal(size=(50, 4)) + 0.5
+    rl, fl = np.arange(60) % 3, np.arange(50) % 4
+    d = compute_prdc_details(real, fake, nearest_k=3)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return per_class_prdc(*args, **kwargs)
+
+    monkeypatch.setattr(per_class, "per_class_prdc", spy)
+    full = class_metrics(rl, d.real_covered, d.real_recalled, fl, d.fake_ball_count, 3)
+    assert len(calls) == 1 and repr(full) == repr(per_class_prdc(d, rl, fl))
+    assert list(full) == [0, 1, 2, 3] and math.isnan(full[3]["coverage"])
+    # Without real_recalled there is no recall; without fake labels no precision/density.
+    short = class_metrics(torch.as_tensor(rl), d.real_covered)
+    assert short == {
+        c: {"num_real": row["num_real"], "coverage": row["coverage"]}
+        for c, row in per_class_prdc(d, rl).items()
+    }
+    no_k = class_metrics(rl, d.real_covered, None, fl, d.fake_ball_count)
+    assert "density" not in no_k[0] and "recall" not in no_k[0] and "precision" in no_k[0]
+    with pytest.raises(ValueError, match=r"`real_covered` must have 60 entries, got 59"):
+        class_metrics(rl, d.real_covered[:59])
+    with pytest.raises(ValueError, match="`fake_ball_count` must have one entry per fake label"):
+        class_metrics(rl, d.real_covered, fake_labels=fl)
+    with pytest.raises(ValueError, match="`fake_ball_count` must have one entry per fake label"):
+        class_metrics(rl, d.real_covered, fake_labels=fl, fake_ball_count=d.fake_ball_count[:3])
