@@ -173,7 +173,7 @@ def group_scores_from_details(
                 )
             )
     if fake_ids is not None:
-        from lightning_embviz.suite import FrechetReference
+        from lightning_embviz.engine.frechet import FrechetReference
 
         counts = as_numpy(details.fake_ball_count)
         fake_np = as_numpy(fake_features)
@@ -250,7 +250,7 @@ def per_group_scores(
         >>> [row.count for row in rows]
         [50, 50, 50, 50]
     """
-    from lightning_embviz.metrics import compute_prdc_details
+    from lightning_embviz import compute_prdc_details
 
     if real_groups is None and fake_groups is None:
         raise ValueError(
