@@ -51,7 +51,7 @@ class _Inputs:
 
 def run_compare(options: CompareOptions, progress: Progress, ranks: Ranks) -> int:
     """Run ``embviz compare``; ``options.out`` was created and checked before. Returns 0."""
-    from lightning_embviz.distributed import compare_details_distributed
+    from lightning_embviz.engine.distributed import compare_details_distributed
 
     inputs = agreed(ranks, lambda: _read(options, progress))
     reference = inputs.side.fitted(progress)  # the real radii once, for every fake set

@@ -66,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:
         if os.environ.get("EMBVIZ_DEBUG"):
             raise
-        from lightning_embviz.distributed import RankFailedError
+        from lightning_embviz.engine.distributed import RankFailedError
 
         if isinstance(err, RankFailedError):  # under torchrun: the same line on every rank
             sys.stderr.write(f"{PROG}: error: {one_line(err)}\n")

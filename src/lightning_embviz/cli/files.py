@@ -178,7 +178,7 @@ class RealSide:
     def fitted(self, progress: Progress) -> Any:
         """The :class:`~lightning_embviz.RealReference` (fitted here on first use if read raw)."""
         if self.reference is None:
-            from lightning_embviz.distributed import fit_reference_distributed
+            from lightning_embviz.engine.distributed import fit_reference_distributed
 
             progress(f"fitting the real set's k-NN radii (k={self.nearest_k}) on {len(self)} real")
             # One process: RealReference(embeddings, k); under torchrun each rank fits a share.

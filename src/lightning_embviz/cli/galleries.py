@@ -41,7 +41,7 @@ def galleries(
     Returns:
         The figures by key (empty without image files).
     """
-    from lightning_embviz._galleries import CONTRAST_TILES
+    from lightning_embviz.callback.galleries import CONTRAST_TILES
     from lightning_embviz.plotting import missed_real_figure, outlier_fake_figure
     from lightning_embviz.samples import (
         deepest_fake_order,

@@ -22,7 +22,7 @@ __all__ = ["run_reference"]
 
 def run_reference(options: ReferenceOptions, progress: Progress, ranks: Ranks) -> int:
     """Run ``embviz reference``; the directory of ``options.out`` was checked. Returns 0."""
-    from lightning_embviz.distributed import fit_reference_distributed
+    from lightning_embviz.engine.distributed import fit_reference_distributed
 
     real = agreed(ranks, lambda: _read(options, progress))
     listed = ", ".join(str(k) for k in options.nearest_k)

@@ -57,7 +57,7 @@ def run_report(options: ReportOptions, progress: Progress, ranks: Ranks) -> int:
         f"computing PRDC (k={inputs.nearest_k}) on {len(inputs.real)} real x "
         f"{len(inputs.fake)} fake"
     )
-    from lightning_embviz.distributed import compare_details_distributed
+    from lightning_embviz.engine.distributed import compare_details_distributed
 
     details = compare_details_distributed(reference, inputs.fake, inputs.nearest_k)
     if not ranks.lead:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from lightning_embviz.intervals import INTERVAL_METRICS as METRICS
+from lightning_embviz._keys import METRIC_KEYS as METRICS
 
 __all__ = ["BEST_RULE", "METRICS", "difference_rule", "level", "mark_differences", "z_critical"]
 
