@@ -23,11 +23,13 @@ def test_defaults_and_frozen():
 def test_the_callback_and_the_configuration_take_the_same_arguments():
     from lightning_embviz import EmbeddingMonitor
 
-    monitor = inspect.signature(EmbeddingMonitor.__init__).parameters
-    config = inspect.signature(MonitorConfig.from_arguments).parameters
-    assert [(p.name, p.kind, p.default) for p in list(monitor.values())[1:]] == [
-        (p.name, p.kind, p.default) for p in config.values()
-    ]
+    parameters = list(inspect.signature(EmbeddingMonitor.__init__).parameters.values())[1:]
+    defaults = {p.name: p.default for p in parameters}
+    fields = {f.name: f.default for f in dataclasses.fields(MonitorConfig)}
+    assert defaults.pop("nearest_k") == 5 and fields.pop("nearest_ks") == (5,)
+    assert defaults == fields  # same names and defaults, so `locals()` can be passed on
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['nearest_ks'\]"):
+        MonitorConfig.from_arguments(nearest_ks=(5,))
     made = EmbeddingMonitor(nearest_k=(3, 7), views=None, prefix="x/", seed=2)
     assert made.config == MonitorConfig.from_arguments((3, 7), views=None, prefix="x/", seed=2)
     assert made.nearest_ks == (3, 7) and made.nearest_k == 3 and made.views == ()

@@ -111,5 +111,7 @@ def test_monitor_figures_log_files_and_keep_the_frames(tmp_path):
     copy = pickle.loads(pickle.dumps(figures))  # ddp_spawn: the state travels, not the thread
     assert copy.state_dict().keys() == state.keys() and copy.worker is not figures.worker
     fresh = MonitorFigures(config)
+    assert fresh.state_dict().keys() == state.keys()  # dataloader 0's builder from the start
+    assert fresh.state_dict() != state  # not fitted yet
     fresh.load_state_dict(state)
-    assert fresh.state_dict().keys() == state.keys()
+    assert fresh.state_dict() == state

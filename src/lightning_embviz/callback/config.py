@@ -20,6 +20,15 @@ from lightning_embviz.callback.outputs import OutputKeys
 
 __all__ = ["MonitorConfig"]
 
+_KEY_ARGUMENTS = (
+    "real_key",
+    "fake_key",
+    "labels_key",
+    "index_key",
+    "real_images_key",
+    "fake_images_key",
+)
+
 
 def _bad(arg: str, value: Any, expected: str, error: type[Exception] = ValueError) -> NoReturn:
     raise error(f"`EmbeddingMonitor({arg}={value!r})` is not valid. Expected {expected}.")
@@ -152,96 +161,53 @@ class MonitorConfig:
         return ViewBuilder(**kwargs)
 
     @classmethod
-    def from_arguments(
-        cls,
-        nearest_k: int | Sequence[int] = 5,
-        *,
-        real_key: str = "real",
-        fake_key: str = "fake",
-        labels_key: str = "labels",
-        index_key: str = "index",
-        embed: Optional[Callable[[Any, Any], Mapping[str, Any]]] = None,
-        prefix: str = "embviz/",
-        every_n_epochs: int = 1,
-        max_samples: Optional[int] = 10000,
-        views: Optional[Sequence[str]] = ("pca", "tsne"),
-        view_max_samples: Optional[int] = None,
-        background: bool = True,
-        log_projector: bool = False,
-        keep_on_device: bool = False,
-        seed: int = 0,
-        real_images_key: str = "real_images",
-        fake_images_key: str = "fake_images",
-        gallery_size: int = 32,
-        thumbnail_size: int = 32,
-        log_samples: bool = True,
-        confidence: Optional[float] = None,
-    ) -> MonitorConfig:
-        """Check ``EmbeddingMonitor``'s arguments (the same names and defaults).
+    def from_arguments(cls, nearest_k: Any = 5, **arguments: Any) -> MonitorConfig:
+        """Check ``EmbeddingMonitor``'s arguments (the same names).
+
+        Args:
+            nearest_k: One k or several (checked into :attr:`nearest_ks`).
+            **arguments: Any other field by name; those left out keep the field's default
+                (the callback's default).
 
         Raises:
-            TypeError: If an argument has the wrong type.
+            TypeError: If an argument has the wrong type (or is no argument of the callback).
             ValueError: If an argument has a bad value (``nearest_k=0``, an unknown view).
             ModuleNotFoundError: If a view needs a package that is not installed.
         """
+        a: dict[str, Any] = {
+            f.name: f.default for f in dataclasses.fields(cls) if f.name != "nearest_ks"
+        }
+        unknown = sorted(set(arguments) - set(a))
+        if unknown:
+            raise TypeError(f"EmbeddingMonitor got unexpected keyword arguments {unknown}.")
+        a.update(arguments)
         ks = _check_nearest_k(nearest_k)
-        _check_keys(
-            {
-                "real_key": real_key,
-                "fake_key": fake_key,
-                "labels_key": labels_key,
-                "index_key": index_key,
-                "real_images_key": real_images_key,
-                "fake_images_key": fake_images_key,
-            }
-        )
-        if embed is not None and not callable(embed):
-            _bad("embed", embed, "None or a callable `embed(pl_module, batch) -> dict`", TypeError)
-        if not isinstance(prefix, str):
-            _bad("prefix", prefix, 'a string such as "embviz/"', TypeError)
-        every_n_epochs = _check_int("every_n_epochs", every_n_epochs, 1, "an int >= 1")
-        if max_samples is not None:
+        _check_keys({arg: a[arg] for arg in _KEY_ARGUMENTS})
+        if a["embed"] is not None and not callable(a["embed"]):
+            expected = "None or a callable `embed(pl_module, batch) -> dict`"
+            _bad("embed", a["embed"], expected, TypeError)
+        if not isinstance(a["prefix"], str):
+            _bad("prefix", a["prefix"], 'a string such as "embviz/"', TypeError)
+        a["every_n_epochs"] = _check_int("every_n_epochs", a["every_n_epochs"], 1, "an int >= 1")
+        if a["max_samples"] is not None:
             expected = f"None or an int > nearest_k={max(ks)}"
-            max_samples = _check_int("max_samples", max_samples, max(ks) + 1, expected)
-        if view_max_samples is not None:
-            view_max_samples = _check_int(
-                "view_max_samples", view_max_samples, 10, "None or an int >= 10"
+            a["max_samples"] = _check_int("max_samples", a["max_samples"], max(ks) + 1, expected)
+        if a["view_max_samples"] is not None:
+            a["view_max_samples"] = _check_int(
+                "view_max_samples", a["view_max_samples"], 10, "None or an int >= 10"
             )
-        gallery_size = _check_int("gallery_size", gallery_size, 0, "an int >= 0 (0: no galleries)")
-        level = _check_confidence(confidence)
-        thumbnail_size = _check_int("thumbnail_size", thumbnail_size, 4, "an int >= 4 (pixels)")
-        for arg, flag in (
-            ("log_samples", log_samples),
-            ("background", background),
-            ("log_projector", log_projector),
-            ("keep_on_device", keep_on_device),
-        ):
-            if not isinstance(flag, bool):
-                _bad(arg, flag, "True or False", TypeError)
-        seed = _check_int("seed", seed, 0, "an int >= 0")
-        config = cls(
-            nearest_ks=ks,
-            real_key=real_key,
-            fake_key=fake_key,
-            labels_key=labels_key,
-            index_key=index_key,
-            embed=embed,
-            prefix=prefix,
-            every_n_epochs=every_n_epochs,
-            max_samples=max_samples,
-            views=_check_views(views),
-            view_max_samples=view_max_samples,
-            background=background,
-            log_projector=log_projector,
-            keep_on_device=keep_on_device,
-            seed=seed,
-            real_images_key=real_images_key,
-            fake_images_key=fake_images_key,
-            gallery_size=gallery_size,
-            thumbnail_size=thumbnail_size,
-            log_samples=log_samples,
-            confidence=level,
-        )
+        expected = "an int >= 0 (0: no galleries)"
+        a["gallery_size"] = _check_int("gallery_size", a["gallery_size"], 0, expected)
+        a["confidence"] = _check_confidence(a["confidence"])
+        expected = "an int >= 4 (pixels)"
+        a["thumbnail_size"] = _check_int("thumbnail_size", a["thumbnail_size"], 4, expected)
+        for arg in ("log_samples", "background", "log_projector", "keep_on_device"):
+            if not isinstance(a[arg], bool):
+                _bad(arg, a[arg], "True or False", TypeError)
+        a["seed"] = _check_int("seed", a["seed"], 0, "an int >= 0")
+        views = a["views"]
+        a["views"] = _check_views(views)
+        config = cls(nearest_ks=ks, **a)
         if config.views:
             # Build one builder now, so that a bad view name or a missing optional
             # dependency fails at construction, not after the first epoch.

@@ -45,7 +45,9 @@ __all__ = [
     "is_fitting",
     "is_sanity_checking",
     "loop_step",
+    "move_to_checkpoint",
     "override",
+    "restore_position",
     "set_current_epoch",
     "set_loop_step",
     "warn",
@@ -137,6 +139,28 @@ def set_current_epoch(trainer: Any, epoch: int) -> Optional[int]:
         return None
     current.completed = int(epoch)
     return int(old)
+
+
+def move_to_checkpoint(
+    trainer: Any, position: CheckpointPosition
+) -> tuple[Optional[int], Optional[int]]:
+    """Make this run log at ``position``'s step (and epoch); return the old ``(step, epoch)``.
+
+    For ``trainer.validate(ckpt_path=...)``; :func:`restore_position` undoes it. A value
+    that could not be changed (or that ``position`` lacks) comes back as None.
+    """
+    old_step = None if position.step is None else set_loop_step(trainer, position.step)
+    old_epoch = None if position.epoch is None else set_current_epoch(trainer, position.epoch)
+    return old_step, old_epoch
+
+
+def restore_position(trainer: Any, saved: tuple[Optional[int], Optional[int]]) -> None:
+    """Undo :func:`move_to_checkpoint` with the ``(step, epoch)`` it returned."""
+    step, epoch = saved
+    if step is not None:
+        set_loop_step(trainer, step)
+    if epoch is not None:
+        set_current_epoch(trainer, epoch)
 
 
 class CheckpointPosition:

@@ -38,9 +38,9 @@ from lightning_embviz.callback.lightning import (
     is_fitting,
     is_sanity_checking,
     loop_step,
+    move_to_checkpoint,
     override,
-    set_current_epoch,
-    set_loop_step,
+    restore_position,
     warn,
 )
 from lightning_embviz.callback.outputs import parse_outputs
@@ -231,7 +231,8 @@ class EmbeddingMonitor(CallbackBase):
         log_samples: bool = True,
         confidence: Optional[float] = None,
     ) -> None:
-        arguments = {name: value for name, value in locals().items() if name != "self"}
+        # Every argument above, by name (checked, with the same messages, in `config`).
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.config = MonitorConfig.from_arguments(**arguments)
         # The checked arguments, also as attributes (`monitor.nearest_ks`, `monitor.views`).
         for field in dataclasses.fields(self.config):
@@ -289,12 +290,9 @@ class EmbeddingMonitor(CallbackBase):
         if not fitting and self._checkpoint is not None and self._checkpoint.step is not None:
             # validate(ckpt_path=...): log at the step (and epoch) of the checkpoint's
             # training validation; undone in `on_validation_end`.
-            old_step = set_loop_step(trainer, self._checkpoint.step)
-            old_epoch = None
-            if self._checkpoint.epoch is not None:
-                old_epoch = set_current_epoch(trainer, self._checkpoint.epoch)
+            saved = move_to_checkpoint(trainer, self._checkpoint)
             if self._saved_position is None:
-                self._saved_position = (old_step, old_epoch)
+                self._saved_position = saved
 
     @override
     def on_validation_batch_end(
@@ -465,11 +463,7 @@ class EmbeddingMonitor(CallbackBase):
 
     def _restore_loop_step(self, trainer: Any) -> None:
         if self._saved_position is not None:
-            step, epoch = self._saved_position
-            if step is not None:
-                set_loop_step(trainer, step)
-            if epoch is not None:
-                set_current_epoch(trainer, epoch)
+            restore_position(trainer, self._saved_position)
             self._saved_position = None
 
     @override

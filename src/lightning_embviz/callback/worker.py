@@ -228,6 +228,8 @@ class MonitorFigures:
         # Last known state of each builder, refreshed by the worker after each build, so
         # that `state_dict()` never waits for a builder's lock while a frame is being fitted.
         self._states: dict[int, dict[str, Any]] = {}
+        if config.views:
+            self.builder(0)  # the state is never empty, even before the first run
 
     def builder(self, dataloader_idx: int) -> Any:
         """The :class:`~lightning_embviz.figures.views.ViewBuilder` of a dataloader."""
