@@ -14,8 +14,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lightning_embviz._arrays import as_numpy
+from lightning_embviz.engine.prdc import per_class_prdc
+from lightning_embviz.engine.results import PRDCResult
 from lightning_embviz.figures.style import METRIC_COLORS, ArrayLike, mask_of, new_figure, set_title
-from lightning_embviz.metrics import PRDCResult, per_class_prdc
 
 __all__ = ["class_metrics", "class_metrics_figure"]
 

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lightning_embviz._arrays import as_numpy
+from lightning_embviz.engine.prdc import class_order
 from lightning_embviz.figures.style import (
     FAKE_COLOR,
     FAKE_OUTSIDE_COLOR,
@@ -292,9 +293,7 @@ def classes_figure(
     fake = points_of(fake_2d, "fake_2d")
     rl = labels_of(real_labels, len(real), "real_labels")
     fl = labels_of(fake_labels, len(fake), "fake_labels")
-    from lightning_embviz.engine.prdc import class_order as _class_order
-
-    classes = _class_order(rl, fl)
+    classes = class_order(rl, fl)
     colors = class_colors(classes)
     fig = new_figure((10.0, 5.2))
     ax_r, ax_f = fig.subplots(1, 2, sharex=True, sharey=True)

@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_embviz._arrays import ArrayLike, as_numpy
+from lightning_embviz.engine.prdc import per_class_prdc
+from lightning_embviz.engine.results import PRDCResult
 from lightning_embviz.figures import plots, sample_galleries
 from lightning_embviz.figures.per_class import class_metrics_figure
 from lightning_embviz.figures.projections import (
@@ -30,7 +32,6 @@ from lightning_embviz.figures.projections import (
     make_projection,
     subsample_indices,
 )
-from lightning_embviz.metrics import PRDCResult, per_class_prdc
 
 __all__ = ["DEFAULT_MAX_SAMPLES", "SampleTables", "SampleViews", "ViewBuilder"]
 
@@ -38,16 +39,8 @@ __all__ = ["DEFAULT_MAX_SAMPLES", "SampleTables", "SampleViews", "ViewBuilder"]
 _STATE_VERSION = 1
 
 
-def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
-    if not isinstance(x, (Tensor, np.ndarray)):
-        raise TypeError(
-            f"`{name}` must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}."
-        )
-    return as_numpy(x)
-
-
 def _features(x: ArrayLike, name: str) -> np.ndarray:
-    arr = _to_numpy(x, name)
+    arr = as_numpy(x, name)
     if arr.ndim != 2:
         raise ValueError(f"`{name}` must have shape (N, D), got {tuple(arr.shape)}.")
     return arr
@@ -207,8 +200,8 @@ class ViewBuilder:
                 f"`details` was computed on {details.real_covered.shape[0]} real and "
                 f"{details.fake_ball_count.shape[0]} fake points, got {n} and {m}."
             )
-        rl = None if real_labels is None else _to_numpy(real_labels, "real_labels").reshape(-1)
-        fl = None if fake_labels is None else _to_numpy(fake_labels, "fake_labels").reshape(-1)
+        rl = None if real_labels is None else as_numpy(real_labels, "real_labels").reshape(-1)
+        fl = None if fake_labels is None else as_numpy(fake_labels, "fake_labels").reshape(-1)
         if rl is not None and rl.shape[0] != n:
             raise ValueError(f"`real_labels` must have {n} entries, got {rl.shape[0]}.")
         if fl is not None and fl.shape[0] != m:
