@@ -131,8 +131,8 @@ def cost_one(args: argparse.Namespace) -> None:
     if args.method == "ours":
         from lightning_embviz.memorization import nearest_train
 
-        index, _ = nearest_train(train, fake)
-        index = index.numpy()
+        rows, _ = nearest_train(train, fake)
+        index = rows.numpy()
     elif args.method == "ours-fitted":
         from lightning_embviz.engine.nearest_train import nearest_rows
         from lightning_embviz.memorization import TrainReference
@@ -140,8 +140,8 @@ def cost_one(args: argparse.Namespace) -> None:
         ref = TrainReference(train)
         result["fit_s"] = time.perf_counter() - wall0
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        index, _ = nearest_rows(torch.from_numpy(fake), ref.train, ref.frame)
-        index = index.numpy()
+        rows, _ = nearest_rows(torch.from_numpy(fake), ref.train, ref.frame)
+        index = rows.numpy()
     else:
         from sklearn.neighbors import NearestNeighbors
 

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import mannwhitneyu
 
+from lightning_embviz.engine.memorization_seam import (
+    PER_FAKE_KEYS,
+    closest_to_train,
+    memorization_scalars,
+    resolve_train,
+)
 from lightning_embviz.engine.nearest_train import nearest_rows, train_frame
 from lightning_embviz.memorization import (
     MEMORIZATION_KEYS,
@@ -254,3 +262,170 @@ def test_bad_inputs_name_the_fix():
         nearest_train(train, np.zeros((5, 3)), chunk_size=0)
     with pytest.raises(ValueError, match=r"`self_rows` must be >= 1"):
         TrainReference(train, self_rows=0)
+
+
+# --- the seam of the callback and the command ---------------------------------------------
+
+
+def _seam_data(seed: int = 11):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=4.0, size=(3, 4))
+    train = mixture(rng, means, 300).astype(np.float32)
+    fake = np.vstack([train[:20] + 1e-4, mixture(rng, means, 60)]).astype(np.float32)
+    heldout = mixture(rng, means, 120).astype(np.float32)
+    return train, fake, heldout
+
+
+def test_resolve_train_from_arrays_tensors_and_references():
+    train, fake, heldout = _seam_data()
+    ref = resolve_train(train, n_cells=3, self_rows=50, seed=2)
+    want = TrainReference(train, n_cells=3, self_rows=50, seed=2)
+    assert ref.fingerprint == want.fingerprint and ref.n_cells == 3
+    assert ref.compare(fake, heldout) == want.compare(fake, heldout)
+    with pytest.warns(UserWarning, match="needs held-out"):
+        np.testing.assert_equal(ref.compare(fake), want.compare(fake))  # same sample
+    from_tensor = resolve_train(torch.from_numpy(train), n_cells=3)
+    assert from_tensor.fingerprint == want.fingerprint
+    assert resolve_train(ref, n_cells=7) is ref
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".pt", ".csv"])
+def test_resolve_train_reads_embedding_files(tmp_path, suffix):
+    train, fake, heldout = _seam_data()
+    path = tmp_path / f"train{suffix}"
+    if suffix == ".npy":
+        np.save(path, train)
+    elif suffix == ".npz":
+        np.savez(path, embeddings=train)
+    elif suffix == ".pt":
+        torch.save(torch.from_numpy(train), path)
+    else:
+        np.savetxt(path, train, delimiter=",", fmt="%.9g")
+    for given in (path, str(path)):
+        ref = resolve_train(given, n_cells=3)
+        assert ref.train.dtype == torch.float32
+        assert ref.fingerprint == TrainReference(train).fingerprint
+        assert ref.compare(fake, heldout) == TrainReference(train, n_cells=3).compare(fake, heldout)
+
+
+@pytest.mark.parametrize("name", ["train_ref.npz", "train_ref.pt", "no_suffix"])
+def test_resolve_train_loads_a_saved_reference_by_its_content(tmp_path, name):
+    train, fake, heldout = _seam_data()
+    ref = TrainReference(train, n_cells=3, self_rows=40)
+    ref.save(tmp_path / name)
+    loaded = resolve_train(tmp_path / name, n_cells=5)  # the saved options win
+    assert loaded.n_cells == 3 and loaded.fingerprint == ref.fingerprint
+    assert loaded.compare(fake, heldout) == ref.compare(fake, heldout)
+    with pytest.warns(UserWarning, match="needs held-out"):
+        np.testing.assert_equal(loaded.compare(fake), ref.compare(fake))
+
+
+def test_resolve_train_errors_say_what_to_pass(tmp_path):
+    from lightning_embviz import RealReference
+    from lightning_embviz._io import EmbeddingFileError
+
+    train, _, _ = _seam_data()
+    with pytest.raises(ValueError, match=r"no such file.*saved TrainReference"):
+        resolve_train(tmp_path / "missing.npy")
+    RealReference(train, 3).save(tmp_path / "real_ref.npz")
+    with pytest.raises(ValueError, match=r"is a saved RealReference .* not a training set"):
+        resolve_train(tmp_path / "real_ref.npz")
+    np.save(tmp_path / "flat.npy", np.zeros(5))
+    with pytest.raises(EmbeddingFileError, match="1-D"):
+        resolve_train(tmp_path / "flat.npy")
+    TrainReference(train, n_cells=2).save(tmp_path / "old.npz")
+    with np.load(tmp_path / "old.npz") as data:
+        fields = {key: data[key] for key in data.files}
+    fields["format_version"] = np.asarray(99)
+    np.savez(tmp_path / "old.npz", **fields)
+    with pytest.raises(ValueError, match="format version 99"):
+        resolve_train(tmp_path / "old.npz")
+    for wrong in ([[0.0, 1.0], [1.0, 0.0]], 3, None):
+        with pytest.raises(TypeError, match="must be an \\(N, D\\) numpy array"):
+            resolve_train(wrong)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        resolve_train(train[:1])
+
+
+def test_memorization_scalars_are_compare_details_with_columns():
+    train, fake, heldout = _seam_data()
+    ref = TrainReference(train, n_cells=3)
+    run = memorization_scalars(ref, fake, heldout, alpha=0.1, min_cell_fakes=5)
+    want = ref.compare_details(fake, heldout, alpha=0.1, min_cell_fakes=5)
+    assert run.warning is None
+    assert run.scalars == want.as_dict() and list(run.scalars) == list(MEMORIZATION_KEYS)
+    assert list(run.per_fake) == list(PER_FAKE_KEYS)
+    assert torch.equal(run.per_fake["nearest_train_index"], want.nearest_train_index)
+    assert torch.equal(run.per_fake["nearest_train_distance"], want.nearest_train_distance)
+    assert run.scalars["copy_fraction"] >= 20 / 80  # the 20 near-copies
+
+
+def test_memorization_scalars_never_raise_on_bad_data():
+    train, fake, heldout = _seam_data()
+    ref = TrainReference(train, n_cells=3)
+    bad = fake.copy()
+    bad[[4, 9]] = np.nan
+    bad[30, 1] = np.inf
+    held = heldout.copy()
+    held[0] = np.nan
+    run = memorization_scalars(ref, bad, held, min_cell_fakes=5)
+    keep = np.isfinite(bad).all(axis=1)
+    want = ref.compare_details(bad[keep], held[1:], min_cell_fakes=5)
+    assert run.scalars == want.as_dict()
+    index = run.per_fake["nearest_train_index"]
+    distance = run.per_fake["nearest_train_distance"]
+    assert index.shape == distance.shape == (len(fake),)
+    assert index[[4, 9, 30]].tolist() == [-1, -1, -1] and distance[[4, 9, 30]].isnan().all()
+    assert torch.equal(index[torch.from_numpy(keep)], want.nearest_train_index)
+    assert run.warning is not None
+    assert "3 of 80 fakes hold NaN or Inf (first: row 4)" in run.warning
+    assert "1 of 120 held-out reals hold NaN or Inf (first: row 0)" in run.warning
+
+    def all_nan(run, rows, match):
+        assert all(math.isnan(v) for v in run.scalars.values())
+        assert run.per_fake["nearest_train_index"].tolist() == [-1] * rows
+        assert run.per_fake["nearest_train_distance"].isnan().all()
+        assert run.warning is not None and re.search(match, run.warning), run.warning
+
+    all_nan(memorization_scalars(ref, fake[:, :3], heldout), 80, "fakes have shape \\(80, 3\\)")
+    all_nan(memorization_scalars(ref, fake, heldout[:, :2]), 80, "held-out reals have shape")
+    all_nan(memorization_scalars(ref, np.full((6, 4), np.nan)), 6, "no usable fakes")
+    all_nan(memorization_scalars(ref, np.zeros((0, 4))), 0, "no usable fakes")
+    all_nan(memorization_scalars(ref, fake, np.full((5, 4), np.inf)), 80, "no usable held-out")
+    all_nan(memorization_scalars(ref, "fake.npy"), 0, "every value is NaN \\(TypeError")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # returned for the caller, never emitted
+        no_heldout = memorization_scalars(ref, fake)
+    with pytest.warns(UserWarning, match="needs held-out"):
+        np.testing.assert_equal(no_heldout.scalars, ref.compare(fake))
+    assert math.isnan(no_heldout.scalars["ct_score"])
+    assert no_heldout.warning is not None and "needs held-out real samples" in no_heldout.warning
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        memorization_scalars(ref, fake, alpha=1.5)
+    with pytest.raises(ValueError, match="min_cell_fakes"):
+        memorization_scalars(ref, fake, min_cell_fakes=0)
+
+
+def test_closest_to_train_orders_the_gallery_closest_first():
+    train, fake, heldout = _seam_data()
+    run = memorization_scalars(TrainReference(train, n_cells=3), fake, heldout)
+    rows = closest_to_train(run.per_fake, 8)
+    distance = run.per_fake["nearest_train_distance"]
+    assert torch.equal(rows.fake_index, torch.argsort(distance, stable=True)[:8])
+    assert torch.equal(rows.train_index, run.per_fake["nearest_train_index"][rows.fake_index])
+    assert torch.equal(rows.distance, distance[rows.fake_index])
+    assert set(rows.fake_index.tolist()) <= set(range(20))  # the near-copies come first
+    per_fake = {
+        "nearest_train_index": torch.tensor([7, -1, 2, 5, 3]),
+        "nearest_train_distance": torch.tensor([0.3, math.nan, 0.1, 0.3, math.nan]),
+    }
+    got = closest_to_train(per_fake, 10)  # unknown rows never shown; ties: lower fake row
+    assert got.fake_index.tolist() == [2, 0, 3] and got.train_index.tolist() == [2, 7, 5]
+    assert closest_to_train(per_fake, 0).fake_index.numel() == 0
+    with pytest.raises(ValueError, match="count"):
+        closest_to_train(per_fake, -1)
+    with pytest.raises(ValueError, match="lacks nearest_train_distance"):
+        closest_to_train({"nearest_train_index": torch.tensor([1])}, 3)
+    per_fake["nearest_train_index"] = torch.tensor([1, 2])
+    with pytest.raises(ValueError, match="differ in length"):
+        closest_to_train(per_fake, 3)
