@@ -92,19 +92,25 @@ def points_of(x: ArrayLike, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
+def _per_point(x: ArrayLike | None, n: int, name: str, what: str) -> np.ndarray | None:
+    """``x`` flattened to (n,), or None; ``what`` ends the count in the error message."""
+    arr = optional_numpy(x)
+    if arr is None:
+        return None
+    arr = arr.reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"`{name}` must have {n} {what}, got {arr.shape[0]}.")
+    return arr
+
+
 def mask_of(x: ArrayLike | None, n: int, name: str) -> np.ndarray | None:
     """An (n,) bool mask, or None.
 
     Raises:
         ValueError: for a count other than ``n``.
     """
-    arr = optional_numpy(x)
-    if arr is None:
-        return None
-    arr = arr.astype(bool).reshape(-1)
-    if arr.shape[0] != n:
-        raise ValueError(f"`{name}` must have {n} entries, got {arr.shape[0]}.")
-    return arr
+    arr = _per_point(x, n, name, "entries")
+    return None if arr is None else arr.astype(bool)
 
 
 def labels_of(x: ArrayLike | None, n: int, name: str) -> np.ndarray | None:
@@ -113,13 +119,7 @@ def labels_of(x: ArrayLike | None, n: int, name: str) -> np.ndarray | None:
     Raises:
         ValueError: for a count other than ``n``.
     """
-    arr = optional_numpy(x)
-    if arr is None:
-        return None
-    arr = arr.reshape(-1)
-    if arr.shape[0] != n:
-        raise ValueError(f"`{name}` must have {n} entries (one per point), got {arr.shape[0]}.")
-    return arr
+    return _per_point(x, n, name, "entries (one per point)")
 
 
 def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
