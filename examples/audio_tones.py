@@ -22,8 +22,14 @@ code, and the embedding is a small classifier trained on it first.
 
 Run::
 
-    python examples/audio_tones.py               # about 3 minutes on 2 CPU cores
-    python examples/audio_tones.py --quick       # a few-second smoke run
+    python examples/audio_tones.py               # about 4 min of CPU time (2 threads)
+    python examples/audio_tones.py --quick       # a short smoke run
+
+Measured on the shared 2-core build machine under heavy load: 230 s of CPU time, 12 min
+wall. With the default 300 GAN steps the generator makes pluck-, major- and minor-like
+sounds (by the classifier's judgement) but no flute, arpeggio or snare, and its clips are
+still far from the real ones in the embedding (precision and coverage 0): the per-group
+table lists every real group as missed. More ``--steps`` bring it closer.
 
 Writes to ``--out`` (default ``outputs/audio_tones``): ``metrics.json``, ``groups.csv``,
 ``missed_real/*.wav``, ``outlier_fake/*.wav``, ``missed_real.png``, ``outlier_fake.png``.
@@ -211,6 +217,8 @@ class ToneGenerator(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Linear(hidden, outputs),
         )
+        # Start nearly silent (softplus(-6) ~ 0.0025): every note at once is easy to reject.
+        nn.init.constant_(self.net[-1].bias, -6.0)
         t = torch.arange(CLIP_SAMPLES) / SAMPLE_RATE
         # Linear interpolation of the 8 frames over the clip, as a (FRAMES, T) matrix.
         pos = torch.linspace(0, FRAMES - 1, CLIP_SAMPLES)
@@ -249,15 +257,20 @@ class SpectrogramCritic(nn.Module):
             nn.Linear(64, 1),
         )
 
-    def forward(self, waves: Tensor) -> Tensor:
-        """(B, T) -> (B,) logits."""
-        return self.net(log_spectrogram(waves)).squeeze(1)
+    def forward(self, waves: Tensor, noise: float = 0.0) -> Tensor:
+        """(B, T) -> (B,) logits; ``noise``: std of instance noise on the log-spectrogram."""
+        spec = log_spectrogram(waves)
+        if noise:
+            spec = spec + noise * torch.randn_like(spec)
+        return self.net(spec).squeeze(1)
 
 
 def train_gan(
-    waves: Tensor, *, steps: int = 1500, batch_size: int = 64, seed: int = 0, log_every: int = 0
+    waves: Tensor, *, steps: int = 300, batch_size: int = 32, seed: int = 0, log_every: int = 0
 ) -> ToneGenerator:
-    """Train the generator as a non-saturating GAN (Adam, lr 2e-4, betas 0.5/0.999).
+    """Train the generator as a non-saturating GAN with annealed instance noise.
+
+    Adam with betas (0.5, 0.999): lr 1e-3 for the generator, 2e-4 for the critic.
 
     Args:
         waves: (N, 4000) real training clips.
@@ -271,21 +284,29 @@ def train_gan(
     """
     torch.manual_seed(seed)
     gen, critic = ToneGenerator(), SpectrogramCritic()
-    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gen.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(critic.parameters(), lr=2e-4, betas=(0.5, 0.999))
     for step in range(steps):
+        # Instance noise, annealed to 0.2: keeps the critic from winning outright early on.
+        sigma = 0.2 + 1.8 * max(0.0, 1.0 - step / max(1, steps // 2))
         real = waves[torch.randint(len(waves), (batch_size,))]
         fake = gen(torch.randn(batch_size, gen.latent_dim))
-        loss_d = F.softplus(-critic(real)).mean() + F.softplus(critic(fake.detach())).mean()
+        loss_d = (
+            F.softplus(-critic(real, sigma)).mean()
+            + F.softplus(critic(fake.detach(), sigma)).mean()
+        )
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
-        loss_g = F.softplus(-critic(fake)).mean()
+        loss_g = F.softplus(-critic(fake, sigma)).mean()
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
         if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1:5d}  loss_d {loss_d.item():.3f}  loss_g {loss_g.item():.3f}")
+            print(
+                f"step {step + 1:5d}  loss_d {loss_d.item():.3f}  loss_g {loss_g.item():.3f}",
+                flush=True,
+            )
     return gen.eval()
 
 
@@ -390,13 +411,13 @@ def _print_groups(rows: list[GroupScore], limit: int = 6) -> None:
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """Command-line flags."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=None, help="GAN steps (default 1500)")
+    parser.add_argument("--steps", type=int, default=None, help="GAN steps (default 300)")
     parser.add_argument("--out", type=Path, default=Path("outputs/audio_tones"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
     args = parser.parse_args(argv)
     if args.steps is None:
-        args.steps = 30 if args.quick else 1500
+        args.steps = 20 if args.quick else 300
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     return args
@@ -412,11 +433,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     val_waves, _, val_groups = make_tones(n_val, seed=args.seed + 1)
     x_train = torch.from_numpy(train_waves)
     classifier, accuracy = train_classifier(
-        x_train, torch.from_numpy(train_labels), steps=30 if args.quick else 200, seed=args.seed
+        x_train, torch.from_numpy(train_labels), steps=30 if args.quick else 150, seed=args.seed
     )
     print(f"classifier training accuracy {accuracy:.3f} ({time.perf_counter() - start:.0f} s)")
     generator = train_gan(
-        x_train, steps=args.steps, seed=args.seed, log_every=0 if args.quick else 250
+        x_train, steps=args.steps, seed=args.seed, log_every=0 if args.quick else 50
     )
     print(f"GAN trained, {args.steps} steps ({time.perf_counter() - start:.0f} s)")
     noise = torch.randn(n_val, generator.latent_dim, generator=torch.Generator().manual_seed(7))
