@@ -398,8 +398,8 @@ def test_public_modules_keep_their_names_and_the_keys_are_defined_once():
 
 @pytest.mark.parametrize("face", ["compute_prdc", "reference", "compare", "clipped", "ddp"])
 def test_nearest_k_gets_the_same_message_on_every_face(face):
-    from lightning_embviz.metrics import RealReference, clipped_density_coverage
     from lightning_embviz.distributed import compute_prdc_details_distributed
+    from lightning_embviz.metrics import RealReference, clipped_density_coverage
 
     real = np.random.default_rng(0).normal(size=(20, 3))
     calls = {

@@ -104,9 +104,11 @@ def test_the_core_seam_shared_by_the_faces():
     assert torch.equal(core.radii_for((4,))[0], fitted.real_radii(4))
     rebuilt = RealReference.from_core(core)
     assert rebuilt.fingerprint == fitted.fingerprint
-    assert rebuilt.sweep(fake) == fitted.sweep(fake) == {
-        k: reference(real.numpy(), fake.numpy(), k) for k in (4, 2)
-    }
+    assert (
+        rebuilt.sweep(fake)
+        == fitted.sweep(fake)
+        == {k: reference(real.numpy(), fake.numpy(), k) for k in (4, 2)}
+    )
     k, chunk, f = core.check_compare(fake.numpy(), None, None)
     assert (k, chunk) == (4, None) and torch.equal(f, fake)
     with pytest.raises(ValueError, match=r"`nearest_k=3` was not fitted"):
