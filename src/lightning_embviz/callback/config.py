@@ -16,6 +16,7 @@ from typing import Any, NoReturn, Optional
 import numpy as np
 
 from lightning_embviz import _arrays
+from lightning_embviz.callback.embedding import check_embedder
 from lightning_embviz.callback.outputs import OutputKeys
 
 __all__ = ["MonitorConfig"]
@@ -94,6 +95,35 @@ def _check_views(views: Any) -> tuple[str, ...]:
     return tuple(views)
 
 
+def _check_extra_metrics(names: Any) -> tuple[str, ...]:
+    from lightning_embviz.callback.extras import parse_extra_metrics
+
+    if names is None:
+        return ()
+    expected = 'None or a sequence of names such as ("vendi", "kd", "fd_inf", "clipped")'
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        _bad("extra_metrics", names, expected, TypeError)
+    try:
+        return parse_extra_metrics(names)
+    except ValueError as err:
+        message = f"`EmbeddingMonitor(extra_metrics={names!r})` is not valid: {err}."
+        raise ValueError(message) from err
+
+
+def _check_memorization(a: dict[str, Any]) -> None:
+    """``train``, ``train_images``, ``memorization_alpha``: resolved and checked in place."""
+    from lightning_embviz.callback.memorization import check_train, check_train_images
+    from lightning_embviz.engine.memorization import check_alpha
+
+    try:
+        a["memorization_alpha"] = check_alpha(a["memorization_alpha"])
+    except (TypeError, ValueError) as err:
+        expected = "a quantile level in (0, 1) such as 0.05"
+        _bad("memorization_alpha", a["memorization_alpha"], expected, type(err))
+    a["train"] = check_train(a["train"])
+    a["train_images"] = check_train_images(a["train_images"], a["train"])
+
+
 @dataclasses.dataclass(frozen=True)
 class MonitorConfig:
     """The checked arguments of one :class:`~lightning_embviz.EmbeddingMonitor`.
@@ -133,6 +163,19 @@ class MonitorConfig:
     thumbnail_size: int = 32
     log_samples: bool = True
     confidence: Optional[float] = None
+    sample_rate: Optional[int] = None
+    real_audio_key: str = "real_audio"
+    fake_audio_key: str = "fake_audio"
+    groups_key: str = "groups"
+    audio_keep_rate: int = 8000
+    audio_keep_seconds: float = 2.0
+    embedder: Optional[Any] = None  # an nn.Module (see callback/embedding.py)
+    embed_batch_size: int = 64
+    extra_metrics: tuple[str, ...] = ()
+    # A fitted TrainReference and the training images (see callback/memorization.py).
+    train: Optional[Any] = dataclasses.field(default=None, compare=False)
+    train_images: Optional[Any] = dataclasses.field(default=None, compare=False)
+    memorization_alpha: float = 0.05
 
     @property
     def nearest_k(self) -> int:
@@ -199,6 +242,9 @@ class MonitorConfig:
         expected = "an int >= 0 (0: no galleries)"
         a["gallery_size"] = _check_int("gallery_size", a["gallery_size"], 0, expected)
         a["confidence"] = _check_confidence(a["confidence"])
+        a["embedder"] = check_embedder(a["embedder"])
+        expected = "an int >= 1 (rows per embedder forward pass)"
+        a["embed_batch_size"] = _check_int("embed_batch_size", a["embed_batch_size"], 1, expected)
         expected = "an int >= 4 (pixels)"
         a["thumbnail_size"] = _check_int("thumbnail_size", a["thumbnail_size"], 4, expected)
         for arg in ("log_samples", "background", "log_projector", "keep_on_device"):
@@ -207,6 +253,11 @@ class MonitorConfig:
         a["seed"] = _check_int("seed", a["seed"], 0, "an int >= 0")
         views = a["views"]
         a["views"] = _check_views(views)
+        a["extra_metrics"] = _check_extra_metrics(a["extra_metrics"])
+        from lightning_embviz.callback.audio import check_audio_arguments
+
+        check_audio_arguments(a)
+        _check_memorization(a)
         config = cls(nearest_ks=ks, **a)
         if config.views:
             # Build one builder now, so that a bad view name or a missing optional

@@ -25,8 +25,11 @@ from typing import Any, Optional
 import torch
 
 from lightning_embviz._keys import METRIC_KEYS
+from lightning_embviz.callback.audio import finish_run as finish_audio
+from lightning_embviz.callback.audio import parse_audio
 from lightning_embviz.callback.collector import RunCollector
 from lightning_embviz.callback.config import MonitorConfig
+from lightning_embviz.callback.embedding import BatchEmbedder
 from lightning_embviz.callback.evaluation import OK, RunEvaluator
 from lightning_embviz.callback.galleries import select_samples
 from lightning_embviz.callback.lightning import (
@@ -43,6 +46,7 @@ from lightning_embviz.callback.lightning import (
     restore_position,
     warn,
 )
+from lightning_embviz.callback.memorization import closest_train_gallery
 from lightning_embviz.callback.outputs import parse_outputs
 from lightning_embviz.callback.worker import MonitorFigures
 
@@ -121,6 +125,40 @@ class EmbeddingMonitor(CallbackBase):
             for each metric (:func:`lightning_embviz.intervals.prdc_intervals`; costs about
             4 (large sets) to 9 (1 000 samples) full metric computations per run) and
             show the intervals in the titles.
+        embedder: Optional ``nn.Module`` mapping a batch of samples to (B, D), e.g.
+            ``lightning_embviz.embedders.dinov2(path)`` or any module of your own.
+            ``validation_step`` (or ``embed``) then returns the samples instead of the
+            embeddings: images under ``real_images_key``/``fake_images_key`` (the galleries
+            use the same images), or waveforms under ``"real_audio"``/``"fake_audio"`` when
+            ``embedder.modality == "audio"`` (no attribute: images). The callback embeds them
+            on the LightningModule's device, in eval mode under ``torch.no_grad()``, and puts
+            the embedder's train/eval flag back; it holds the embedder itself, so it is never
+            part of the LightningModule, its checkpoint or its optimizer, and your model's
+            train/eval state is not touched. Returning ``real``/``fake`` as well is an error
+            (found by the sanity check). After the contract check, a batch the embedder fails
+            on becomes NaN rows (dropped with one warning) instead of ending training.
+        embed_batch_size: Most rows per embedder forward pass.
+        extra_metrics: More metrics of the same gathered sets, by name, any of ``"vendi"``,
+            ``"kd"``, ``"fd_inf"``, ``"clipped"`` (see "Logged metrics"); computed on rank 0
+            and logged with the same values on every rank. No confidence intervals cover
+            them. Costs: ``vendi`` O(n D^2), ``kd`` O(n^2 D) (all pairs), ``fd_inf`` about
+            one extra FD against the kept real side, ``clipped`` one more ball pass.
+
+        sample_rate: The rate in Hz of the waveforms ``validation_step`` returns under
+            ``real_audio_key`` / ``fake_audio_key`` ((B, T) or (B, C, T) floats, one per
+            embedding row); None uses the embedder's ``sample_rate``. Every measured run then
+            logs the missed real clips and the outlier fakes (the galleries' selection, at
+            most 8 each) as playable audio at the scalars' step, and their spectrograms.
+        real_audio_key: Key of the real waveforms in the validation outputs.
+        fake_audio_key: Key of the generated waveforms.
+        groups_key: Optional key of integer group ids (song, prompt, identity): (B,) for the
+            real rows, or ``{"real": (B,), "fake": (B',)}``; each measured run logs a
+            per-group table ``embviz/groups`` (worst first).
+        audio_keep_rate: Rate in Hz of the short mono copies kept per row for listening
+            (at most ``sample_rate``).
+        audio_keep_seconds: Their longest duration: memory is ``2 * round(audio_keep_rate *
+            audio_keep_seconds) + 12`` bytes per kept row (32 kB at the defaults), for at
+            most ``2 * max_samples`` rows per set and rank.
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -169,6 +207,21 @@ class EmbeddingMonitor(CallbackBase):
         With ``nearest_k=(5, 10)``: also ``embviz/precision_k10``, ``embviz/recall_k10``,
         ``embviz/density_k10``, ``embviz/coverage_k10``. With ``confidence=0.95``:
         ``embviz/<metric>_low`` and ``embviz/<metric>_high`` for the five metrics.
+
+        With ``extra_metrics`` (no intervals for these; NaN with one warning when one cannot
+        be computed, e.g. Vendi with a row of zero norm):
+
+        - ``"vendi"``: ``embviz/vendi`` and ``embviz/vendi_real``, the Vendi score (cosine
+          kernel, an effective number of distinct samples) of the fakes and of the reals;
+          mode collapse shows as ``vendi`` falling below ``vendi_real``.
+        - ``"kd"``: ``embviz/kd``, the KID statistic on the full sets (unbiased MMD^2,
+          cubic polynomial kernel; small negative values are legitimate for equal
+          distributions), and ``embviz/kd_se``, its jackknife standard error.
+        - ``"fd_inf"``: ``embviz/fd_inf``, the Fréchet distance extrapolated to infinitely
+          many fakes (fake subsets of 5 sizes, seeded by ``seed``), comparable across
+          validation sizes.
+        - ``"clipped"``: ``embviz/clipped_density`` and ``embviz/clipped_coverage``, density
+          and coverage calibrated to about 1 for identical distributions (first k).
 
         Tables (``log_samples=True``): ``embviz/samples_real`` and ``embviz/samples_fake``
         (CSV files next to the figures, MLflow artifacts, a ``wandb.Table``; in TensorBoard a
@@ -230,6 +283,18 @@ class EmbeddingMonitor(CallbackBase):
         thumbnail_size: int = 32,
         log_samples: bool = True,
         confidence: Optional[float] = None,
+        embedder: Optional[torch.nn.Module] = None,
+        embed_batch_size: int = 64,
+        extra_metrics: Optional[Sequence[str]] = None,
+        train: Optional[Any] = None,
+        train_images: Optional[Any] = None,
+        memorization_alpha: float = 0.05,
+        sample_rate: Optional[int] = None,
+        real_audio_key: str = "real_audio",
+        fake_audio_key: str = "fake_audio",
+        groups_key: str = "groups",
+        audio_keep_rate: int = 8000,
+        audio_keep_seconds: float = 2.0,
     ) -> None:
         # Every argument above, by name (checked, with the same messages, in `config`).
         arguments = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -239,6 +304,11 @@ class EmbeddingMonitor(CallbackBase):
             setattr(self, field.name, getattr(self.config, field.name))
         self.nearest_k, self.keys = self.config.nearest_k, self.config.keys
         self._evaluator = RunEvaluator(self.config)
+        self._embedding: Optional[BatchEmbedder] = None
+        if self.config.embedder is not None:
+            c = self.config
+            keys = (c.real_key, c.fake_key, c.real_images_key, c.fake_images_key)
+            self._embedding = BatchEmbedder(c.embedder, c.embed_batch_size, keys)
         self._figures = MonitorFigures(self.config)
         self._runs = 0  # validation runs with logged metrics
         self._last_step = -1
@@ -314,6 +384,16 @@ class EmbeddingMonitor(CallbackBase):
             with torch.no_grad():
                 outputs = config.embed(pl_module, batch)
             source = "`embed(pl_module, batch)`"
+        if self._embedding is not None:
+            outputs, problem = self._embedding.embed(
+                outputs,
+                getattr(pl_module, "device", None),
+                source=source,
+                where=where,
+                strict=not (self._measuring and self._contract_checked),
+            )
+            if problem is not None:
+                self._warn_once("embedder", problem)
         parsed = parse_outputs(
             outputs,
             config.keys,
@@ -324,8 +404,10 @@ class EmbeddingMonitor(CallbackBase):
             # After the contract check, bad images drop the galleries instead of the run.
             strict_images=not (self._measuring and self._contract_checked),
         )
+        strict_audio = not (self._measuring and self._contract_checked)
         self._contract_checked = True
         if not self._measuring:
+            parse_audio(outputs, config, len(parsed.real), len(parsed.fake), where)
             self._checking = is_sanity_checking(trainer)
             return
         collector = self._collectors.get(dataloader_idx)
@@ -339,7 +421,12 @@ class EmbeddingMonitor(CallbackBase):
                 dataloader_idx,
             )
             self._collectors[dataloader_idx] = collector
-        for once, message in collector.add(parsed, batch_idx, where):
+        audio, problem = collector.audio.admit(
+            outputs, config, len(parsed.real), len(parsed.fake), where, strict_audio
+        )
+        if problem is not None:
+            self._warn_once("audio", problem)
+        for once, message in collector.add(parsed, batch_idx, where, audio):
             self._warn_once(once, message)
 
     # ------------------------------------------------------------------ computing
@@ -418,6 +505,34 @@ class EmbeddingMonitor(CallbackBase):
             )
             if problem is not None:
                 self._warn_once("samples", problem)
+        if outcome.computed and config.train_images is not None and config.gallery_size:
+            # Every rank: the shown fakes' thumbnails are gathered (a collective).
+            draw, problem = closest_train_gallery(
+                result,
+                local_images,
+                count=config.gallery_size,
+                train_images=config.train_images,
+                distributed=distributed,
+            )
+            if problem is not None:
+                self._warn_once("closest_train", problem)
+            if draw is not None and result is not None:
+                result.figures["closest_train"] = draw
+        if outcome.computed:
+            # Every rank: the shown clips are gathered (a collective); rank 0 logs them and
+            # the per-group table at the scalars' step.
+            problem = finish_audio(
+                result if result is not None and result.status == OK else None,
+                collector.local_audio,
+                config,
+                distributed=distributed,
+                loggers=trainer.loggers,
+                step=step,
+                suffix=suffix,
+                root=getattr(trainer, "default_root_dir", None),
+            )
+            if problem is not None:
+                self._warn_once("audio-run", problem)
         if result is not None and result.status == OK:
             epoch = trainer.current_epoch  # the checkpoint's under validate(ckpt_path=...)
             head = f"epoch {epoch}, step {step}"

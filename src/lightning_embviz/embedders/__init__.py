@@ -13,7 +13,9 @@ Every embedder is a frozen ``nn.Module`` in eval mode with ``.dim``, ``.modality
 (``"image"`` or ``"audio"``) and ``.sample_rate`` (audio). Images: uint8 (B, C, H, W) in
 [0, 255] or floating in [0, 1], C in (1, 3) (grayscale is repeated to RGB). Waveforms:
 floating (B, T) at ``.sample_rate`` ((B, C, T) is averaged to mono). Any other
-``nn.Module`` that maps a batch to (B, D) works as an embedder too.
+``nn.Module`` that maps a batch to (B, D) works as an embedder too. :func:`from_spec` builds
+one from ``"name:path"`` (``embviz report --embedder``); :func:`embed_in_batches` runs one
+in chunks, in eval mode, without gradients.
 
 Example::
 
@@ -36,6 +38,7 @@ from lightning_embviz.embedders.hf import (
     wav2vec2,
 )
 from lightning_embviz.embedders.inception import FIDInceptionV3, inception
+from lightning_embviz.embedders.spec import embed_in_batches, from_spec
 
 __all__ = [
     "Embedder",
@@ -45,6 +48,8 @@ __all__ = [
     "clap",
     "clip",
     "dinov2",
+    "embed_in_batches",
+    "from_spec",
     "hubert",
     "inception",
     "wav2vec2",
