@@ -37,6 +37,21 @@ any other logger       CSV files under the logger's directory, like the figures
 no logger              CSV files under ``fallback_dir``
 =====================  ======================================================================
 
+Where each audio clip goes (:func:`log_audio`; ``tag`` e.g. ``"embviz/missed_real_audio"``,
+clip names ``00``, ``01``, ...; WAV files are 16-bit PCM at the clips' true rate):
+
+=====================  ======================================================================
+TensorBoard            audio ``<tag>/<name>`` at ``global_step=step`` with the clips' sample
+                       rate (``experiment.add_audio``; the AUDIO tab)
+CSV                    ``<log_dir>/<tag>/step_<step:06d>/<name>.wav`` next to ``metrics.csv``
+MLflow                 the run artifacts ``<tag>/step_<step:06d>/<name>.wav``
+W&B                    ``wandb.Audio`` clips under ``tag`` with ``trainer/global_step = step``
+                       (``WandbLogger.log_audio``), captioned
+any other logger       WAV files under the logger's directory, like the figures
+``DummyLogger``        nothing
+no logger              WAV files under ``fallback_dir``
+=====================  ======================================================================
+
 Call these functions on global rank zero only (the callback does).
 """
 
@@ -59,7 +74,14 @@ from torch import Tensor
 from lightning_embviz.figures.rendering import RenderedFigure
 from lightning_embviz.samples import _check_rows, write_csv
 
-__all__ = ["log_embedding_projector", "log_figures", "log_tables", "logger_kind", "needs_png"]
+__all__ = [
+    "log_audio",
+    "log_embedding_projector",
+    "log_figures",
+    "log_tables",
+    "logger_kind",
+    "needs_png",
+]
 
 _LIGHTNING_NAMESPACES = frozenset({"lightning", "pytorch_lightning", "lightning_fabric"})
 _KIND_BY_CLASS_NAME = {
@@ -242,6 +264,134 @@ def log_tables(
                     destinations.append(f"tensorboard:{tag}@{step}")
                 _flush(experiment)
             destinations += _save_tables(base, checked, step)
+    return destinations
+
+
+AudioItem = tuple[str, np.ndarray, str]
+"""One clip to log: ``(name, samples (T,) float, caption)``."""
+
+
+def log_audio(
+    loggers: Sequence[Any],
+    clips: Mapping[str, Sequence[AudioItem]],
+    sample_rate: int,
+    step: int,
+    *,
+    fallback_dir: str | os.PathLike[str] | None,
+) -> list[str]:
+    """Log audio clips to every logger at ``step`` (see the module notes for each kind).
+
+    Clips are mono float samples; values beyond [-1, 1] are scaled down to peak 1 (never
+    clipped). Every clip is encoded once as 16-bit PCM WAV
+    (:func:`lightning_embviz.audio.encode_wav`) and those bytes go to every file logger.
+
+    Args:
+        loggers: The Trainer's loggers (``trainer.loggers``); may be empty.
+        clips: tag -> clips, each ``(name, samples (T,), caption)``; the tag already
+            prefixed, e.g. ``{"embviz/missed_real_audio": [("00", x, "#12 [3]")]}``.
+        sample_rate: The clips' true rate in Hz (written into every WAV header and event).
+        step: The global step the clips belong to (the step of the matching scalars).
+        fallback_dir: Where WAV files go when there is no logger, or when an unknown logger
+            has neither ``log_dir`` nor ``save_dir``; the current directory if ``None``.
+
+    Returns:
+        One destination per clip and logger, e.g. ``"tensorboard:embviz/missed_real_audio/00@3"``,
+        ``"mlflow:<run_id>/embviz/missed_real_audio/step_000003/00.wav"``,
+        ``"wandb:embviz/missed_real_audio@3"`` or a file path.
+
+    Raises:
+        TypeError: If a tag is not a string.
+        ValueError: If ``step`` is negative, a tag or a clip name is empty, or the rate is
+            not a positive int.
+    """
+    from lightning_embviz.audio import encode_wav
+
+    step = _check_step(step)
+    prepared: dict[str, list[tuple[str, np.ndarray, str, bytes]]] = {}
+    for tag, items in clips.items():
+        entries = []
+        for name, samples, caption in items:
+            if not isinstance(name, str) or not _UNSAFE_PATH_CHARS.sub("", name):
+                raise ValueError(f"A clip name must be a non-empty string, got {name!r}.")
+            x = np.asarray(samples, dtype=np.float32).reshape(-1)
+            x = np.where(np.isfinite(x), x, np.float32(0.0))
+            peak = float(np.abs(x).max()) if x.size else 0.0
+            x = x / np.float32(peak) if peak > 1.0 else x
+            entries.append((name, x, caption, encode_wav(x, sample_rate)))
+        prepared[_check_tag(tag)] = entries
+    if not prepared:
+        return []
+    active = [logger for logger in loggers if logger is not None]
+    if not active:
+        base = Path(fallback_dir) if fallback_dir is not None else Path.cwd()
+        return _save_wavs(base, prepared, step)
+    destinations: list[str] = []
+    for logger in active:
+        kind = logger_kind(logger)
+        if kind == "dummy":
+            continue
+        if kind == "tensorboard":
+            experiment = logger.experiment
+            for tag, entries in prepared.items():
+                for name, x, _caption, _wav in entries:
+                    experiment.add_audio(
+                        f"{tag}/{name}",
+                        torch.from_numpy(x).view(1, -1),
+                        global_step=step,
+                        sample_rate=int(sample_rate),
+                    )
+                    destinations.append(f"tensorboard:{tag}/{name}@{step}")
+            _flush(experiment)
+        elif kind == "mlflow":
+            destinations += _log_mlflow_wavs(logger, prepared, step)
+        elif kind == "wandb":
+            for tag, entries in prepared.items():
+                logger.log_audio(
+                    key=tag,
+                    audios=[x for _name, x, _caption, _wav in entries],
+                    step=step,
+                    sample_rate=[int(sample_rate)] * len(entries),
+                    caption=[caption for _name, _x, caption, _wav in entries],
+                )
+                destinations.append(f"wandb:{tag}@{step}")
+        else:
+            base = Path(_logger_dir(logger) or fallback_dir or Path.cwd())
+            if kind is None:
+                _warn_unknown_logger(logger, base)
+            destinations += _save_wavs(base, prepared, step)
+    return destinations
+
+
+def _relative_wav_path(tag: str, step: int, name: str) -> Path:
+    """``"embviz/a"``, 3, ``"00"`` -> ``embviz/a/step_000003/00.wav`` with safe parts."""
+    folder = _relative_png_path(tag, step, "")
+    return folder / f"{_UNSAFE_PATH_CHARS.sub('_', name)}.wav"
+
+
+def _save_wavs(
+    base: Path, prepared: Mapping[str, Sequence[tuple[str, Any, str, bytes]]], step: int
+) -> list[str]:
+    paths = []
+    for tag, entries in prepared.items():
+        for name, _x, _caption, wav in entries:
+            path = base / _relative_wav_path(tag, step, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(wav)
+            paths.append(str(path))
+    return paths
+
+
+def _log_mlflow_wavs(
+    logger: Any, prepared: Mapping[str, Sequence[tuple[str, Any, str, bytes]]], step: int
+) -> list[str]:
+    client = logger.experiment
+    run_id = logger.run_id
+    destinations = []
+    with tempfile.TemporaryDirectory(prefix="embviz-") as tmp:
+        for path in _save_wavs(Path(tmp), prepared, step):
+            relative = Path(path).relative_to(tmp)
+            client.log_artifact(run_id, path, artifact_path=relative.parent.as_posix() or None)
+            destinations.append(f"mlflow:{run_id}/{relative.as_posix()}")
     return destinations
 
 

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_embviz.audio import Clips
 from lightning_embviz.callback.outputs import Thumbnails
 
 __all__ = [
@@ -74,7 +75,8 @@ class EmbeddingSet:
 
     ``seen`` counts the rows offered before the cap (>= ``len(self)``). ``images`` (CPU
     thumbnails, one per row, or None) never leave their rank: :func:`gather_selected_images`
-    fetches the few a gallery shows.
+    fetches the few a gallery shows. ``audio`` (kept clips, one per row, or None) likewise
+    stays on its rank; ``groups`` (N,) int64 group ids or None travel with the rows.
     """
 
     features: Tensor
@@ -82,6 +84,8 @@ class EmbeddingSet:
     labels: Optional[Tensor] = None
     seen: int = -1
     images: Optional[Thumbnails] = None
+    audio: Optional[Clips] = None
+    groups: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         if self.seen < 0:
@@ -98,6 +102,8 @@ class EmbeddingSet:
             None if self.labels is None else self.labels[index],
             self.seen,
             None if self.images is None else self.images.select(index.cpu()),
+            None if self.audio is None else self.audio.select(index.cpu()),
+            None if self.groups is None else self.groups[index.to(self.groups.device)],
         )
 
     def to(self, device: torch.device) -> EmbeddingSet:
@@ -108,6 +114,8 @@ class EmbeddingSet:
             None if self.labels is None else self.labels.to(device),
             self.seen,
             self.images,
+            self.audio,
+            self.groups,
         )
 
 
@@ -145,6 +153,8 @@ class _SetBuffer:
         self.keys: list[Tensor] = []
         self.labels: list[Tensor] = []
         self.images: list[Thumbnails] = []
+        self.audio: list[Clips] = []
+        self.groups: list[Tensor] = []
         self.has_labels: Optional[bool] = None
         self.has_images: Optional[bool] = None
         self.width: Optional[int] = None
@@ -157,6 +167,8 @@ class _SetBuffer:
         keys: Tensor,
         labels: Optional[Tensor],
         images: Optional[Thumbnails] = None,
+        audio: Optional[Clips] = None,
+        groups: Optional[Tensor] = None,
     ) -> None:
         if self.width is not None and features.shape[1] != self.width:
             raise ValueError(
@@ -191,6 +203,11 @@ class _SetBuffer:
             self.labels.append(labels)
         if images is not None:
             self.images.append(images)
+        # Clips and groups follow the run's first batch (callback.audio keeps them consistent).
+        if audio is not None and len(self.audio) == len(self.features) - 1:
+            self.audio.append(audio)
+        if groups is not None and len(self.groups) == len(self.features) - 1:
+            self.groups.append(groups)
         self.held += int(features.shape[0])
         self.seen += int(features.shape[0])
         if self.max_samples is not None and self.held > 2 * self.max_samples:
@@ -204,7 +221,12 @@ class _SetBuffer:
             if self.has_labels
             else None,
             images=Thumbnails.cat(self.images) if self.has_images else None,
+            audio=Clips.cat(self.audio) if self._complete(self.audio) else None,
+            groups=torch.cat(self.groups) if self._complete(self.groups) else None,
         )
+
+    def _complete(self, parts: list[Any]) -> bool:
+        return bool(parts) and len(parts) == len(self.features)
 
     def _compact(self) -> None:
         assert self.max_samples is not None
@@ -212,6 +234,8 @@ class _SetBuffer:
         self.features, self.keys = [rows.features], [rows.keys]
         self.labels = [rows.labels] if rows.labels is not None else []
         self.images = [rows.images] if rows.images is not None else []
+        self.audio = [rows.audio] if rows.audio is not None else []
+        self.groups = [rows.groups] if rows.groups is not None else []
         self.held = len(rows)
 
     def to_set(self, device: Optional[torch.device]) -> EmbeddingSet:
@@ -259,10 +283,14 @@ class EmbeddingBuffer:
         fake_labels: Optional[Tensor] = None,
         real_images: Optional[Thumbnails] = None,
         fake_images: Optional[Thumbnails] = None,
+        real_audio: Optional[Clips] = None,
+        fake_audio: Optional[Clips] = None,
+        real_groups: Optional[Tensor] = None,
+        fake_groups: Optional[Tensor] = None,
     ) -> None:
         """Append one batch: ``real`` (B, D) and ``fake`` (B', D) with their int64 keys."""
-        self.real.add(real, real_keys, real_labels, real_images)
-        self.fake.add(fake, fake_keys, fake_labels, fake_images)
+        self.real.add(real, real_keys, real_labels, real_images, real_audio, real_groups)
+        self.fake.add(fake, fake_keys, fake_labels, fake_images, fake_audio, fake_groups)
 
     def __len__(self) -> int:
         return self.real.held + self.fake.held
@@ -373,6 +401,8 @@ def gather_embeddings(
             int(fake.features.dtype == torch.float64),
             real.seen,
             fake.seen,
+            int(real.groups is not None and len(real) > 0),
+            int(fake.groups is not None and len(fake) > 0),
         ],
         dtype=torch.int64,
     )
@@ -411,7 +441,11 @@ def gather_embeddings(
                 local = torch.zeros(0, dtype=torch.int64)
             labels = _gather_padded(local.to(torch.int64), counts, all_gather, out)
         total_seen = sum(int(m[column + 4]) for m in metas)
-        gathered.append(EmbeddingSet(feats, keys, labels, total_seen))
+        groups = None
+        if labels_wanted(column + 6, counts):  # group ids travel like labels
+            local = rows.groups if rows.groups is not None else torch.zeros(0, dtype=torch.int64)
+            groups = _gather_padded(local.to(torch.int64), counts, all_gather, out)
+        gathered.append(EmbeddingSet(feats, keys, labels, total_seen, groups=groups))
     return gathered[0], gathered[1]
 
 

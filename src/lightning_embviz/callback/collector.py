@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import torch
 
+from lightning_embviz.callback.audio import BatchAudio, RunAudio
 from lightning_embviz.callback.buffer import EmbeddingBuffer, EmbeddingSet, gather_embeddings
 from lightning_embviz.callback.config import MonitorConfig
 from lightning_embviz.callback.outputs import BatchOutputs, GalleryImages
@@ -50,6 +51,9 @@ class RunCollector:
         self.dataloader_idx = dataloader_idx
         self.row_keys = RowKeys(rank, world)
         self.images = GalleryImages()
+        self.audio = RunAudio()
+        # This rank's (real_keys, real_clips, fake_keys, fake_clips) after `sets`.
+        self.local_audio: Optional[tuple[Any, ...]] = None
         self.buffer = EmbeddingBuffer(config.max_samples, config.seed)
         self._loader = loader
         self._sampler: Optional[SamplerInfo] = None
@@ -62,8 +66,14 @@ class RunCollector:
             self._sampler_read = True
         return self._sampler
 
-    def add(self, parsed: BatchOutputs, batch_idx: int, where: str) -> Notes:
-        """Number, filter and keep one checked batch; the problems to warn about."""
+    def add(
+        self,
+        parsed: BatchOutputs,
+        batch_idx: int,
+        where: str,
+        audio: Optional[BatchAudio] = None,
+    ) -> Notes:
+        """Number, filter and keep one checked batch (and its clips and groups); problems."""
         config = self.config
         notes: Notes = []
         # With an index too: the fakes of the rows the sampler pads in are dropped.
@@ -85,6 +95,9 @@ class RunCollector:
         real, real_labels, real_keys = parsed.real, parsed.real_labels, keys.real
         fake, fake_labels, fake_keys = parsed.fake, parsed.fake_labels, keys.fake
         real_images, fake_images = parsed.real_images, parsed.fake_images
+        audio = audio or BatchAudio()
+        real_audio, real_groups = audio.real_audio, audio.real_groups
+        fake_audio, fake_groups = audio.fake_audio, audio.fake_groups
         # keys and masks live with the features (the accelerator with keep_on_device)
         real_keys, fake_keys = real_keys.to(real.device), fake_keys.to(fake.device)
         if keys.real_keep is not None:
@@ -92,11 +105,15 @@ class RunCollector:
             real, real_keys = real[keep], real_keys[keep]
             real_labels = None if real_labels is None else real_labels[keep]
             real_images = None if real_images is None else real_images.select(keep.cpu())
+            real_audio = None if real_audio is None else real_audio.select(keep.cpu())
+            real_groups = None if real_groups is None else real_groups[keep.cpu()]
         if keys.fake_keep is not None:
             keep = keys.fake_keep.to(fake.device)
             fake, fake_keys = fake[keep], fake_keys[keep]
             fake_labels = None if fake_labels is None else fake_labels[keep]
             fake_images = None if fake_images is None else fake_images.select(keep.cpu())
+            fake_audio = None if fake_audio is None else fake_audio.select(keep.cpu())
+            fake_groups = None if fake_groups is None else fake_groups[keep.cpu()]
         self.buffer.add(
             real,
             fake,
@@ -106,6 +123,10 @@ class RunCollector:
             fake_labels=fake_labels,
             real_images=real_images,
             fake_images=fake_images,
+            real_audio=real_audio,
+            fake_audio=fake_audio,
+            real_groups=real_groups,
+            fake_groups=fake_groups,
         )
         return notes
 
@@ -123,6 +144,7 @@ class RunCollector:
         real, fake = self.buffer.local_sets(device)
         self.buffer = EmbeddingBuffer(self.config.max_samples, self.config.seed)
         local_images = (real.keys.cpu(), real.images, fake.keys.cpu(), fake.images)
+        self.local_audio = (real.keys.cpu(), real.audio, fake.keys.cpu(), fake.audio)
         if distributed:
             real, fake = gather_embeddings(real, fake, out_device=device)
         return real, fake, local_images

@@ -1,0 +1,234 @@
+"""Audio clips and per-group tables from the callback, read back from real logger files."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from _models import make_data, make_module_class, trainer_kwargs
+from lightning_embviz import EmbeddingMonitor, compute_prdc_details, samples
+from lightning_embviz.audio import decode_wav, make_clips
+from lightning_embviz.callback.audio import gather_selected_clips
+from lightning_embviz.engine.groups import GROUP_COLUMNS, per_group_scores
+
+TinyGAN = make_module_class(pl)
+RATE, KEEP_RATE, SECONDS, TILES = 4000, 2000, 0.1, 4
+
+
+def waveforms(x: torch.Tensor, stereo: bool = False) -> torch.Tensor:
+    """One tone per row, its pitch and loudness set by the row's embedding: (B, T) floats."""
+    t = torch.arange(int(RATE * 0.15)) / RATE  # longer than the kept 0.1 s
+    pitch = 200.0 + 50.0 * x[:, :1].detach().abs()
+    wave = 0.5 * torch.tanh(x[:, 1:2].detach().abs()) * torch.sin(2 * math.pi * pitch * t)
+    return torch.stack([wave, 0.5 * wave], dim=1) if stereo else wave
+
+
+def with_audio(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+    out["real_audio"] = waveforms(out["real"], stereo=True)  # (B, C, T) is averaged to mono
+    out["fake_audio"] = waveforms(out["fake"])
+    out["groups"] = {"real": out["labels"], "fake": out["labels"]}
+    return out
+
+
+def with_groups(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+    out["groups"] = {"real": out["labels"], "fake": out["labels"]}
+    return out
+
+
+def monitor(**kw: Any) -> EmbeddingMonitor:
+    options: dict[str, Any] = {
+        "views": None,
+        "background": False,
+        "log_samples": False,
+        "sample_rate": RATE,
+        "audio_keep_rate": KEEP_RATE,
+        "audio_keep_seconds": SECONDS,
+        "gallery_size": TILES,
+    }
+    options.update(kw)
+    return EmbeddingMonitor(**options)
+
+
+def run(tmp_path: Path, outputs: Any = with_audio, **kw: Any) -> tuple[Any, Any, Any]:
+    model = TinyGAN(shifts=(2.5,), outputs=outputs)
+    tb = TensorBoardLogger(tmp_path, name="tb", version=0)
+    csv_logger = CSVLogger(tmp_path, name="csv", version=0)
+    trainer = pl.Trainer(
+        callbacks=[monitor(**kw)],
+        **trainer_kwargs(tmp_path, logger=[tb, csv_logger], max_epochs=2),
+    )
+    train = DataLoader(make_data(16, seed=1), batch_size=8)
+    trainer.fit(model, train, DataLoader(make_data(48), batch_size=16))
+    return model, tb, csv_logger
+
+
+def scalar_steps(csv_logger: CSVLogger) -> dict[int, int]:
+    """step -> epoch of every measured run, from metrics.csv."""
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("embviz/coverage")]
+    return {int(r["step"]): int(r["epoch"]) for r in rows}
+
+
+def test_missed_and_outlier_clips_logged_at_the_scalars_steps(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, tb, csv_logger = run(tmp_path)
+    steps = scalar_steps(csv_logger)
+    assert len(steps) == 2
+
+    events = EventAccumulator(tb.log_dir, size_guidance={"audio": 0, "images": 0})
+    events.Reload()
+    audio_tags = events.Tags()["audio"]
+    missed_tags = [t for t in audio_tags if "missed_real" in t]
+    outlier_tags = [t for t in audio_tags if "outlier_fake" in t]
+    assert missed_tags and outlier_tags
+    for tag in missed_tags + outlier_tags:
+        for event in events.Audio(tag):
+            assert event.step in steps
+            assert event.sample_rate == KEEP_RATE  # the kept copies' true rate
+    assert {"embviz/missed_real_audio", "embviz/outlier_fake_audio"} <= set(events.Tags()["images"])
+    assert sorted(e.step for e in events.Images("embviz/missed_real_audio")) == sorted(steps)
+
+    for step, epoch in steps.items():
+        real, fake = model.collected("real", epoch), model.collected("fake", epoch)
+        details = compute_prdc_details(real, fake, nearest_k=5)
+        shown = {
+            "missed_real_audio": (
+                samples.missed_real_order(details)[:TILES],
+                torch.cat([b["real_audio"] for b in model.seen[(epoch, 0)]]),
+            ),
+            "outlier_fake_audio": (
+                samples.outlier_fake_order(details)[:TILES],
+                torch.cat([b["fake_audio"] for b in model.seen[(epoch, 0)]]),
+            ),
+        }
+        for key, (rows, audio) in shown.items():
+            assert len(rows) > 0
+            kept = make_clips(audio[rows], RATE, keep_rate=KEEP_RATE, max_seconds=SECONDS)
+            folder = Path(csv_logger.log_dir) / "embviz" / key / f"step_{step:06d}"
+            files = sorted(folder.glob("*.wav"))
+            assert len(files) == len(rows)
+            for i, path in enumerate(files):
+                clip, rate = decode_wav(path.read_bytes())
+                assert rate == KEEP_RATE
+                assert clip.shape == (round(KEEP_RATE * SECONDS),)
+                np.testing.assert_allclose(clip, kept.clip(i), atol=1.5 / 32767)
+            # the TensorBoard clip of the first tile holds the same samples
+            event = next(e for e in events.Audio(f"embviz/{key}/00") if e.step == step)
+            clip, rate = decode_wav(event.encoded_audio_string)
+            np.testing.assert_allclose(clip, kept.clip(0), atol=1.5 / 32767)
+
+
+def read_group_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_group_table_equals_per_group_scores(tmp_path):
+    model, tb, csv_logger = run(tmp_path, with_groups, sample_rate=None)  # groups alone
+    steps = scalar_steps(csv_logger)
+    assert not (Path(csv_logger.log_dir) / "embviz" / "missed_real_audio").exists()
+    for step, epoch in steps.items():
+        real, fake = model.collected("real", epoch), model.collected("fake", epoch)
+        labels = model.collected("labels", epoch).reshape(-1).long()
+        expected = per_group_scores(real, fake, real_groups=labels, fake_groups=labels)
+        path = Path(csv_logger.log_dir) / "embviz" / "groups" / f"step_{step:06d}.csv"
+        rows = read_group_csv(path)
+        assert list(rows[0]) == list(GROUP_COLUMNS)
+        assert len(rows) == len(expected) == 6  # 3 real and 3 fake groups, worst first
+        for got, want in zip(rows, expected):
+            assert int(got["group"]) == want.group and got["side"] == want.side
+            assert int(got["count"]) == want.count
+            for name in ("coverage", "recall", "precision", "density", "fd"):
+                value = float(got[name])
+                expected_value = getattr(want, name)
+                if math.isnan(expected_value):
+                    assert math.isnan(value)
+                else:
+                    assert value == pytest.approx(expected_value, rel=1e-9, abs=1e-12)
+    events_dir = Path(tb.log_dir)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(events_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    assert any("embviz/groups" in tag for tag in events.Tags()["tensors"])
+
+
+def test_audio_contract_is_checked_in_the_sanity_check(tmp_path):
+    def bad(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+        out["real_audio"] = waveforms(out["real"])[:-1]  # one clip short
+        return out
+
+    model = TinyGAN(outputs=bad)
+    trainer = pl.Trainer(callbacks=[monitor()], **trainer_kwargs(tmp_path, logger=False))
+    with pytest.raises(ValueError, match="'real_audio' has 15 clips but there are 16"):
+        trainer.fit(
+            model,
+            DataLoader(make_data(16, seed=1), batch_size=8),
+            DataLoader(make_data(48), batch_size=16),
+        )
+
+
+def test_audio_without_a_sample_rate_is_refused(tmp_path):
+    model = TinyGAN(outputs=with_audio)
+    trainer = pl.Trainer(
+        callbacks=[monitor(sample_rate=None)], **trainer_kwargs(tmp_path, logger=False)
+    )
+    with pytest.raises(ValueError, match=r"no sample rate is known.*sample_rate=\.\.\."):
+        trainer.fit(
+            model,
+            DataLoader(make_data(16, seed=1), batch_size=8),
+            DataLoader(make_data(48), batch_size=16),
+        )
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"sample_rate": 0}, ValueError, r"sample_rate=0"),
+        ({"sample_rate": 16000.0}, TypeError, r"sample_rate=16000.0"),
+        ({"audio_keep_seconds": -1}, ValueError, r"audio_keep_seconds=-1"),
+        ({"groups_key": "labels"}, ValueError, r"groups_key='labels'.*no other"),
+        ({"real_audio_key": 3}, TypeError, r"real_audio_key=3"),
+    ],
+)
+def test_bad_audio_arguments(kw, error, match):
+    with pytest.raises(error, match=match):
+        EmbeddingMonitor(**kw)
+
+
+def test_only_the_shown_clips_travel():
+    """Two simulated ranks: only the wanted clips move, in the order of the wanted keys."""
+    clips = make_clips(torch.randn(6, 400) * 0.3, RATE, keep_rate=KEEP_RATE, max_seconds=SECONDS)
+    keys = torch.arange(6)
+    first, second = torch.arange(0, 3), torch.arange(3, 6)
+    wanted = torch.tensor([4, 1])
+    sent_by_second: list[torch.Tensor] = []
+
+    def second_rank(tensor: torch.Tensor) -> list[torch.Tensor]:
+        sent_by_second.append(tensor.clone())
+        return [tensor, tensor]
+
+    gather_selected_clips(clips.select(second), keys[second], wanted, all_gather=second_rank)
+    sizes: list[int] = []
+
+    def first_rank(tensor: torch.Tensor) -> list[torch.Tensor]:
+        sizes.append(tensor.numel())
+        return [tensor, sent_by_second[len(sizes) - 1]]
+
+    out = gather_selected_clips(clips.select(first), keys[first], wanted, all_gather=first_rank)
+    assert out is not None and out.sample_rate == KEEP_RATE
+    np.testing.assert_array_equal(out.codes.numpy(), clips.codes[wanted].numpy())
+    np.testing.assert_array_equal(out.peaks.numpy(), clips.peaks[wanted].numpy())
+    np.testing.assert_array_equal(out.lengths.numpy(), clips.lengths[wanted].numpy())
+    # the meta (length, rate), then flags, codes, peaks and lengths of the 2 shown clips only
+    assert sizes == [2, 2, 2 * int(clips.codes.shape[1]), 2, 2]
