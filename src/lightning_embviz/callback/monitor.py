@@ -285,7 +285,7 @@ class EmbeddingMonitor(CallbackBase):
         confidence: Optional[float] = None,
         embedder: Optional[torch.nn.Module] = None,
         embed_batch_size: int = 64,
-        extra_metrics: Optional[Sequence[str]] = None,
+        extra_metrics: Sequence[str] = (),
         train: Optional[Any] = None,
         train_images: Optional[Any] = None,
         memorization_alpha: float = 0.05,
