@@ -17,7 +17,7 @@ from lightning_embviz.cli.parser import DEFAULT_K
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ImageFile", "ImageFileError", "RealSide"]
+__all__ = ["EmbeddedFile", "ImageFile", "ImageFileError", "RealSide", "embed_files"]
 
 _IMAGE_FORMATS = (".npy", ".npz", ".pt", ".pth")
 _IMAGE_KEYS = ("images", "image", "x", "arr_0")
@@ -44,7 +44,7 @@ class ImageFile:
     possible, so only the images a gallery shows are read from disk.
     """
 
-    def __init__(self, path: str, rows: int, flag: str, source: str) -> None:
+    def __init__(self, path: str, rows: Optional[int], flag: str, source: str) -> None:
         self.path = Path(path)
         self.flag = flag
         where = f"{flag} {path}"
@@ -76,7 +76,7 @@ class ImageFile:
                 f"{where}: has shape {shape}; images need shape (N, C, H, W) with C 1 or 3, "
                 "(N, H, W), or (N, H, W, C)."
             )
-        if shape[0] != rows:
+        if rows is not None and shape[0] != rows:
             raise ImageFileError(
                 f"{where}: holds {shape[0]} images but {source} has {rows} embedding rows; give "
                 "one image per embedding row, in the same order."
@@ -141,13 +141,19 @@ class RealSide:
     fitted with is a one-line error) and fits the reference only when it is needed, once.
     """
 
-    def __init__(self, path: str, nearest_k: Optional[int], progress: Progress) -> None:
+    def __init__(
+        self,
+        path: str,
+        nearest_k: Optional[int],
+        progress: Progress,
+        embeddings: Optional[np.ndarray] = None,
+    ) -> None:
         from lightning_embviz._arrays import as_numpy
         from lightning_embviz._io import is_reference_file, load_embeddings, load_reference
 
         self.path = path
         self.reference: Any = None
-        self.saved = is_reference_file(path)
+        self.saved = embeddings is None and is_reference_file(path)
         if self.saved:
             self.reference = load_reference(path)
             fitted = self.reference.nearest_ks
@@ -162,8 +168,8 @@ class RealSide:
             self.nearest_k = self.reference.nearest_k if nearest_k is None else nearest_k
             self.embeddings = as_numpy(self.reference.real)
             self.source = f"the reference {path}"
-        else:
-            self.embeddings = load_embeddings(path)
+        else:  # read, or computed from the samples in `path` (--embedder)
+            self.embeddings = load_embeddings(path) if embeddings is None else embeddings
             self.nearest_k = DEFAULT_K if nearest_k is None else nearest_k
             self.source = path
 
@@ -191,3 +197,107 @@ class RealSide:
             return ""
         fitted = ", ".join(str(k) for k in self.reference.nearest_ks)
         return f" (real radii from the saved reference, fitted k: {fitted})"
+
+
+class EmbeddedFile:
+    """A file of samples (images or waveforms) and its embeddings (``--embedder``).
+
+    Attributes:
+        embeddings: (N, D) float32 or float64, one row per sample, in file order.
+        images: the file opened as an :class:`ImageFile` for the galleries (images only),
+            else None.
+    """
+
+    def __init__(self, embeddings: np.ndarray, images: Optional[ImageFile]) -> None:
+        self.embeddings = embeddings
+        self.images = images
+
+
+class _Rows:
+    """Slices of a sample array as tensors, read on demand (for ``embed_in_batches``)."""
+
+    def __init__(self, take: Any, count: int) -> None:
+        self._take, self._count = take, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, rows: slice) -> Any:
+        import numpy as np
+        import torch
+
+        index = np.arange(self._count)[rows]
+        return torch.from_numpy(np.ascontiguousarray(self._take(index)))
+
+
+def _waveforms(path: str, flag: str) -> Any:
+    """A waveform file (N, T) or (N, C, T): .npy, .npz or .pt/.pth."""
+    import numpy as np
+
+    from lightning_embviz._arrays import as_numpy
+
+    file = ImageFile.__new__(ImageFile)  # the same readers, not the image shape check
+    file.path, file.flag = Path(path), flag
+    if not file.path.is_file():
+        raise ImageFileError(f"{flag} {path}: no such file.")
+    suffix = file.path.suffix.lower()
+    if suffix not in _IMAGE_FORMATS:
+        raise ImageFileError(
+            f"{flag} {path}: unknown format {suffix or '(no extension)'!r} for audio; expected "
+            f"{', '.join(_IMAGE_FORMATS)} holding waveforms of shape (N, T) or (N, C, T)."
+        )
+    data = as_numpy(file._open(suffix))
+    if data.ndim not in (2, 3) or not _numeric(data):
+        raise ImageFileError(
+            f"{flag} {path}: has shape {tuple(data.shape)} ({data.dtype}); waveforms need "
+            "numbers of shape (N, T) or (N, C, T)."
+        )
+    return np.asarray(data)
+
+
+def embed_files(
+    spec: str, real: str, fake: str, progress: Progress, batch_size: int = 64
+) -> tuple[EmbeddedFile, EmbeddedFile]:
+    """Embed the sample files REAL and FAKE with the embedder that ``spec`` names.
+
+    Args:
+        spec: ``--embedder``, e.g. ``"dinov2:facebook/dinov2-base"`` or ``"module:net.pt"``
+            (:func:`lightning_embviz.embedders.from_spec`).
+        real: images (N, C, H, W), (N, H, W) or (N, H, W, C), uint8 or float, or waveforms
+            (N, T) / (N, C, T) for an audio embedder (``.modality == "audio"``).
+        fake: the same for the generated samples.
+        progress: progress messages.
+        batch_size: rows per forward pass.
+
+    Returns:
+        ``(real, fake)``: each file's embeddings, and its images for the galleries.
+
+    Raises:
+        ImageFileError: For a file that cannot be read as samples.
+        ValueError: For a bad ``spec``, or samples the embedder refuses (its message).
+    """
+    import time
+
+    from lightning_embviz.embedders import embed_in_batches, from_spec
+
+    embedder = from_spec(spec)
+    audio = getattr(embedder, "modality", "image") == "audio"
+    out = []
+    for path, flag in ((real, "REAL"), (fake, "FAKE")):
+        images: Optional[ImageFile] = None
+        if audio:
+            data = _waveforms(path, flag)
+            rows = _Rows(lambda index, data=data: data[index], len(data))
+        else:
+            images = ImageFile(path, None, flag, path)
+            rows = _Rows(images.take, int(images.data.shape[0]))
+        start = time.perf_counter()
+        try:
+            features = embed_in_batches(embedder, rows, batch_size)
+        except (TypeError, ValueError, RuntimeError) as err:  # e.g. a dtype or shape error
+            reason = " ".join(str(err).split())[:300]
+            raise ValueError(f"{flag} {path}: the embedder {spec} failed: {reason}") from None
+        seconds = time.perf_counter() - start
+        progress(f"embedded {len(rows)} samples of {path} with {spec} in {seconds:.1f} s")
+        out.append(EmbeddedFile(features.cpu().numpy(), images))
+    return out[0], out[1]

@@ -29,6 +29,7 @@ class ViewOptions:
     confidence: Optional[float]
     tsne_backend: str
     quiet: bool
+    metrics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,15 @@ class ReportOptions(ViewOptions):
     real_images: Optional[str]
     fake_images: Optional[str]
     gallery_size: int
+    embedder: Optional[str] = None
+    train: Optional[str] = None
+    train_images: Optional[str] = None
+    real_audio: Optional[str] = None
+    fake_audio: Optional[str] = None
+    sample_rate: Optional[int] = None
+    audio_seconds: float = 10.0
+    groups: Optional[str] = None
+    fake_groups: Optional[str] = None
 
 
 @dataclass(frozen=True, kw_only=True)

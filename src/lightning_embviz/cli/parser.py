@@ -87,6 +87,30 @@ def _k_list(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(ks))
 
 
+def _extra_metrics(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated extra metric names (``vendi,kd``), canonical order."""
+    from lightning_embviz.callback.extras import parse_extra_metrics
+
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    try:
+        return parse_extra_metrics(dict.fromkeys(names))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _embedder_spec(text: str) -> str:
+    """An argparse type: ``NAME:PATH`` naming an embedder (loaded later, after the checks)."""
+    from lightning_embviz.embedders.spec import SPEC_NAMES
+
+    name, sep, path = text.partition(":")
+    if not sep or name.strip().lower() not in SPEC_NAMES or not (path or name == "inception"):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:PATH with NAME one of {','.join(SPEC_NAMES)}, e.g. "
+            f"dinov2:facebook/dinov2-base or module:net.pt, got {text!r}"
+        )
+    return text
+
+
 def _methods(text: str) -> tuple[str, ...]:
     from lightning_embviz.projection import METHODS
 
@@ -150,6 +174,15 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
         help="add a confidence interval at level C, in (0, 1), e.g. 0.95, to every metric: "
         "<metric>_low, <metric>_high, <metric>_se; the bounds use a Student-t quantile "
         "(Satterthwaite degrees of freedom), not 1.96 * se (see below; default: no intervals)",
+    )
+    p.add_argument(
+        "--metrics",
+        type=_extra_metrics,
+        default=(),
+        metavar="LIST",
+        help="more metrics, comma-separated from vendi,kd,fd_inf,clipped: vendi adds vendi and "
+        "vendi_real, kd adds kd and kd_se, fd_inf adds fd_inf, clipped adds clipped_density "
+        "and clipped_coverage (see below; --confidence gives them no interval; default: none)",
     )
     p.add_argument(
         "--tsne-backend",
@@ -220,6 +253,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="most tiles per gallery (default: 32)",
     )
+    report.add_argument(
+        "--embedder",
+        type=_embedder_spec,
+        default=None,
+        metavar="NAME:PATH",
+        help="REAL and FAKE hold images (or audio) to embed first with inception:WEIGHTS, "
+        "dinov2:, clip:, clap:, wav2vec2:, hubert: (a hub id or a local folder; extra [hf]) "
+        "or module:FILE.pt (a whole nn.Module saved with torch.save; trusted files only); "
+        "the images also feed the galleries",
+    )
+    report.add_argument(
+        "--train",
+        metavar="FILE",
+        help="training embeddings (N_train, D), or a saved TrainReference: adds authenticity, "
+        "ct_score and copy_fraction (REAL is the held-out set) and nearest-train columns",
+    )
+    report.add_argument(
+        "--train-images",
+        metavar="FILE",
+        help="one image per --train row (with --fake-images): draws closest_train.png",
+    )
+    from lightning_embviz.cli.audio import add_audio_arguments
+
+    add_audio_arguments(report)
     compare = _command(
         sub,
         "compare",

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from lightning_embviz.callback.extras import extra_keys
+from lightning_embviz.cli.audio import AudioSide, audio_outputs, read_audio
 from lightning_embviz.cli.console import Progress, fmt, out
-from lightning_embviz.cli.files import ImageFile, RealSide
+from lightning_embviz.cli.files import ImageFile, RealSide, embed_files
 from lightning_embviz.cli.galleries import galleries
 from lightning_embviz.cli.measure import check_sizes, degenerate_notes, interval_keys, intervals
-from lightning_embviz.cli.options import ReportOptions
+from lightning_embviz.cli.memorization import (
+    TrainSide,
+    closest_train_figures,
+    memorization_metrics,
+    read_train,
+)
+from lightning_embviz.cli.options import ReportOptions, ViewOptions
 from lightning_embviz.cli.ranks import Ranks, agreed
 from lightning_embviz.cli.stats import METRICS, level
 from lightning_embviz.cli.writers import json_key, write_figures, write_json, write_sample_tables
@@ -27,7 +35,7 @@ if TYPE_CHECKING:
 
     from lightning_embviz.views import ViewBuilder
 
-__all__ = ["run_report"]
+__all__ = ["extra_metrics", "run_report"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class _Inputs:
     real_images: Optional[ImageFile]
     fake_images: Optional[ImageFile]
     views: ViewBuilder
+    train: Optional[TrainSide] = None
+    audio: Optional[AudioSide] = None
 
     @property
     def real(self) -> np.ndarray:
@@ -63,7 +73,13 @@ def run_report(options: ReportOptions, progress: Progress, ranks: Ranks) -> int:
     if not ranks.lead:
         return 0  # rank 0 adds the Fréchet distance, the intervals and the views, and writes
     metrics, notes = _metrics(options, inputs, details, progress, start)
-    written = _write(options, inputs, details, metrics, progress)
+    per_fake = None
+    if inputs.train is not None:
+        progress(f"comparing {len(inputs.fake)} fake with {inputs.train.reference.num_train} train")
+        values, per_fake, problems = memorization_metrics(inputs.train, inputs.fake, inputs.real)
+        metrics.update(values)
+        notes += problems  # the list in metrics["warnings"] too
+    written = _write(options, inputs, details, metrics, progress, per_fake)
     _summary(options, inputs, metrics, notes, written)
     return 0
 
@@ -73,9 +89,15 @@ def _read(options: ReportOptions, progress: Progress) -> _Inputs:
     from lightning_embviz._io import load_embeddings, load_labels
 
     progress(f"reading {options.real} and {options.fake}")
-    side = RealSide(options.real, options.nearest_k, progress)
+    embedded = None
+    if options.embedder:  # REAL and FAKE hold samples: embed them first
+        embedded = embed_files(options.embedder, options.real, options.fake, progress)
+        side = RealSide(options.real, options.nearest_k, progress, embedded[0].embeddings)
+        fake = embedded[1].embeddings
+    else:
+        side = RealSide(options.real, options.nearest_k, progress)
+        fake = load_embeddings(options.fake, side.width, side.source)
     k, real = side.nearest_k, side.embeddings
-    fake = load_embeddings(options.fake, side.width, side.source)
     counts = {options.real: len(real), options.fake: len(fake)}
     check_sizes(k, counts, options.confidence)
     real_labels = load_labels(options.labels, len(real)) if options.labels else None
@@ -92,6 +114,9 @@ def _read(options: ReportOptions, progress: Progress) -> _Inputs:
         if options.fake_images
         else None
     )
+    if embedded is not None:  # the embedded images feed the galleries too
+        real_images = real_images or embedded[0].images
+        fake_images = fake_images or embedded[1].images
     from lightning_embviz.views import ViewBuilder
 
     # Before the slow work: a missing optional backend fails now.
@@ -101,22 +126,32 @@ def _read(options: ReportOptions, progress: Progress) -> _Inputs:
         seed=options.seed,
         tsne_backend=options.tsne_backend,
     )
-    return _Inputs(side, fake, k, real_labels, fake_labels, real_images, fake_images, views)
+    train = read_train(options.train, options.train_images, side.width, options.fake_images)
+    audio = read_audio(options, len(real), len(fake))
+    return _Inputs(
+        side, fake, k, real_labels, fake_labels, real_images, fake_images, views, train, audio
+    )
 
 
 def _metrics(
     options: ReportOptions, inputs: _Inputs, details: Any, progress: Progress, start: float
 ) -> tuple[dict[str, Any], list[str]]:
     """metrics.json's content, and the warnings about the fake set (also in it)."""
-    from lightning_embviz.metrics import frechet_distance
+    from lightning_embviz.metrics import FrechetReference
 
     real, fake, k = inputs.real, inputs.fake, inputs.nearest_k
-    fd = frechet_distance(real, fake)
+    frechet = FrechetReference(real)  # the real side once, for fd and fd_inf
+    fd = frechet.distance(fake)
     progress(f"metrics done in {time.perf_counter() - start:.1f} s")
     metrics: dict[str, Any] = dict(details.as_dict())
     metrics.update(fd=fd, num_real=len(real), num_fake=len(fake), nearest_k=k)
+    if options.embedder:
+        metrics["embedder"] = options.embedder
     notes = degenerate_notes(real, fake, metrics)
     metrics.update(degenerate=bool(notes), warnings=notes)
+    if options.metrics:
+        progress(f"computing {', '.join(options.metrics)}")
+        notes += extra_metrics(options, inputs.side, fake, frechet, metrics)
     if options.confidence is not None:
         confidence = level(options.confidence)
         progress(f"computing {confidence} confidence intervals (seed {options.seed})")
@@ -145,12 +180,37 @@ def _metrics(
     return metrics, notes
 
 
+def extra_metrics(
+    options: ViewOptions, side: RealSide, fake: np.ndarray, frechet: Any, into: dict[str, Any]
+) -> list[str]:
+    """Add the ``--metrics`` keys of one fake set to ``into``; return the warnings.
+
+    The real radii of ``side`` (fitted before) and the fitted Fréchet real side are reused.
+    """
+    from lightning_embviz.callback.extras import extra_scalars
+    from lightning_embviz.engine.reference import RealReference
+
+    reference = side.reference if isinstance(side.reference, RealReference) else None
+    values, problems = extra_scalars(
+        side.embeddings,
+        fake,
+        options.metrics,
+        nearest_k=side.nearest_k,
+        seed=options.seed,
+        reference=reference,
+        frechet=frechet,
+    )
+    into.update(values)
+    return [f"{name} could not be computed ({message}); it is null" for name, message in problems]
+
+
 def _write(
     options: ReportOptions,
     inputs: _Inputs,
     details: Any,
     metrics: dict[str, Any],
     progress: Progress,
+    per_fake: Optional[dict[str, np.ndarray]] = None,
 ) -> list[Path]:
     """Draw and write the figures, the per-sample tables and metrics.json (written last)."""
     degenerate = " - DEGENERATE fake set, see metrics.json" if metrics["degenerate"] else ""
@@ -175,8 +235,30 @@ def _write(
         )
     )
     progress(f"writing {len(figures)} figures to {options.out}")
-    written = write_figures(figures, options.out)
-    written += write_sample_tables(details, inputs.real_labels, inputs.fake_labels, options.out)
+    if inputs.train is not None and per_fake is not None:
+        title = f"{Path(options.fake).name} vs {Path(options.train or '').name}"
+        figures.update(
+            closest_train_figures(
+                inputs.train, per_fake, inputs.fake_images, options.gallery_size, title
+            )
+        )
+    audio_files: list[Path] = []
+    if inputs.audio is not None:
+        title = f"{Path(options.fake).name} vs {Path(options.real).name}"
+        audio_figures, audio_files = audio_outputs(
+            inputs.audio,
+            details,
+            inputs.real,
+            inputs.fake,
+            options.out,
+            options.gallery_size,
+            title,
+        )
+        figures.update(audio_figures)
+    written = write_figures(figures, options.out) + audio_files
+    written += write_sample_tables(
+        details, inputs.real_labels, inputs.fake_labels, options.out, per_fake
+    )
     write_json(metrics, options.out / "metrics.json")
     return written
 
@@ -196,7 +278,12 @@ def _summary(
     )
     for key in METRICS:
         out(f"  {key:<10} {fmt(metrics[key])}{_bounds_text(metrics, key, width)}")
+    for key in extra_keys(options.metrics):
+        out(f"  {key:<10} {fmt(metrics[key])}")
     out(f"  {'nearest_k':<10} {inputs.nearest_k}")
+    if inputs.train is not None:
+        for key in ("authenticity", "ct_score", "copy_fraction"):
+            out(f"  {key:<13} {fmt(metrics[key])}")
     for note in notes:
         out(f"  warning: {note}")
     if options.confidence is not None:
