@@ -27,12 +27,14 @@ import torch
 
 from lightning_embviz._keys import METRIC_KEYS, PRDC_KEYS
 from lightning_embviz.callback.buffer import EmbeddingSet, collective_device, finalize_set
+from lightning_embviz.callback.extras import ExtraMetrics
+from lightning_embviz.callback.memorization import memorization_pass
 from lightning_embviz.engine.distributed import (
     RankFailedError,
     fit_reference_distributed,
     sweep_details_distributed,
 )
-from lightning_embviz.engine.frechet import frechet_distance
+from lightning_embviz.engine.frechet import FrechetReference
 from lightning_embviz.engine.reference import RealReference
 from lightning_embviz.engine.results import PRDCResult
 
@@ -81,9 +83,15 @@ class Evaluation:
         sweep: ``{k: metrics}`` for every k (``status == "ok"`` and several k only).
         reference: The fitted real set, to pass to the next run (reused while the real
             rows stay bit-identical).
+        frechet: The fitted real side of the Fréchet distance, kept with ``reference`` (the
+            same real rows) and reused with it.
         real: The rows the metrics were computed on (after cap and finiteness check).
         fake: Same for the fake set.
         notes: ``(once_id, message)`` pairs to warn about; ``once_id`` None warns every time.
+        memorization: With ``train=``: the per-fake ``nearest_train_index`` /
+            ``nearest_train_distance`` columns (rank 0).
+        figures: More figures to draw in the worker, by key (e.g. ``closest_train``), each a
+            function of the title.
     """
 
     status: str
@@ -94,6 +102,9 @@ class Evaluation:
     notes: list[tuple[Optional[str], str]] = dataclasses.field(default_factory=list)
     sweep: Optional[dict[int, dict[str, float]]] = None
     reference: Optional[RealReference] = None
+    frechet: Optional[FrechetReference] = None
+    memorization: Optional[dict[str, torch.Tensor]] = None
+    figures: dict[str, Callable[[str], Figure]] = dataclasses.field(default_factory=dict)
 
 
 def _nan_metrics(nearest_ks: tuple[int, ...], confidence: Optional[float]) -> dict[str, float]:
@@ -150,6 +161,7 @@ def evaluate(
     confidence: Optional[float] = None,
     distributed: bool = False,
     intervals: bool = True,
+    frechet: Optional[FrechetReference] = None,
 ) -> Evaluation:
     """Evaluate one validation run (gathered rows of every rank, any order).
 
@@ -168,6 +180,8 @@ def evaluate(
             gathered rows and computes a share of the distance work
             (:mod:`lightning_embviz.distributed`); every rank gets the same result.
         intervals: Compute the intervals here (only one rank needs to, under DDP).
+        frechet: The previous run's fitted real side of the Fréchet distance (fitted on the
+            same rows as ``reference``); reused with it, refitted with it.
 
     Returns:
         An :class:`Evaluation`; never raises for bad data or a failing computation.
@@ -226,7 +240,7 @@ def evaluate(
             )
         )
         return Evaluation(
-            SKIPPED, _nan_metrics(ks, confidence), None, real, fake, notes, None, reference
+            SKIPPED, _nan_metrics(ks, confidence), None, real, fake, notes, None, reference, frechet
         )
     if reachable != ks:
         unreachable = [k for k in ks if k not in reachable]
@@ -247,6 +261,7 @@ def evaluate(
             or reference.nearest_ks != reachable
             or not reference.matches(real.features)
         ):
+            frechet = None  # fitted on the old rows: refitted with the reference
             reference = (
                 fit_reference_distributed(real.features, reachable)
                 if distributed
@@ -257,7 +272,9 @@ def evaluate(
             if distributed
             else reference.sweep_details(fake.features)
         )
-        metrics["fd"] = frechet_distance(real.features, fake.features)
+        if frechet is None:
+            frechet = FrechetReference(real.features)
+        metrics["fd"] = frechet.distance(fake.features)
         for k in reachable:
             suffix = "" if k == ks[0] else f"_k{k}"
             metrics.update({f"{n}{suffix}": v for n, v in results[k].as_dict().items()})
@@ -279,18 +296,18 @@ def evaluate(
         # A reference fitted before the failure is kept: under DDP every rank then makes
         # the same reuse decision next run (a refit on one rank only would wait forever).
         return Evaluation(
-            FAILED, _nan_metrics(ks, confidence), None, real, fake, notes, None, reference
+            FAILED, _nan_metrics(ks, confidence), None, real, fake, notes, None, reference, frechet
         )
     if ks[0] not in reachable:
         # The first k (the usual keys, the figures and intervals) is out of reach: the other
         # k's values are logged, nothing is drawn.
-        return Evaluation(SKIPPED, metrics, None, real, fake, notes, None, reference)
+        return Evaluation(SKIPPED, metrics, None, real, fake, notes, None, reference, frechet)
     details = results[ks[0]]
     if confidence is not None and not intervals:
         metrics.update(dict.fromkeys(metric_keys(ks, True)[len(metric_keys(ks)) :], math.nan))
     elif confidence is not None:
         metrics.update(_intervals(real, fake, ks[0], confidence, seed, where, notes))
-    return Evaluation(OK, metrics, details, real, fake, notes, sweep, reference)
+    return Evaluation(OK, metrics, details, real, fake, notes, sweep, reference, frechet)
 
 
 @dataclasses.dataclass
@@ -325,6 +342,7 @@ def figure_inputs(result: Evaluation) -> FigureInputs:
         from lightning_embviz.figures.plots import k_sweep_figure
 
         extra["k_sweep"] = functools.partial(_titled, k_sweep_figure, result.sweep)
+    extra.update(result.figures)
     return FigureInputs(
         real=result.real.features.detach().cpu(),
         fake=result.fake.features.detach().cpu(),
@@ -365,11 +383,18 @@ class RunEvaluator:
 
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
+        extras = getattr(config, "extra_metrics", ())
+        self._extras = ExtraMetrics(extras, config.nearest_k, config.seed) if extras else None
         self.keys = metric_keys(config.nearest_ks, config.confidence is not None)
+        self.keys += self._extras.keys if self._extras is not None else ()
+        self._memorization = memorization_pass(config)
+        self.keys += self._memorization.keys if self._memorization is not None else ()
         # Rank 0's fitted real set per dataloader, reused while the real rows do not change.
         # Not checkpointed: refitting after a resume costs a third of one run's distance
         # work, while saving it would put the whole real set into every checkpoint.
         self._references: dict[int, RealReference] = {}
+        # The Fréchet real side fitted on the same rows, kept and refitted with it.
+        self._frechets: dict[int, FrechetReference] = {}
 
     def __call__(
         self,
@@ -393,9 +418,28 @@ class RunEvaluator:
             confidence=self.config.confidence,
             distributed=distributed,
             intervals=intervals,
+            frechet=self._frechets.get(dataloader_idx),
         )
         if result.reference is not None:
             self._references[dataloader_idx] = result.reference
+        if result.frechet is not None:
+            self._frechets[dataloader_idx] = result.frechet
+        else:
+            self._frechets.pop(dataloader_idx, None)
+        if self._extras is not None:
+            # Rank 0 alone (``intervals``): its values are broadcast with the others.
+            values, notes = (
+                self._extras(result, dataloader_idx, where)
+                if intervals
+                else (dict.fromkeys(self._extras.keys, math.nan), [])
+            )
+            result.metrics.update(values)
+            result.notes.extend(notes)
+        if self._memorization is not None:
+            # Rank 0 alone, like the extras: its values are broadcast with the others.
+            result.metrics.update(dict.fromkeys(self._memorization.keys, math.nan))
+            if intervals:
+                self._memorization.add(result, where)
         return result
 
     def run(
