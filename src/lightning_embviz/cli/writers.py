@@ -42,12 +42,20 @@ def json_key(value: Any) -> str:
 
 
 def write_sample_tables(
-    details: Any, real_labels: Optional[np.ndarray], fake_labels: Optional[np.ndarray], out: Path
+    details: Any,
+    real_labels: Optional[np.ndarray],
+    fake_labels: Optional[np.ndarray],
+    out: Path,
+    fake_columns: Optional[dict[str, np.ndarray]] = None,
 ) -> list[Path]:
-    """Write ``out/samples_real.csv`` and ``out/samples_fake.csv``; return their paths."""
+    """Write ``out/samples_real.csv`` and ``out/samples_fake.csv``; return their paths.
+
+    ``fake_columns`` (M,) each, e.g. ``nearest_train_index``, are appended to the fakes' table.
+    """
     from lightning_embviz.samples import sample_tables, write_csv
 
     real_rows, fake_rows = sample_tables(details, real_labels=real_labels, fake_labels=fake_labels)
+    fake_rows = {**fake_rows, **(fake_columns or {})}
     paths = [out / "samples_real.csv", out / "samples_fake.csv"]
     write_csv(real_rows, paths[0])
     write_csv(fake_rows, paths[1])
