@@ -143,6 +143,20 @@ class EmbeddingMonitor(CallbackBase):
             and logged with the same values on every rank. No confidence intervals cover
             them. Costs: ``vendi`` O(n D^2), ``kd`` O(n^2 D) (all pairs), ``fd_inf`` about
             one extra FD against the kept real side, ``clipped`` one more ball pass.
+        train: The generator's training set, to measure memorization against: an
+            (N_train, D) array or tensor of training embeddings (same embedder as the
+            validation rows), the path of an embeddings file (.npy, .npz, .pt, .csv), or a
+            :class:`~lightning_embviz.memorization.TrainReference` (fitted, or the path of
+            one saved with :meth:`~lightning_embviz.memorization.TrainReference.save`).
+            Resolved and fitted once, here (a bad path or type fails now), and reused every
+            run; the validation reals are the held-out set. Each run costs one exact
+            nearest-train search of the fakes and of the reals (O((M + N) N_train D)).
+        train_images: With ``train``: one image per training row, for the
+            ``closest_train`` gallery: an (N_train, C, H, W) or (N_train, H, W) array or
+            tensor, or any indexable dataset of that length (an item is an image or a tuple
+            whose first element is one); only the shown rows are read. The fakes' images
+            are the thumbnails of ``fake_images_key``.
+        memorization_alpha: Quantile level of ``copy_fraction``'s threshold, in (0, 1).
 
         sample_rate: The rate in Hz of the waveforms ``validation_step`` returns under
             ``real_audio_key`` / ``fake_audio_key`` ((B, T) or (B, C, T) floats, one per
@@ -222,6 +236,24 @@ class EmbeddingMonitor(CallbackBase):
           validation sizes.
         - ``"clipped"``: ``embviz/clipped_density`` and ``embviz/clipped_coverage``, density
           and coverage calibrated to about 1 for identical distributions (first k).
+
+        With ``train`` (:func:`lightning_embviz.memorization.compute_memorization` on the
+        fakes, the validation reals held out; NaN with one warning when a value cannot be
+        computed):
+
+        - ``embviz/authenticity``: fraction of fakes farther from their nearest training
+          sample than that sample is from its own nearest training neighbour (Alaa et al.
+          2022); drops when the generator copies.
+        - ``embviz/ct_score``: the C_T data-copying statistic (Meehan et al. 2020) over
+          k-means cells of the training set: about 0 for an honest generator, strongly
+          negative when it copies, positive when it underfits (NaN when no cell holds 20
+          fakes and a held-out real).
+        - ``embviz/copy_fraction``: fraction of fakes closer to the training set than the
+          ``memorization_alpha`` quantile of the held-out reals' nearest-train distances;
+          about ``memorization_alpha`` for an honest generator.
+        - With ``train_images`` and images under ``fake_images_key``: the gallery
+          ``embviz/closest_train``, the ``gallery_size`` fakes closest to the training set,
+          each beside its nearest training image, closest first, with the distance.
 
         Tables (``log_samples=True``): ``embviz/samples_real`` and ``embviz/samples_fake``
         (CSV files next to the figures, MLflow artifacts, a ``wandb.Table``; in TensorBoard a

@@ -90,7 +90,8 @@ def closest_train_figure(
         fake_images: (G, C, H, W) with C in {1, 3}, or (G, H, W); any value range.
         train_images: (G, C', H', W') or (G, H', W'): the nearest training image of each.
         distances: (G,) distance between each fake and its training sample.
-        fake_indices: (G,) row (or dataset index) of each fake for the captions; None: 0..G-1.
+        fake_indices: (G,) row (or dataset index) of each fake for the captions (-1: none
+            shown); None: 0..G-1.
         train_indices: (G,) training row of each match; None: no training row in captions.
         title: first title line (e.g. the epoch and step); None: none.
         subtitle: replaces the default explanation line.
@@ -123,7 +124,8 @@ def closest_train_figure(
             raise ValueError(f"`{name}` must have one entry per pair ({count}), got {len(values)}.")
     captions: list[str] = []
     for i in range(count):
-        captions.append(f"fake #{int(fake_idx[i])}\nd={dist[i]:.3g}")
+        name = "fake" if int(fake_idx[i]) < 0 else f"fake #{int(fake_idx[i])}"  # -1: no index
+        captions.append(f"{name}\nd={dist[i]:.3g}")
         captions.append("nearest train" if train_idx is None else f"train #{int(train_idx[i])}")
     head = "closest to the training set" if not title else f"{title}\nclosest to the training set"
     sub = subtitle or (
