@@ -22,6 +22,25 @@ process (plain `embviz`) is the default.
 """
 
 
+_MEMORIZATION = """\
+--train TRAIN (the generator's training embeddings, same D, or a saved TrainReference:
+TrainReference(train).save(path) in Python) adds to metrics.json and the summary the
+memorization numbers of FAKE, REAL being the held-out set
+(lightning_embviz.memorization.compute_memorization): authenticity (fraction of fakes
+farther from their nearest training sample than that sample is from its own nearest
+training neighbour; drops when the generator copies), ct_score (the C_T data-copying
+test over k-means cells of the training set: about 0 for an honest generator, strongly
+negative when it copies, positive when it underfits; null when no cell holds 20 fakes
+and a held-out real) and copy_fraction (fraction of fakes closer to the training set
+than the 0.05 quantile of the reals' nearest-train distances: about 0.05 when honest),
+and to DIR/samples_fake.csv the columns nearest_train_index and nearest_train_distance.
+With --train-images (one image per TRAIN row, the image-file formats above) and
+--fake-images, DIR/closest_train.png shows the --gallery-size fakes closest to the
+training set, each beside its nearest training image, closest first, with the distance.
+
+"""
+
+
 MAIN_EPILOG = """\
 examples:
   embviz report real.npy fake.npy -o out/
@@ -32,7 +51,8 @@ Run `embviz report -h`, `embviz compare -h` or `embviz reference -h` for each co
 options, input formats and output files.
 """
 
-REPORT_EPILOG = """\
+REPORT_EPILOG = (
+    """\
 examples:
   embviz report real.npy fake.npy -o out/
   embviz report real.pt fake.pt -k 3 --projection pca,tsne,umap --max-samples 3000 --seed 1
@@ -40,6 +60,7 @@ examples:
   embviz report real.npy fake.npy --real-images real_images.npy --fake-images fake_images.npy
   embviz reference real.npy -k 3,5,10 -o ref.npz && embviz report ref.npz fake.npy -k 10
   embviz report real.npy fake.npy --confidence 0.95 --seed 0
+  embviz report real.npy fake.npy --train train.npy --train-images ti.npy --fake-images fi.npy
 
 Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
 .pt/.pth (a tensor, a list of tensors or a dict holding 'embeddings'), .csv (one row
@@ -102,7 +123,10 @@ identical to those from the real embeddings file).
 -o DIR is created and checked (a writable directory, not a file) before any work.
 Exit status: 0 on success, 2 on bad input or usage (one-line message on stderr).
 
-""" + _several_processes("report")
+"""
+    + _MEMORIZATION
+    + _several_processes("report")
+)
 
 COMPARE_EPILOG = """\
 example:
