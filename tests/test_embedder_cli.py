@@ -77,6 +77,24 @@ def test_module_file_embeds_uint8_images_and_draws_galleries(tmp_path: Path) -> 
     assert (tmp_path / "out" / "missed_real.png").is_file()
 
 
+def test_compare_embeds_every_file_once(tmp_path: Path) -> None:
+    net = PixelNet()
+    torch.save(net, tmp_path / "net.pt")
+    real = _images(30, 0)
+    np.save(tmp_path / "real.npy", real)
+    fakes = [_images(20, 1), _images(24, 2)]
+    for i, fake in enumerate(fakes):
+        np.save(tmp_path / f"fake{i}.npy", fake)
+    spec = f"module:{tmp_path / 'net.pt'}"
+    files = [str(tmp_path / n) for n in ("real.npy", "fake0.npy", "fake1.npy")]
+    argv = ["compare", *files, "--embedder", spec, "-k", str(K), "--projection", "pca"]
+    assert main([*argv, "-o", str(tmp_path / "out"), "-q"]) == 0
+    table = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert table["embedder"] == spec
+    for row, fake in zip(table["sets"], fakes):
+        _check(row, _expected(net, real, fake))
+
+
 @pytest.mark.skipif(transformers is None, reason="needs transformers (extra [hf])")
 def test_dinov2_folder_embeds_grayscale_float_images(tmp_path: Path) -> None:
     torch.manual_seed(0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from lightning_embviz.callback.extras import extra_keys
 from lightning_embviz.cli.console import Progress, out
 from lightning_embviz.cli.files import RealSide
 from lightning_embviz.cli.measure import check_sizes, degenerate_notes, interval_keys, intervals
@@ -96,9 +97,17 @@ def _read(options: CompareOptions, progress: Progress) -> _Inputs:
     }
     names = _names(options)
     progress(f"reading {options.real} and {len(options.fakes)} fake set(s)")
-    side = RealSide(options.real, options.nearest_k, progress)
+    if options.embedder:  # the files hold samples: embed them first
+        from lightning_embviz.cli.files import embed_paths
+
+        files = [(options.real, "REAL")] + [(path, "FAKE") for path in options.fakes]
+        embedded = embed_paths(options.embedder, files, progress)
+        side = RealSide(options.real, options.nearest_k, progress, embedded[0].embeddings)
+        fakes = [e.embeddings for e in embedded[1:]]
+    else:
+        side = RealSide(options.real, options.nearest_k, progress)
+        fakes = [load_embeddings(path, side.width, side.source) for path in options.fakes]
     k, real = side.nearest_k, side.embeddings
-    fakes = [load_embeddings(path, side.width, side.source) for path in options.fakes]
     counts = {options.real: len(real), **{p: len(f) for p, f in zip(options.fakes, fakes)}}
     check_sizes(k, counts, options.confidence)
     return _Inputs(side, fakes, names, k, projections)
@@ -108,15 +117,20 @@ def _rows(
     options: CompareOptions, inputs: _Inputs, all_details: list[Any], progress: Progress
 ) -> list[dict[str, Any]]:
     """One row of metrics per fake set (with ``--confidence`` also its intervals)."""
-    from lightning_embviz.metrics import frechet_distance
+    from lightning_embviz.cli.report import extra_metrics
+    from lightning_embviz.metrics import FrechetReference
 
     real, rows = inputs.real, []
+    frechet = FrechetReference(real)  # the real side once, for every set's fd and fd_inf
     for name, path, fake, details in zip(inputs.names, options.fakes, inputs.fakes, all_details):
         row: dict[str, Any] = {"name": name, "file": str(path), "num_fake": len(fake)}
         row.update(details.as_dict())
-        row["fd"] = frechet_distance(real, fake)
+        row["fd"] = frechet.distance(fake)
         row["warnings"] = degenerate_notes(real, fake, row)
         row["degenerate"] = bool(row["warnings"])
+        if options.metrics:
+            progress(f"computing {', '.join(options.metrics)} for {name}")
+            row["warnings"] += extra_metrics(options, inputs.side, fake, frechet, row)
         if options.confidence is not None:
             progress(
                 f"computing {level(options.confidence)} confidence intervals for {name} "
@@ -181,6 +195,8 @@ def _write_tables(
         "num_real": len(inputs.real),
         "real": str(options.real),
     }
+    if options.embedder:
+        table["embedder"] = options.embedder
     parts: tuple[str, ...] = ("",)
     if best is not None and options.confidence is not None:
         table.update(
@@ -190,7 +206,9 @@ def _write_tables(
             difference_test=difference_rule(options.confidence),
         )
         parts = ("", "_low", "_high", "_se", "_z", "_differs")
-    columns = ["name", "file", "num_fake", *(m + p for m in METRICS for p in parts), "degenerate"]
+    extras = extra_keys(options.metrics)
+    columns = ["name", "file", "num_fake", *(m + p for m in METRICS for p in parts), *extras]
+    columns.append("degenerate")
     table["sets"] = rows
     write_json(table, options.out / "metrics.json")
     with open(options.out / "metrics.csv", "w", newline="", encoding="utf-8") as handle:
@@ -212,7 +230,7 @@ def _summary(
         f"{len(inputs.fakes)} fake set(s) vs {options.real} ({len(inputs.real)} real, "
         f"k={inputs.nearest_k})" + inputs.side.describe()
     )
-    for line in compare_table(rows, best, options.confidence):
+    for line in compare_table(rows, best, options.confidence, extra_keys(options.metrics)):
         out(line)
     for row in rows:
         for note in row["warnings"]:
@@ -221,7 +239,12 @@ def _summary(
     out(f"wrote {options.out / 'metrics.json'}, {options.out / 'metrics.csv'}, {files}")
 
 
-def compare_table(rows: list[dict[str, Any]], best: Best, confidence: Optional[float]) -> list[str]:
+def compare_table(
+    rows: list[dict[str, Any]],
+    best: Best,
+    confidence: Optional[float],
+    extras: tuple[str, ...] = (),
+) -> list[str]:
     """The printed table of ``embviz compare``: values, and with intervals the marks.
 
     Args:
@@ -229,16 +252,18 @@ def compare_table(rows: list[dict[str, Any]], best: Best, confidence: Optional[f
             ``<metric>_low``, ``_high``, ``_differs`` from :func:`~.stats.mark_differences`).
         best: the best set per metric (``mark_differences``' result), or None.
         confidence: the level of the intervals, or None.
+        extras: the ``--metrics`` keys, shown after the five (values only: no intervals).
 
     Returns:
         The lines of the table, without line ends.
     """
     width = max(len("name"), *(len(row["name"]) for row in rows))
     if best is None or confidence is None:
-        header = f"{'name':<{width}}  " + "  ".join(f"{c:>9}" for c in METRICS)
+        shown = (*METRICS, *extras)
+        header = f"{'name':<{width}}  " + "  ".join(f"{c:>9}" for c in shown)
         lines = [header]
         for row in rows:
-            values = "  ".join(f"{row[c]:>9.4f}" for c in METRICS)
+            values = "  ".join(f"{row[c]:>9.4f}" for c in shown)
             mark = "  DEGENERATE" if row.get("degenerate") else ""
             lines.append(f"{row['name']:<{width}}  {values}{mark}")
         return lines
@@ -248,9 +273,10 @@ def compare_table(rows: list[dict[str, Any]], best: Best, confidence: Optional[f
         bounds = "[n/a]" if math.isnan(low) else f"[{low:.3f}, {high:.3f}]"
         return f"{row[metric]:.3f} {bounds}" + ("*" if row[f"{metric}_differs"] else " ")
 
-    cells = [[cell(row, m) for m in METRICS] for row in rows]
-    widths = [max(len(m), *(len(r[j]) for r in cells)) for j, m in enumerate(METRICS)]
-    header = f"{'name':<{width}}  " + "  ".join(f"{m:<{w}}" for m, w in zip(METRICS, widths))
+    cells = [[cell(row, m) for m in METRICS] + [f"{row[m]:.4f}" for m in extras] for row in rows]
+    shown = (*METRICS, *extras)
+    widths = [max(len(m), *(len(r[j]) for r in cells)) for j, m in enumerate(shown)]
+    header = f"{'name':<{width}}  " + "  ".join(f"{m:<{w}}" for m, w in zip(shown, widths))
     lines = [header.rstrip()]
     for row, row_cells in zip(rows, cells):
         text = "  ".join(f"{v:<{w}}" for v, w in zip(row_cells, widths))

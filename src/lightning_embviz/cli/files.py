@@ -17,7 +17,7 @@ from lightning_embviz.cli.parser import DEFAULT_K
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["EmbeddedFile", "ImageFile", "ImageFileError", "RealSide", "embed_files"]
+__all__ = ["EmbeddedFile", "ImageFile", "ImageFileError", "RealSide", "embed_files", "embed_paths"]
 
 _IMAGE_FORMATS = (".npy", ".npz", ".pt", ".pth")
 _IMAGE_KEYS = ("images", "image", "x", "arr_0")
@@ -260,6 +260,8 @@ def embed_files(
 ) -> tuple[EmbeddedFile, EmbeddedFile]:
     """Embed the sample files REAL and FAKE with the embedder that ``spec`` names.
 
+    The files of ``embviz report``; :func:`embed_paths` embeds any number.
+
     Args:
         spec: ``--embedder``, e.g. ``"dinov2:facebook/dinov2-base"`` or ``"module:net.pt"``
             (:func:`lightning_embviz.embedders.from_spec`).
@@ -276,6 +278,17 @@ def embed_files(
         ImageFileError: For a file that cannot be read as samples.
         ValueError: For a bad ``spec``, or samples the embedder refuses (its message).
     """
+    real_in, fake_in = embed_paths(spec, [(real, "REAL"), (fake, "FAKE")], progress, batch_size)
+    return real_in, fake_in
+
+
+def embed_paths(
+    spec: str, paths: list[tuple[str, str]], progress: Progress, batch_size: int = 64
+) -> list[EmbeddedFile]:
+    """Embed each ``(path, flag)`` sample file with the embedder ``spec`` names (built once).
+
+    See :func:`embed_files`; ``flag`` (``"REAL"``, ``"FAKE"``) starts each error message.
+    """
     import time
 
     from lightning_embviz.embedders import embed_in_batches, from_spec
@@ -283,7 +296,7 @@ def embed_files(
     embedder = from_spec(spec)
     audio = getattr(embedder, "modality", "image") == "audio"
     out = []
-    for path, flag in ((real, "REAL"), (fake, "FAKE")):
+    for path, flag in paths:
         images: Optional[ImageFile] = None
         if audio:
             data = _waveforms(path, flag)
@@ -300,4 +313,4 @@ def embed_files(
         seconds = time.perf_counter() - start
         progress(f"embedded {len(rows)} samples of {path} with {spec} in {seconds:.1f} s")
         out.append(EmbeddedFile(features.cpu().numpy(), images))
-    return out[0], out[1]
+    return out

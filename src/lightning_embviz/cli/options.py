@@ -59,6 +59,7 @@ class CompareOptions(ViewOptions):
 
     fakes: tuple[str, ...]
     names: Optional[str]
+    embedder: Optional[str] = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -193,6 +193,18 @@ def _add_common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
 
 
+def _add_embedder(p: argparse.ArgumentParser, more: str) -> None:
+    p.add_argument(
+        "--embedder",
+        type=_embedder_spec,
+        default=None,
+        metavar="NAME:PATH",
+        help="the files hold images (or audio) to embed first with inception:WEIGHTS, "
+        "dinov2:, clip:, clap:, wav2vec2:, hubert: (a hub id or a local folder; extra [hf]) "
+        f"or module:FILE.pt (a whole nn.Module saved with torch.save; trusted files only); {more}",
+    )
+
+
 def _command(sub: Any, name: str, **texts: str) -> argparse.ArgumentParser:
     """A subcommand whose ``epilog`` (from :mod:`~lightning_embviz.cli.help`) is kept verbatim."""
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -253,16 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="most tiles per gallery (default: 32)",
     )
-    report.add_argument(
-        "--embedder",
-        type=_embedder_spec,
-        default=None,
-        metavar="NAME:PATH",
-        help="REAL and FAKE hold images (or audio) to embed first with inception:WEIGHTS, "
-        "dinov2:, clip:, clap:, wav2vec2:, hubert: (a hub id or a local folder; extra [hf]) "
-        "or module:FILE.pt (a whole nn.Module saved with torch.save; trusted files only); "
-        "the images also feed the galleries",
-    )
+    _add_embedder(report, "the images also feed the galleries")
     report.add_argument(
         "--train",
         metavar="FILE",
@@ -293,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="comma-separated panel names, one per FAKE (default: the file names)",
     )
+    _add_embedder(compare, "see `embviz report -h`")
     reference = _command(
         sub,
         "reference",
