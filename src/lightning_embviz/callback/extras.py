@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lightning_embviz.engine.frechet import FrechetReference
     from lightning_embviz.engine.reference import RealReference
 
-__all__ = ["ExtraMetrics", "extra_keys", "extra_scalars", "parse_extra_metrics"]
+__all__ = ["ExtraMetrics", "extra_keys", "extra_scalars", "fake_scores", "parse_extra_metrics"]
 
 Problems = list[tuple[str, str]]
 
@@ -117,6 +117,31 @@ def extra_scalars(
             for key in EXTRA_KEYS[name]:
                 values[key] = math.nan
     return values, problems
+
+
+def fake_scores(real: Any, fake: ArrayLike, nearest_k: int) -> dict[str, Any]:
+    """The per-fake realism and rarity scores, as NumPy columns for the fakes' table.
+
+    Args:
+        real: (N, D) real rows, or a fitted :class:`~lightning_embviz.RealReference` with
+            ``nearest_k`` among its k (its radii are reused).
+        fake: (M, D) fake rows, same D.
+        nearest_k: k of the real balls.
+
+    Returns:
+        ``{"realism_score": (M,), "rarity_score": (M,)}`` float64 arrays
+        (:func:`~lightning_embviz.metrics.realism_score`: inf on a kept real point;
+        :func:`~lightning_embviz.metrics.rarity_score`: NaN outside every real ball).
+
+    Raises:
+        ValueError: On bad shapes or values (the functions' messages).
+    """
+    from lightning_embviz.engine.balls import rarity_score, realism_score
+
+    return {
+        "realism_score": realism_score(real, fake, nearest_k).cpu().numpy(),
+        "rarity_score": rarity_score(real, fake, nearest_k).cpu().numpy(),
+    }
 
 
 class ExtraMetrics:

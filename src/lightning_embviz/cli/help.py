@@ -41,6 +41,23 @@ training set, each beside its nearest training image, closest first, with the di
 """
 
 
+_EXTRA_METRICS = """\
+--metrics LIST adds more metrics of the same sets to metrics.json (compare: also to
+metrics.csv and the printed table): vendi (vendi and vendi_real, the Vendi score of the
+fakes and of the reals with the cosine kernel: an effective number of distinct
+samples; mode collapse shows as vendi below vendi_real), kd (kd, the KID statistic on
+the full sets: unbiased MMD^2 with the cubic polynomial kernel, a small negative value
+is legitimate when the distributions agree; kd_se, its jackknife standard error),
+fd_inf (fd extrapolated to infinitely many fakes from fake subsets of 5 sizes drawn
+with --seed; comparable across fake set sizes) and clipped (clipped_density and
+clipped_coverage, calibrated to about 1 for identical distributions; report also adds
+the per-fake realism_score (Kynkaanniemi et al. 2019: above 1 inside a kept real ball)
+and rarity_score (Han et al. 2022: radius of the smallest real ball holding the fake,
+empty outside every ball) to DIR/samples_fake.csv). --confidence gives these no
+interval. A metric that cannot be computed is null in metrics.json with a warning.
+
+"""
+
 MAIN_EPILOG = """\
 examples:
   embviz report real.npy fake.npy -o out/
@@ -61,6 +78,7 @@ examples:
   embviz reference real.npy -k 3,5,10 -o ref.npz && embviz report ref.npz fake.npy -k 10
   embviz report real.npy fake.npy --confidence 0.95 --seed 0
   embviz report real.npy fake.npy --train train.npy --train-images ti.npy --fake-images fi.npy
+  embviz report real_images.npy fake_images.npy --embedder dinov2:facebook/dinov2-base
 
 Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
 .pt/.pth (a tensor, a list of tensors or a dict holding 'embeddings'), .csv (one row
@@ -100,6 +118,17 @@ with C 1 or 3, (N, H, W), or (N, H, W, C); one image per embedding row, same ord
 Display: values already in [0, 1] are shown as they are (uint8 is divided by 255),
 otherwise min-max scaled over all tiles of a figure jointly.
 
+--embedder NAME:PATH: REAL and FAKE hold samples, embedded first (64 per forward pass,
+eval mode, no gradients, on the CPU): images in the image-file formats above, uint8 in
+[0, 255] or float in [0, 1] for the ready embedders, or waveforms (N, T) / (N, C, T) at
+the embedder's sample rate for an audio one. NAME: inception (PATH: the FID weights
+file, pt_inception-2015-12-05-6726825d.pth; `inception:` alone downloads it), dinov2,
+clip, clap, wav2vec2, hubert (PATH: a hub id or a local save_pretrained folder; needs
+`pip install lightning-embviz[hf]`), or module (PATH: a whole nn.Module written with
+torch.save(module, PATH), loaded with the pickle loader: only files you trust; a module
+with modality = "audio" reads waveforms). The embedded images feed the galleries
+(unless --real-images / --fake-images are given) and metrics.json records the embedder.
+
 --confidence C (in (0, 1), e.g. 0.95) adds a confidence interval to every metric:
 metrics.json gains <metric>_low, <metric>_high and <metric>_se (standard error) for
 precision, recall, density, coverage and fd, plus confidence and interval_seed, and the
@@ -120,15 +149,19 @@ unreliable. fd has no interval (NaN) unless both sets have more samples than fea
 With a saved reference as REAL, the real embeddings it holds are used (results
 identical to those from the real embeddings file).
 
+"""
+    + _EXTRA_METRICS
+    + _MEMORIZATION
+    + """\
 -o DIR is created and checked (a writable directory, not a file) before any work.
 Exit status: 0 on success, 2 on bad input or usage (one-line message on stderr).
 
 """
-    + _MEMORIZATION
     + _several_processes("report")
 )
 
-COMPARE_EPILOG = """\
+COMPARE_EPILOG = (
+    """\
 example:
   embviz compare real.npy ckpt_epoch10.npy ckpt_epoch20.npy ckpt_epoch30.npy -o cmp/
 
@@ -138,6 +171,9 @@ DIR/metrics.json and DIR/metrics.csv (one row per fake set: num_fake, precision,
 recall, density, coverage, fd). The real set's k-NN radii are computed once for all
 fake sets.
 
+"""
+    + _EXTRA_METRICS
+    + """\
 REAL may be a saved real reference (`embviz reference`): its radii are read, not
 recomputed, and -k picks any k it was fitted with (default: its first). Results are
 identical to those from the real embeddings file.
@@ -164,7 +200,9 @@ directions. The best set is chosen from the same data and no correction is made 
 testing several sets and metrics, so read a mark near the threshold as a hint, not as
 proof.
 
-""" + _several_processes("compare")
+"""
+    + _several_processes("compare")
+)
 
 REFERENCE_EPILOG = """\
 examples:

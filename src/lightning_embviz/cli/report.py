@@ -79,6 +79,12 @@ def run_report(options: ReportOptions, progress: Progress, ranks: Ranks) -> int:
         values, per_fake, problems = memorization_metrics(inputs.train, inputs.fake, inputs.real)
         metrics.update(values)
         notes += problems  # the list in metrics["warnings"] too
+    if "clipped" in options.metrics:  # the per-fake realism and rarity scores too
+        from lightning_embviz.callback.extras import fake_scores
+        from lightning_embviz.engine.reference import RealReference
+
+        real_side = reference if isinstance(reference, RealReference) else inputs.real
+        per_fake = {**(per_fake or {}), **fake_scores(real_side, inputs.fake, inputs.nearest_k)}
     written = _write(options, inputs, details, metrics, progress, per_fake)
     _summary(options, inputs, metrics, notes, written)
     return 0
