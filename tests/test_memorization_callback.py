@@ -24,7 +24,11 @@ from torch.utils.data import DataLoader
 
 from _models import make_data, make_module_class, trainer_kwargs
 from lightning_embviz import EmbeddingMonitor
-from lightning_embviz.memorization import TrainReference, compute_memorization
+from lightning_embviz.memorization import (
+    TrainReference,
+    compute_memorization,
+    compute_memorization_details,
+)
 
 TinyGAN = make_module_class(pl)
 KEYS = ("authenticity", "ct_score", "copy_fraction")
@@ -127,6 +131,16 @@ def test_csv_values_of_an_array_train_set_and_bad_rows(tmp_path: Path) -> None:
     expected = compute_memorization(train, fake[keep], heldout=real, alpha=0.1)
     for key in KEYS:
         assert _same(float(rows[0][f"embviz/{key}"]), expected[key]), key
+    # The per-fake table gains the nearest training row and distance of every kept fake.
+    details = compute_memorization_details(train, fake[keep], heldout=real, alpha=0.1)
+    with open(next(Path(tmp_path).rglob("samples_fake/*.csv"))) as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["nearest_train_index"]) for r in table] == details.nearest_train_index.tolist()
+    np.testing.assert_allclose(
+        [float(r["nearest_train_distance"]) for r in table],
+        details.nearest_train_distance.numpy(),
+        rtol=1e-5,
+    )
 
 
 def test_no_train_logs_no_memorization_keys(tmp_path: Path) -> None:

@@ -537,6 +537,8 @@ class EmbeddingMonitor(CallbackBase):
             )
             if problem is not None:
                 self._warn_once("samples", problem)
+            if sample_views is not None and result is not None and result.memorization:
+                sample_views.fake_columns.update(result.memorization)  # nearest_train_*
         if outcome.computed and config.train_images is not None and config.gallery_size:
             # Every rank: the shown fakes' thumbnails are gathered (a collective).
             draw, problem = closest_train_gallery(

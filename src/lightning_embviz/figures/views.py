@@ -352,6 +352,8 @@ class SampleViews:
         self.real_images, self.fake_images = real_images, fake_images
         self.tables = tables
         self.columns = columns
+        # More per-fake columns for the fakes' table, (M,) each (e.g. nearest_train_index).
+        self.fake_columns: dict[str, Any] = {}
 
     def build(self, title: Optional[str]) -> dict[str, Any]:
         """The galleries and tables of this run.
@@ -405,6 +407,7 @@ class SampleViews:
             real_rows, fake_rows = samples.sample_tables(
                 d, self.real_index, self.fake_index, real_labels, fake_labels
             )
+            fake_rows.update({k: as_numpy(v) for k, v in self.fake_columns.items()})
             out["samples"] = SampleTables(
                 {"samples_real": real_rows, "samples_fake": fake_rows},
                 samples.markdown_summary(real_rows, fake_rows),
