@@ -254,6 +254,8 @@ class EmbeddingMonitor(CallbackBase):
         - With ``train_images`` and images under ``fake_images_key``: the gallery
           ``embviz/closest_train``, the ``gallery_size`` fakes closest to the training set,
           each beside its nearest training image, closest first, with the distance.
+        - The per-fake table ``embviz/samples_fake`` gains ``nearest_train_index`` and
+          ``nearest_train_distance`` (-1 and NaN for a fake that could not be compared).
 
         Tables (``log_samples=True``): ``embviz/samples_real`` and ``embviz/samples_fake``
         (CSV files next to the figures, MLflow artifacts, a ``wandb.Table``; in TensorBoard a
