@@ -14,7 +14,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from _models import make_data, make_module_class, trainer_kwargs
+from _models import DDPGAN, indexed_dataset, make_data, make_module_class, trainer_kwargs
 from lightning_embviz import EmbeddingMonitor, compute_prdc_details, samples
 from lightning_embviz.audio import decode_wav, make_clips
 from lightning_embviz.callback.audio import gather_selected_clips
@@ -232,3 +232,54 @@ def test_only_the_shown_clips_travel():
     np.testing.assert_array_equal(out.lengths.numpy(), clips.lengths[wanted].numpy())
     # the meta (length, rate), then flags, codes, peaks and lengths of the 2 shown clips only
     assert sizes == [2, 2, 2 * int(clips.codes.shape[1]), 2, 2]
+
+
+class AudioDDPGAN(DDPGAN):
+    """The DDP tests' model with a tone per row and group ids (for the DDP test)."""
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        out = super().validation_step(batch, batch_idx, dataloader_idx)
+        out["real_audio"] = waveforms(out["real"])
+        # from the data, not the generator: the fakes' features may differ by an ulp between
+        # DDP's batches and one process's, which would move an int16 code of the clip
+        out["fake_audio"] = waveforms(batch[0] + 0.5, stereo=True)
+        out["groups"] = {"real": out["labels"], "fake": batch[2] % 2}
+        return out
+
+
+@pytest.mark.slow
+def test_clips_and_groups_under_ddp_equal_single_process(tmp_path):
+    # 37 samples: the DistributedSampler repeats one to even out the ranks
+    val = DataLoader(indexed_dataset(37, seed=3), batch_size=8)
+    model = AudioDDPGAN()
+    folders = {}
+    for name in ("ddp", "single"):
+        kwargs: dict[str, Any] = {
+            "logger": CSVLogger(tmp_path, name=name, version=0),
+            "callbacks": [monitor(log_samples=True)],
+            "accelerator": "cpu",
+            "default_root_dir": str(tmp_path),
+            "enable_progress_bar": False,
+        }
+        if name == "ddp":
+            kwargs.update(devices=2, strategy="ddp_spawn")
+        trainer = pl.Trainer(**kwargs)
+        trainer.validate(model, val)
+        folders[name] = tmp_path / name / "version_0" / "embviz"
+    for key in ("missed_real_audio", "outlier_fake_audio"):
+        single = sorted((folders["single"] / key / "step_000000").glob("*.wav"))
+        ddp = sorted((folders["ddp"] / key / "step_000000").glob("*.wav"))
+        assert single and [p.name for p in ddp] == [p.name for p in single]
+        for a, b in zip(ddp, single):
+            assert a.read_bytes() == b.read_bytes(), (key, a.name)
+    table = Path("groups") / "step_000000.csv"
+    ddp_rows = read_group_csv(folders["ddp"] / table)
+    single_rows = read_group_csv(folders["single"] / table)
+    assert [r["count"] for r in ddp_rows] == [r["count"] for r in single_rows]
+    assert sum(int(r["count"]) for r in ddp_rows if r["side"] == "real") == 37  # repeat dropped
+    for a, b in zip(ddp_rows, single_rows):
+        for column in GROUP_COLUMNS:
+            if column in ("group", "side", "count") or a[column] in ("", "nan"):
+                assert a[column] == b[column], column
+            else:  # distances: the engine's float32 GEMM values
+                assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-6), column
