@@ -128,6 +128,16 @@ def _check_metrics(logged: dict[str, float], real: np.ndarray, fake: np.ndarray)
     assert logged["fd"] == pytest.approx(frechet_distance(real, fake), rel=1e-4, abs=1e-6)
 
 
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
 def _check_isolated(trainer: pl.Trainer, model: ImageGAN, embedder: torch.nn.Module) -> None:
     """Not in the module, its optimizer or the checkpoint file; no gradients."""
     assert all(p.grad is None for p in embedder.parameters())
@@ -142,6 +152,10 @@ def _check_isolated(trainer: pl.Trainer, model: ImageGAN, embedder: torch.nn.Mod
     assert set(checkpoint["state_dict"]) == {"generator.weight", "generator.bias"}
     (state,) = checkpoint["optimizer_states"]
     assert sum(len(g["params"]) for g in state["param_groups"]) == 2
+    # nowhere else either (callback states, loops): no tensor of the embedder's in the file
+    weights = [p.detach().cpu() for p in embedder.parameters()]
+    for tensor in _tensors(checkpoint):
+        assert not any(t.shape == tensor.shape and torch.equal(t, tensor) for t in weights)
     assert model.training_flags and not any(model.training_flags)  # Lightning's eval, kept
     assert model.training  # back in train mode after validation, as Lightning leaves it
 
