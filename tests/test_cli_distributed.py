@@ -96,7 +96,7 @@ def test_both_ranks_share_the_distance_work(files: Path) -> None:
     # that of one process.
     (files / "driver.py").write_text(
         "import json, os, sys\n"
-        "from lightning_embviz import distributed\n"
+        "from lightning_embviz.engine import distributed\n"
         "from lightning_embviz.cli import main\n"
         "calls = []\n"
         "gather = distributed._Group.all_gather\n"
@@ -193,7 +193,7 @@ def test_a_rank_failing_in_the_distance_work_ends_every_rank_with_one_message(
     # agreement: both ranks must end, with the same message and status 1, none left waiting.
     (files / "driver.py").write_text(
         "import os, sys\n"
-        "from lightning_embviz import distributed\n"
+        "from lightning_embviz.engine import distributed\n"
         "from lightning_embviz.cli import main\n"
         "if os.environ['RANK'] == '1':\n"
         "    def broken(*args, **kwargs):\n"

@@ -190,7 +190,7 @@ class FailOnRankOne(DDPGAN):
         warnings.showwarning = lambda message, *args, **kwargs: self.caught.append(str(message))
 
     def on_validation_epoch_start(self) -> None:
-        import lightning_embviz.distributed as shared
+        import lightning_embviz.engine.distributed as shared
 
         if self.global_rank == 1 and self.current_epoch == 0 and not self.trainer.sanity_checking:
             self._original = shared.cross_ball_tests
@@ -201,7 +201,7 @@ class FailOnRankOne(DDPGAN):
             shared.cross_ball_tests = broken
 
     def on_validation_epoch_end(self) -> None:  # after the callbacks' hook
-        import lightning_embviz.distributed as shared
+        import lightning_embviz.engine.distributed as shared
 
         if self._original is not None:
             shared.cross_ball_tests = self._original

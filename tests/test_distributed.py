@@ -281,7 +281,7 @@ def test_a_rank_failing_in_the_shared_work_stops_every_rank_with_one_message(tmp
 
 def test_the_same_input_error_on_every_rank_stays_that_error(monkeypatch):
     # Without a process group, _agree's logic on gathered flags, with a stand-in group.
-    from lightning_embviz import distributed as shared
+    from lightning_embviz.engine import distributed as shared
 
     class Two:
         rank, world = 0, 2

@@ -1,12 +1,23 @@
-"""PRDC with the distance work shared by every rank (:mod:`lightning_embviz.engine.distributed`).
+"""PRDC with the distance work shared by every rank.
 
-This name is the engine module itself (an alias in ``sys.modules``), so that
-``import lightning_embviz.distributed`` and ``from lightning_embviz import distributed`` give
-the same module object as before the move, attributes and all.
+The public face of :mod:`lightning_embviz.engine.distributed`, where the code lives (patch
+attributes there, not here).
 """
 
-import sys
+from lightning_embviz.engine.distributed import (
+    RankFailedError,
+    compare_details_distributed,
+    compute_prdc_details_distributed,
+    fit_reference_distributed,
+    row_share,
+    sweep_details_distributed,
+)
 
-from lightning_embviz.engine import distributed as _engine_distributed
-
-sys.modules[__name__] = _engine_distributed
+__all__ = [
+    "RankFailedError",
+    "compare_details_distributed",
+    "compute_prdc_details_distributed",
+    "fit_reference_distributed",
+    "row_share",
+    "sweep_details_distributed",
+]
