@@ -62,7 +62,8 @@ class EmbeddingMonitor(CallbackBase):
 
     Every measured validation run, the callback collects the real and generated embeddings
     that ``validation_step`` returns (``{"real": (B, D), "fake": (B, D)}``, optionally
-    ``"labels"``) or that ``embed(pl_module, batch)`` computes, then logs the metrics of
+    ``"labels"``), that ``embed(pl_module, batch)`` computes, or that ``embedder=`` computes
+    from the images (or audio) ``validation_step`` returns, then logs the metrics of
     Naeem et al. (2020) and the Fréchet distance with ``pl_module.log`` (so
     ``ModelCheckpoint`` and ``EarlyStopping`` can monitor them, and ``trainer.validate``
     returns them) and draws figures of both sets in fixed 2-D frames, logged to every logger
@@ -193,6 +194,8 @@ class EmbeddingMonitor(CallbackBase):
                 return {"real": self.embedder(x), "fake": self.embedder(fake), "labels": y}
 
         monitor = EmbeddingMonitor(nearest_k=5, views=("pca", "tsne"))
+        # or, with validation_step returning {"real_images": x, "fake_images": fake}:
+        # EmbeddingMonitor(embedder=lightning_embviz.embedders.dinov2("facebook/dinov2-base"))
         best = pl.callbacks.ModelCheckpoint(monitor="embviz/coverage", mode="max")
         trainer = pl.Trainer(max_epochs=20, callbacks=[monitor, best])
         trainer.fit(GAN(), datamodule=dm)
