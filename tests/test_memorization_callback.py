@@ -10,6 +10,7 @@ construction.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import warnings
 from pathlib import Path
@@ -196,3 +197,46 @@ def test_a_saved_real_reference_is_refused(tmp_path: Path) -> None:
     RealReference(np.random.default_rng(0).normal(size=(20, 3)), 3).save(tmp_path / "real.pt")
     with pytest.raises(ValueError, match=r"saved RealReference"):
         EmbeddingMonitor(train=tmp_path / "real.pt")
+
+
+class Record(pl.Callback):
+    """Each spawned rank writes what it logged (ddp_spawn pickles a module-level class)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        values = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(values))
+
+
+@pytest.mark.slow
+def test_ddp_every_rank_logs_the_single_process_values(tmp_path: Path) -> None:
+    """2 CPU ranks (ddp_spawn, gloo): 37 samples (the sampler pads one in), images on."""
+    from _models import DDPGAN, indexed_dataset
+
+    train = _train()
+    data = indexed_dataset(37, seed=4)
+    model = DDPGAN({0: "images"})
+    monitor = EmbeddingMonitor(
+        train=train, train_images=train.reshape(-1, 1, 2, 3), views=None, gallery_size=4
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[monitor, Record(tmp_path)],
+    )
+    trainer.validate(model, DataLoader(data, batch_size=8))
+    x = data.tensors[0]
+    with torch.no_grad():
+        fake = model.fake(x)
+    expected = compute_memorization(train, fake.double().numpy(), heldout=x.double().numpy())
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for logged in ranks:
+        for key in KEYS:
+            assert _same(logged[f"embviz/{key}"], expected[key]), key
