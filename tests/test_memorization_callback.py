@@ -61,13 +61,29 @@ def _tb(log_dir: str) -> Any:
     return acc
 
 
+class CountingImages(torch.utils.data.Dataset):
+    """A training image dataset of (image, label) items that counts the items read."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+        self.read: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        self.read.append(i)
+        return torch.as_tensor(self.images[i]), 0
+
+
 def test_defaults_log_the_reference_values_and_the_gallery_at_their_step(
     tmp_path: Path,
 ) -> None:
-    """Lightning's default logger (TensorBoard), a saved TrainReference file as ``train=``."""
+    """Lightning's default logger (TensorBoard), a saved TrainReference file as ``train=``,
+    the training images as a dataset of which only the shown rows are read."""
     train = _train()
     TrainReference(train, n_cells=2).save(tmp_path / "train_ref.pt")
-    images = train.reshape(-1, 1, 2, 3)
+    images = CountingImages(train.reshape(-1, 1, 2, 3))
     model = TinyGAN(shifts=(0.0, 0.3), outputs=_with_images)
     monitor = EmbeddingMonitor(
         train=tmp_path / "train_ref.pt",
@@ -97,6 +113,7 @@ def test_defaults_log_the_reference_values_and_the_gallery_at_their_step(
             assert _same(logged[key][step], expected[key]), (key, epoch)
     shown = sorted(e.step for e in acc.Images("embviz/closest_train"))
     assert shown == steps
+    assert len(images.read) == 2 * 4  # gallery_size rows per run, nothing else
 
 
 def test_csv_values_of_an_array_train_set_and_bad_rows(tmp_path: Path) -> None:
