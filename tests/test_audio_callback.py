@@ -283,3 +283,49 @@ def test_clips_and_groups_under_ddp_equal_single_process(tmp_path):
                 assert a[column] == b[column], column
             else:  # distances: the engine's float32 GEMM values
                 assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-6), column
+
+
+# --------------------------------------------------------------------------- log_audio
+
+
+def clip_items() -> dict[str, list[tuple[str, np.ndarray, str]]]:
+    t = np.arange(800, dtype=np.float32) / KEEP_RATE
+    loud = (1.6 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)  # beyond full scale
+    quiet = (0.2 * np.sin(2 * np.pi * 500 * t)).astype(np.float32)
+    return {"embviz/missed_real_audio": [("00", loud, "#3 [1] 2.1x"), ("01", quiet, "#7")]}
+
+
+def test_log_audio_without_a_logger_writes_wavs(tmp_path):
+    from lightning_embviz.loggers import log_audio
+
+    written = log_audio([], clip_items(), KEEP_RATE, 3, fallback_dir=tmp_path)
+    folder = tmp_path / "embviz" / "missed_real_audio" / "step_000003"
+    assert written == [str(folder / "00.wav"), str(folder / "01.wav")]
+    loud, rate = decode_wav((folder / "00.wav").read_bytes())
+    assert rate == KEEP_RATE and np.abs(loud).max() == pytest.approx(1.0)  # scaled, not clipped
+    quiet, _ = decode_wav((folder / "01.wav").read_bytes())
+    np.testing.assert_allclose(quiet, clip_items()["embviz/missed_real_audio"][1][1], atol=1e-4)
+    with pytest.raises(ValueError, match="`step` must be >= 0"):
+        log_audio([], clip_items(), KEEP_RATE, -1, fallback_dir=tmp_path)
+
+
+def test_log_audio_to_mlflow_artifacts(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow is not installed")
+    from mlflow.tracking import MlflowClient
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from lightning_embviz.loggers import log_audio
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file:{tmp_path / 'mlruns'}"
+    logger = MLFlowLogger(experiment_name="embviz", tracking_uri=uri)
+    written = log_audio([logger], clip_items(), KEEP_RATE, 3, fallback_dir=tmp_path / "unused")
+    run_id = logger.run_id
+    path = "embviz/missed_real_audio/step_000003"
+    assert written == [f"mlflow:{run_id}/{path}/00.wav", f"mlflow:{run_id}/{path}/01.wav"]
+    local = MlflowClient(tracking_uri=uri).download_artifacts(
+        run_id, f"{path}/01.wav", str(tmp_path)
+    )
+    clip, rate = decode_wav(Path(local).read_bytes())
+    assert rate == KEEP_RATE and clip.shape == (800,)
+    assert not (tmp_path / "unused").exists()
