@@ -1,11 +1,15 @@
 """Epoch-end evaluation time of the second and later validation runs, with and without reuse.
 
-The callback keeps the fitted real set (``RealReference``) while the validation reals stay
-bit-identical. This runs ``_evaluate.evaluate`` (cap, finiteness, PRDC, Fréchet distance) on
-the same 10 000 reals and a new 10 000 fakes per "epoch", once refitting every time (version
-0.1's behaviour) and once reusing the previous run's reference, and prints the times.
+The callback keeps the fitted real set (``RealReference``) and the Fréchet real side
+(``FrechetReference``) while the validation reals stay bit-identical. This runs
+``callback.evaluation.evaluate`` (cap, finiteness, PRDC, Fréchet distance) on the same N reals
+and a new N fakes per "epoch", once refitting every time (version 0.1's behaviour) and once
+reusing the previous run's fitted real side, and prints the times. With ``--extra-metrics``
+it also times the callback's whole evaluation (``RunEvaluator``, reuse on) with
+``EmbeddingMonitor(extra_metrics=...)`` and each extra metric alone.
 
     python benchmarks/bench_epoch_end.py [--n 10000] [--width 512] [--runs 3]
+        [--extra-metrics vendi,kd,fd_inf,clipped]
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ import time
 import torch
 
 from lightning_embviz.callback.buffer import EmbeddingSet
-from lightning_embviz.callback.evaluation import evaluate
+from lightning_embviz.callback.config import MonitorConfig
+from lightning_embviz.callback.evaluation import RunEvaluator, evaluate
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def main() -> None:
@@ -24,7 +33,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--extra-metrics", default="", help="e.g. vendi,kd,fd_inf,clipped")
     args = parser.parse_args()
+    extras = tuple(m for m in args.extra_metrics.split(",") if m)
     g = torch.Generator().manual_seed(0)
     real = torch.randn(args.n, args.width, generator=g)
     keys = torch.arange(args.n)
@@ -33,7 +44,7 @@ def main() -> None:
     ]
 
     def run(reuse: bool) -> list[float]:
-        reference = None
+        reference, frechet = None, None
         times = []
         for fake in fakes:
             start = time.perf_counter()
@@ -43,10 +54,20 @@ def main() -> None:
                 nearest_k=5,
                 max_samples=None,
                 reference=reference if reuse else None,
+                frechet=frechet if reuse else None,
             )
             times.append(time.perf_counter() - start)
-            reference = out.reference
+            reference, frechet = out.reference, out.frechet
         return times[1:]  # the second and later runs
+
+    def run_callback(names: tuple[str, ...]) -> list[float]:
+        config = MonitorConfig.from_arguments(views=None, max_samples=None, extra_metrics=names)
+        evaluator, times = RunEvaluator(config), []
+        for fake in fakes:
+            start = time.perf_counter()
+            evaluator(EmbeddingSet(real, keys), EmbeddingSet(fake, keys))
+            times.append(time.perf_counter() - start)
+        return times[1:]
 
     evaluate(
         EmbeddingSet(real[:500], keys[:500]),
@@ -59,9 +80,17 @@ def main() -> None:
     print(f"{args.n} + {args.n} x {args.width}, k = 5, runs 2..{args.runs + 1}:")
     print(f"  refit every run : {' '.join(f'{t:.2f}' for t in refit)} s")
     print(f"  reuse reference : {' '.join(f'{t:.2f}' for t in reuse)} s")
-    print(
-        f"  ratio (median)  : {sorted(reuse)[len(reuse) // 2] / sorted(refit)[len(refit) // 2]:.2f}"
-    )
+    print(f"  ratio (median)  : {_median(reuse) / _median(refit):.2f}")
+    if extras:
+        base = run_callback(())
+        print(f"  RunEvaluator, no extras        : {' '.join(f'{t:.2f}' for t in base)} s")
+        for names in (*((name,) for name in extras), extras):
+            times = run_callback(names)
+            extra = _median(times) - _median(base)
+            print(
+                f"  RunEvaluator + {','.join(names):<16}: "
+                f"{' '.join(f'{t:.2f}' for t in times)} s (+{extra:.2f} s)"
+            )
 
 
 if __name__ == "__main__":
