@@ -236,7 +236,10 @@ def test_ddp_every_rank_logs_the_single_process_values(tmp_path: Path) -> None:
     data = indexed_dataset(37, seed=4)
     model = DDPGAN({0: "images"})
     monitor = EmbeddingMonitor(
-        train=train, train_images=train.reshape(-1, 1, 2, 3), views=None, gallery_size=4
+        train=TrainReference(train, n_cells=2),  # a fitted reference (pickled to the ranks)
+        train_images=train.reshape(-1, 1, 2, 3),
+        views=None,
+        gallery_size=4,
     )
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -252,7 +255,10 @@ def test_ddp_every_rank_logs_the_single_process_values(tmp_path: Path) -> None:
     x = data.tensors[0]
     with torch.no_grad():
         fake = model.fake(x)
-    expected = compute_memorization(train, fake.double().numpy(), heldout=x.double().numpy())
+    expected = compute_memorization(
+        train, fake.double().numpy(), heldout=x.double().numpy(), n_cells=2
+    )
+    assert math.isfinite(expected["ct_score"])
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for logged in ranks:
         for key in KEYS:
