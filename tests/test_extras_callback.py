@@ -148,3 +148,22 @@ def test_config_errors() -> None:
     monitor = EmbeddingMonitor(extra_metrics=["clipped", "vendi"], views=None)
     assert monitor.config.extra_metrics == ("vendi", "clipped")  # canonical order
     assert EmbeddingMonitor(views=None).config.extra_metrics == ()
+
+
+@pytest.mark.slow
+def test_ddp_every_rank_logs_the_function_values(tmp_path: Path) -> None:
+    from _models import DDPGAN, indexed_dataset
+    from test_ddp import Record, ddp_trainer, read
+
+    data = indexed_dataset(37, seed=1)  # odd: the sampler pads one repeated sample
+    monitor = EmbeddingMonitor(views=None, log_samples=False, extra_metrics=ALL)
+    model = DDPGAN()
+    ddp_trainer(tmp_path, callbacks=[monitor, Record(tmp_path)]).validate(
+        model, DataLoader(data, batch_size=8)
+    )
+    with torch.no_grad():
+        x = data.tensors[0]
+        expected = expected_extras(x, model.fake(x))
+    for logged in read(tmp_path, "rank*_epoch0_validate.json"):
+        for key in (*EXTRA, "fd"):
+            assert logged[f"embviz/{key}"] == pytest.approx(expected[key], rel=1e-5), key
