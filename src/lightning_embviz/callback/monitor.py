@@ -142,8 +142,10 @@ class EmbeddingMonitor(CallbackBase):
         extra_metrics: More metrics of the same gathered sets, by name, any of ``"vendi"``,
             ``"kd"``, ``"fd_inf"``, ``"clipped"`` (see "Logged metrics"); computed on rank 0
             and logged with the same values on every rank. No confidence intervals cover
-            them. Costs: ``vendi`` O(n D^2), ``kd`` O(n^2 D) (all pairs), ``fd_inf`` about
-            one extra FD against the kept real side, ``clipped`` one more ball pass.
+            them (nor do the per-sample tables carry realism/rarity scores: ``embviz
+            report --metrics clipped`` writes those). Costs: ``vendi`` O(n D^2), ``kd``
+            O(n^2 D) (all pairs), ``fd_inf`` a few FDs against the kept real side (one
+            symmetric eigenvalue problem per subset size), ``clipped`` one more ball pass.
         train: The generator's training set, to measure memorization against: an
             (N_train, D) array or tensor of training embeddings (same embedder as the
             validation rows), the path of an embeddings file (.npy, .npz, .pt, .csv), or a
