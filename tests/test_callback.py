@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from _models import WIDTH, indexed_dataset, make_data, make_module_class, trainer_kwargs
 from lightning_embviz import EmbeddingMonitor, compute_prdc, frechet_distance
-from lightning_embviz.callback.buffer import key_hash
 from lightning_embviz.callback import METRIC_NAMES
+from lightning_embviz.callback.buffer import key_hash
 
 TinyGAN = make_module_class(pl)
 KEYS = ("precision", "recall", "density", "coverage", "fd")

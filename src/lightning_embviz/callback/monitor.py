@@ -344,10 +344,11 @@ class EmbeddingMonitor(CallbackBase):
         self.nearest_k, self.keys = self.config.nearest_k, self.config.keys
         self._evaluator = RunEvaluator(self.config)
         self._embedding: Optional[BatchEmbedder] = None
-        if self.config.embedder is not None:
+        embedder = self.config.embedder
+        if embedder is not None:
             c = self.config
             keys = (c.real_key, c.fake_key, c.real_images_key, c.fake_images_key)
-            self._embedding = BatchEmbedder(c.embedder, c.embed_batch_size, keys)
+            self._embedding = BatchEmbedder(embedder, c.embed_batch_size, keys)
         self._figures = MonitorFigures(self.config)
         self._runs = 0  # validation runs with logged metrics
         self._last_step = -1
