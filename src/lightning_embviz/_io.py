@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -51,11 +50,9 @@ def _reference_tag() -> str:
 
 def _is_reference_tag(value: Any) -> bool:
     """Whether a container's "format" entry is the RealReference tag (a str or 0-d str array)."""
-    if isinstance(value, np.ndarray):
-        if value.shape != () or value.dtype.kind != "U":
-            return False
-        value = str(value)
-    return isinstance(value, str) and value == _reference_tag()
+    from lightning_embviz.engine.reference_file import format_tag
+
+    return format_tag(value) == _reference_tag()
 
 
 def _saved_reference_error(path: Path) -> EmbeddingFileError:
@@ -81,22 +78,9 @@ def is_reference_file(path: str | os.PathLike[str]) -> bool:
         True for a saved reference (possibly of another format version, or damaged: then
         :func:`load_reference` says what is wrong).
     """
-    p = Path(path)
-    try:
-        if not p.is_file() or not zipfile.is_zipfile(p):
-            return False
-        with zipfile.ZipFile(p) as archive:
-            names = archive.namelist()
-        if "format.npy" in names:
-            with np.load(p, allow_pickle=False) as npz:
-                return _is_reference_tag(npz["format"])
-        if any(name.endswith("data.pkl") for name in names):
-            import torch
+    from lightning_embviz.engine.reference_file import saved_format_tag
 
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-            return isinstance(obj, dict) and _is_reference_tag(obj.get("format"))
-    except Exception:  # unreadable: not recognisable as a reference
-        return False
+    return saved_format_tag(path) == _reference_tag()
     return False
 
 

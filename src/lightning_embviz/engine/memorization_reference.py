@@ -16,7 +16,6 @@ import math
 import os
 import warnings
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from lightning_embviz.engine.nearest_train import (
     nearest_rows,
     train_frame,
 )
+from lightning_embviz.engine.reference_file import saved_format_tag
 
 __all__ = [
     "DEFAULT_SELF_ROWS",
@@ -480,15 +480,6 @@ class TrainReference:
         return obj
 
 
-def _is_tag(value: Any) -> bool:
-    """Whether a container's ``format`` entry is the TrainReference tag (str or 0-d array)."""
-    if isinstance(value, np.ndarray):
-        if value.shape != () or value.dtype.kind != "U":
-            return False
-        value = str(value)
-    return isinstance(value, str) and value == FORMAT_NAME
-
-
 def is_train_reference_file(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` was written by :meth:`TrainReference.save`, judged by its content.
 
@@ -504,18 +495,5 @@ def is_train_reference_file(path: str | os.PathLike[str]) -> bool:
         True for a saved TrainReference (possibly of another format version, or damaged:
         :meth:`TrainReference.load` then says what is wrong).
     """
-    p = Path(path)
-    try:
-        if not p.is_file() or not zipfile.is_zipfile(p):
-            return False
-        with zipfile.ZipFile(p) as archive:
-            names = archive.namelist()
-        if "format.npy" in names:
-            with np.load(p, allow_pickle=False) as npz:
-                return _is_tag(npz["format"])
-        if any(name.endswith("data.pkl") for name in names):
-            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-            return isinstance(obj, dict) and _is_tag(obj.get("format"))
-    except Exception:  # unreadable: not recognisable as a saved reference
-        return False
+    return saved_format_tag(path) == FORMAT_NAME
     return False

@@ -76,6 +76,38 @@ class StoredReference:
     fingerprint: str
 
 
+def format_tag(value: Any) -> str | None:
+    """A container's ``format`` entry as a string (a str or a 0-d str array); None otherwise."""
+    if isinstance(value, np.ndarray):
+        if value.shape != () or value.dtype.kind != "U":
+            return None
+        value = str(value)
+    return value if isinstance(value, str) else None
+
+
+def saved_format_tag(path: str | os.PathLike[str]) -> str | None:
+    """The ``format`` tag of a file saved by a reference's ``save``, judged by its content.
+
+    The name does not matter: an npz archive with an entry ``format``, or a torch zip file
+    holding a dict with one. Only that entry is read (torch files are memory-mapped).
+    Embedding files and anything that cannot be opened give None.
+    """
+    try:
+        if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if "format.npy" in names:
+            with np.load(path, allow_pickle=False) as npz:
+                return format_tag(npz["format"])
+        if any(name.endswith("data.pkl") for name in names):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return format_tag(obj.get("format")) if isinstance(obj, dict) else None
+    except Exception:  # unreadable: not recognisable as a saved reference
+        return None
+    return None
+
+
 def fingerprint(real: Tensor) -> str:
     """SHA-256 of the real set's shape, dtype and bytes (hex)."""
     cpu = real.detach().cpu().contiguous()
