@@ -313,18 +313,10 @@ def gather_selected_clips(
         all_gather: ``tensor -> list of tensors, one per rank``; defaults to
             ``torch.distributed.all_gather`` inside a process group, else the local rows.
     """
-    from lightning_embviz.callback.buffer import _dist_all_gather, collective_device
+    from lightning_embviz.callback.buffer import _dist_all_gather, collective_device, locate_keys
 
     wanted = wanted.to(torch.int64).cpu()
-    keys = local_keys.to(torch.int64).cpu()
-    if local is not None and len(keys) and len(wanted):
-        order = torch.sort(keys, stable=True)
-        pos = torch.searchsorted(order.values, wanted).clamp(max=len(keys) - 1)
-        found = order.values[pos] == wanted
-        rows = order.indices[pos]
-    else:
-        found = torch.zeros(len(wanted), dtype=torch.bool)
-        rows = torch.zeros(len(wanted), dtype=torch.int64)
+    found, rows = locate_keys(local_keys if local is not None else None, wanted)
     distributed = all_gather is not None or (
         torch.distributed.is_available() and torch.distributed.is_initialized()
     )

@@ -449,6 +449,27 @@ def gather_embeddings(
     return gathered[0], gathered[1]
 
 
+def locate_keys(local_keys: Optional[Tensor], wanted: Tensor) -> tuple[Tensor, Tensor]:
+    """Which of the keys ``wanted`` this rank holds, and at which local row.
+
+    Args:
+        local_keys: (N,) keys of this rank's rows, or None when it holds no samples.
+        wanted: (G,) int64 CPU keys to look up.
+
+    Returns:
+        ``(found, rows)``: (G,) bool and (G,) int64 on the CPU; ``rows[i]`` is meaningful
+        only where ``found[i]``.
+    """
+    keys = None if local_keys is None else local_keys.to(torch.int64).cpu()
+    if keys is None or not len(keys) or not len(wanted):
+        return torch.zeros(len(wanted), dtype=torch.bool), torch.zeros(
+            len(wanted), dtype=torch.int64
+        )
+    order = torch.sort(keys, stable=True)
+    pos = torch.searchsorted(order.values, wanted).clamp(max=len(keys) - 1)
+    return order.values[pos] == wanted, order.indices[pos]
+
+
 def gather_selected_images(
     local: Optional[Thumbnails],
     local_keys: Tensor,
@@ -473,15 +494,7 @@ def gather_selected_images(
     distributed = all_gather is not None or (
         torch.distributed.is_available() and torch.distributed.is_initialized()
     )
-    keys = local_keys.to(torch.int64).cpu()
-    if local is not None and len(keys) and len(wanted):
-        order = torch.sort(keys, stable=True)
-        pos = torch.searchsorted(order.values, wanted).clamp(max=len(keys) - 1)
-        found = order.values[pos] == wanted
-        rows = order.indices[pos]
-    else:
-        found = torch.zeros(len(wanted), dtype=torch.bool)
-        rows = torch.zeros(len(wanted), dtype=torch.int64)
+    found, rows = locate_keys(local_keys if local is not None else None, wanted)
     shape = None if local is None else tuple(local.pixels.shape[1:])
     if not distributed:
         if local is None:
