@@ -10,8 +10,16 @@ What ``validation_step`` may return besides the embeddings (key names are argume
   12`` **bytes** (32 kB at 8 kHz for 2 s), held for at most ``2 * max_samples`` rows per set
   and rank, like the image thumbnails. Batches of one run may have different T: only the
   kept copies must match, and they always do (same rate and length).
-- ``"groups"``: (B,) integer group ids of the real rows (the song, the prompt, the
-  identity a row comes from), or ``{"real": (B,), "fake": (B',)}``. They travel with the rows.
+- ``"groups"``: (B,) group ids of the real rows (the song, the prompt, the identity a row
+  comes from), or ``{"real": (B,), "fake": (B',)}``: integers (a tensor, array or list) or
+  strings (a list/tuple of ``str``, or a NumPy array of dtype ``str``/``bytes``/``object``).
+  They travel with the rows as int64 codes: integers as they are; strings through a
+  per-run vocabulary on each rank (:class:`GroupNames`, code = order of first appearance),
+  which :func:`merge_group_names` turns into one vocabulary for all ranks at the run's end
+  (the sorted union of every rank's names, exchanged once per run with
+  ``torch.distributed.all_gather_object``: exact, no hashing, cost one small object per
+  rank). The table and the captions show the original strings. A side whose ids are
+  integers in some batches (or on some ranks) and strings in others has no table that run.
 
 At the end of every measured run (:func:`finish_run`, every rank calls it):
 
@@ -48,12 +56,15 @@ from lightning_embviz.audio import Clips, make_clips
 __all__ = [
     "AUDIO_TILES",
     "BatchAudio",
+    "GroupNames",
+    "LocalAudio",
     "RunAudio",
     "audio_rate",
     "check_audio_arguments",
     "finish_run",
     "gather_selected_clips",
     "group_table",
+    "merge_group_names",
     "parse_audio",
 ]
 
@@ -126,12 +137,19 @@ def audio_rate(config: Any) -> Optional[int]:
 
 @dataclasses.dataclass
 class BatchAudio:
-    """One batch's kept clips and group ids (each None when not given or left out)."""
+    """One batch's kept clips and group ids (each None when not given or left out).
+
+    Integer ids are in ``real_groups`` / ``fake_groups`` ((B,) int64). String ids are in
+    ``real_names`` / ``fake_names`` ((B,) object arrays of ``str``) until
+    :meth:`RunAudio.admit` encodes them into ``*_groups`` codes.
+    """
 
     real_audio: Optional[Clips] = None
     fake_audio: Optional[Clips] = None
     real_groups: Optional[Tensor] = None
     fake_groups: Optional[Tensor] = None
+    real_names: Optional[np.ndarray] = None
+    fake_names: Optional[np.ndarray] = None
 
 
 def _clips(value: Any, key: str, rows: int, config: Any, where: str) -> Optional[Clips]:
@@ -157,14 +175,71 @@ def _clips(value: Any, key: str, rows: int, config: Any, where: str) -> Optional
         raise type(err)(f"EmbeddingMonitor: {key!r}: {err} ({where})") from err
 
 
-def _group_ids(value: Any, key: str, name: str, rows: int, where: str) -> Optional[Tensor]:
-    if value is None:
+def _names(arr: np.ndarray) -> Optional[np.ndarray]:
+    """(B,) ``str`` objects if ``arr`` holds strings (or bytes), else None (numbers)."""
+    if arr.dtype.kind == "U":
+        return np.asarray(arr.tolist(), dtype=object).reshape(-1)
+    if arr.dtype.kind == "S":
+        return np.asarray([b.decode("utf-8", "replace") for b in arr.reshape(-1).tolist()], object)
+    if arr.dtype.kind != "O":
         return None
-    t = torch.as_tensor(value) if not isinstance(value, Tensor) else value.detach()
+    items = arr.reshape(-1).tolist()
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        return None  # Python ints in an object array: integer ids
+    if all(isinstance(v, (str, np.str_)) for v in items):
+        return np.asarray([str(v) for v in items], dtype=object)
+    if all(isinstance(v, (bytes, np.bytes_)) for v in items):
+        return np.asarray([bytes(v).decode("utf-8", "replace") for v in items], dtype=object)
+    kinds = sorted({type(v).__name__ for v in items})
+    if len(kinds) == 1:
+        raise TypeError(f"holds {kinds[0]} values")
+    raise TypeError(f"mixes {', '.join(kinds)}; give all integers or all strings")
+
+
+def _group_ids(
+    value: Any, key: str, name: str, rows: int, where: str
+) -> tuple[Optional[Tensor], Optional[np.ndarray]]:
+    """``(ids, names)``: (B,) int64 ids, or (B,) ``str`` names; (None, None) if not given."""
+    if value is None:
+        return None, None
+    names: Optional[np.ndarray] = None
+    t: Optional[Tensor] = None
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError(f"is a single {type(value).__name__}, not one id per row")
+        if isinstance(value, Tensor):
+            t = value.detach()
+        else:
+            if isinstance(value, np.ndarray):
+                names = _names(value)
+                if names is None:
+                    t = torch.as_tensor(value.astype(np.int64) if value.dtype == object else value)
+            elif isinstance(value, (list, tuple)) and any(
+                isinstance(v, (str, bytes, np.str_, np.bytes_)) for v in value
+            ):
+                # kept as objects (not np.asarray's '<U'), so that a mix with numbers is caught
+                arr = np.empty(len(value), dtype=object)
+                arr[:] = list(value)
+                names = _names(arr)
+            else:
+                t = torch.as_tensor(value)
+    except TypeError as err:
+        raise TypeError(
+            f"EmbeddingMonitor: {key!r} for the {name} rows must hold integer or string group "
+            f"ids, but it {err} ({where})."
+        ) from None
+    if names is not None:
+        if names.shape[0] != rows:
+            raise ValueError(
+                f"EmbeddingMonitor: {key!r} for the {name} rows has {names.shape[0]} entries but "
+                f"there are {rows} {name} rows ({where})."
+            )
+        return None, names
+    assert t is not None
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(
-            f"EmbeddingMonitor: {key!r} for the {name} rows must hold integer group ids, got "
-            f"dtype {t.dtype} ({where})."
+            f"EmbeddingMonitor: {key!r} for the {name} rows must hold integer or string group "
+            f"ids, got dtype {t.dtype} ({where})."
         )
     t = t.reshape(-1).cpu().to(torch.int64)
     if t.shape[0] != rows:
@@ -172,7 +247,7 @@ def _group_ids(value: Any, key: str, name: str, rows: int, where: str) -> Option
             f"EmbeddingMonitor: {key!r} for the {name} rows has {t.shape[0]} entries but there "
             f"are {rows} {name} rows ({where})."
         )
-    return t
+    return t, None
 
 
 def parse_audio(
@@ -188,11 +263,12 @@ def parse_audio(
         where: ``"dataloader 0, batch 3"``, for messages.
 
     Returns:
-        The kept clips (:class:`~lightning_embviz.audio.Clips`) and (B,) int64 group ids.
+        The kept clips (:class:`~lightning_embviz.audio.Clips`), and (B,) int64 group ids
+        or (B,) string group names.
 
     Raises:
-        TypeError: Waveforms that are not a floating tensor/array, non-integer group ids,
-            ``"groups"`` that is neither ids nor a mapping.
+        TypeError: Waveforms that are not a floating tensor/array; group ids that are
+            neither integers nor strings (floats, bools, a mix of both kinds).
         ValueError: Waveforms without a known sample rate, of another shape or count, group
             ids of another count.
     """
@@ -208,9 +284,31 @@ def parse_audio(
     else:
         real, fake = groups, None
     key = config.groups_key
-    out.real_groups = _group_ids(real, key, "real", real_rows, where)
-    out.fake_groups = _group_ids(fake, key, "fake", fake_rows, where)
+    out.real_groups, out.real_names = _group_ids(real, key, "real", real_rows, where)
+    out.fake_groups, out.fake_names = _group_ids(fake, key, "fake", fake_rows, where)
     return out
+
+
+class GroupNames:
+    """One side's string group ids on one rank during a run: name -> int64 code.
+
+    Codes are given in order of first appearance (0, 1, ...); the rows carry the codes, so
+    that they travel between ranks as integers. :func:`merge_group_names` maps them onto
+    the run's vocabulary shared by all ranks.
+    """
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """The names by code: ``names[c]`` is the name of code ``c``."""
+        return list(self.codes)
+
+    def encode(self, names: np.ndarray) -> Tensor:
+        """(B,) ``str`` names -> (B,) int64 codes (new names get the next codes)."""
+        codes = self.codes
+        return torch.tensor([codes.setdefault(n, len(codes)) for n in names], dtype=torch.int64)
 
 
 class RunAudio:
@@ -226,6 +324,15 @@ class RunAudio:
     def __init__(self) -> None:
         self.present: Optional[dict[str, bool]] = None
         self.dropped: set[str] = set()
+        # per side: "int" or "str", fixed by the first batch that gives ids; string names
+        self.kinds: dict[str, str] = {}
+        self.names = {"real": GroupNames(), "fake": GroupNames()}
+
+    def string_names(self, side: str) -> Optional[list[str]]:
+        """This rank's names of ``side`` ("real"/"fake") by code, or None (integer ids)."""
+        if self.kinds.get(side) != "str" or f"{side}_groups" in self.dropped:
+            return None
+        return self.names[side].names
 
     def admit(
         self, outputs: Any, config: Any, real_rows: int, fake_rows: int, where: str, strict: bool
@@ -253,6 +360,9 @@ class RunAudio:
             # bad data: drop every part this batch named
             given = self._given(outputs, config)
             self.dropped |= {p for p, has in given.items() if has}
+        for side in ("real", "fake"):
+            kind_problem = self._encode(batch, side, where)
+            problem = problem or kind_problem
         have = {part: getattr(batch, part) is not None for part in self._PARTS}
         if self.present is None:
             self.present = have
@@ -273,6 +383,28 @@ class RunAudio:
             "Return them with every batch or with none."
         )
 
+    def _encode(self, batch: BatchAudio, side: str, where: str) -> Optional[str]:
+        """String names -> codes; a side whose kind of ids changes is dropped (a problem)."""
+        ids, names = getattr(batch, f"{side}_groups"), getattr(batch, f"{side}_names")
+        setattr(batch, f"{side}_names", None)
+        if ids is None and names is None:
+            return None
+        kind = "int" if names is None else "str"
+        first = self.kinds.setdefault(side, kind)
+        if kind != first:
+            setattr(batch, f"{side}_groups", None)
+            if f"{side}_groups" in self.dropped:
+                return None
+            self.dropped.add(f"{side}_groups")
+            return (
+                f"the {side} group ids are {'strings' if kind == 'str' else 'integers'} "
+                f"({where}) but were {'strings' if first == 'str' else 'integers'} in the run's "
+                "first batch"
+            )
+        if names is not None:
+            setattr(batch, f"{side}_groups", self.names[side].encode(names))
+        return None
+
     @staticmethod
     def _given(outputs: Any, config: Any) -> dict[str, bool]:
         get = outputs.get if isinstance(outputs, Mapping) else (lambda _key: None)
@@ -287,6 +419,133 @@ class RunAudio:
             "real_groups": real_groups,
             "fake_groups": fake_groups,
         }
+
+
+# --------------------------------------------------------------------------- string groups
+
+
+@dataclasses.dataclass
+class LocalAudio:
+    """What the end of a run needs from this rank besides the gathered rows.
+
+    Attributes:
+        real_keys: (N,) keys of this rank's real rows (for :func:`gather_selected_clips`).
+        real_clips: Their kept clips, or None.
+        fake_keys: (M,) keys of this rank's fake rows.
+        fake_clips: Their kept clips, or None.
+        real_names: The run's real group names by code (the same list on every rank), or
+            None when the real ids are integers (or absent).
+        fake_names: The same for the fake rows.
+        problem: Why a side's group ids were left out this run, or None.
+    """
+
+    real_keys: Tensor
+    real_clips: Optional[Clips]
+    fake_keys: Tensor
+    fake_clips: Optional[Clips]
+    real_names: Optional[list[str]] = None
+    fake_names: Optional[list[str]] = None
+    problem: Optional[str] = None
+
+
+_SIDES = ("real", "fake")
+
+
+def merge_group_names(
+    real: Any,
+    fake: Any,
+    run: RunAudio,
+    *,
+    distributed: bool,
+    all_gather: Any = None,
+    all_gather_object: Any = None,
+) -> tuple[Any, Any, dict[str, Optional[list[str]]], Optional[str]]:
+    """Put string group ids of every rank on one vocabulary, before the rows are gathered.
+
+    Each rank coded its names in order of first appearance (:class:`GroupNames`), so code 3
+    may be another name on another rank. Here the ranks agree on the run's vocabulary: the
+    sorted union of all ranks' names (one ``all_gather_object`` of each rank's name list,
+    only when some rank has string ids; a small int all-gather of four flags decides that,
+    so every rank takes the same path). Each rank then recodes its rows to positions in that
+    list. Exact (no hashing) and the same without DDP, so the codes, and the table, equal one
+    process's. A side with integer ids on one rank and strings on another loses its ids on
+    every rank (``problem`` says so); integer ids are left as they are.
+
+    Every rank must call this under ``distributed`` (collectives).
+
+    Args:
+        real: This rank's real :class:`~lightning_embviz.callback.buffer.EmbeddingSet`.
+        fake: Its fake rows.
+        run: This rank's :class:`RunAudio` of the run (the names).
+        distributed: Whether the ranks take part.
+        all_gather: ``tensor -> list of tensors, one per rank`` (tests); defaults to
+            ``torch.distributed.all_gather``.
+        all_gather_object: ``object -> list of objects, one per rank`` (tests); defaults to
+            ``torch.distributed.all_gather_object``.
+
+    Returns:
+        ``(real, fake, names, problem)``: the rows with recoded ids, ``{"real": names or
+        None, "fake": ...}`` (the vocabulary by code), and a problem or None.
+    """
+    rows = {"real": real, "fake": fake}
+    local = {side: run.string_names(side) for side in _SIDES}
+    flags = []
+    for side in _SIDES:
+        has = rows[side].groups is not None and len(rows[side]) > 0
+        flags += [int(has and local[side] is not None), int(has and local[side] is None)]
+    mine = torch.tensor(flags, dtype=torch.int64)
+    if distributed:
+        if all_gather is None:
+            from lightning_embviz.callback.buffer import _dist_all_gather, collective_device
+
+            all_gather = _dist_all_gather(collective_device())
+        total = torch.stack([t.cpu() for t in all_gather(mine)]).amax(dim=0)
+    else:
+        total = mine
+    names: dict[str, Optional[list[str]]] = {"real": None, "fake": None}
+    problems: list[str] = []
+    strings: list[str] = []
+    for i, side in enumerate(_SIDES):
+        is_str, is_int = bool(total[2 * i]), bool(total[2 * i + 1])
+        if is_str and is_int:
+            rows[side] = dataclasses.replace(rows[side], groups=None)
+            problems.append(f"the {side} group ids are strings on some ranks, integers on others")
+        elif is_str:
+            strings.append(side)
+    if strings:
+        payload = {side: local[side] or [] for side in strings}
+        if distributed:
+            if all_gather_object is None:
+                everyone: list[Any] = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(everyone, payload)
+            else:
+                everyone = list(all_gather_object(payload))
+        else:
+            everyone = [payload]
+        for side in strings:
+            vocabulary = sorted(set().union(*(set(p[side]) for p in everyone)))
+            names[side] = vocabulary
+            ids = rows[side].groups
+            if ids is None or not len(ids) or not local[side]:
+                continue
+            position = {name: code for code, name in enumerate(vocabulary)}
+            table = torch.tensor([position[n] for n in local[side] or []], dtype=torch.int64)
+            recoded = table[ids.cpu().to(torch.int64)].to(ids.device)
+            rows[side] = dataclasses.replace(rows[side], groups=recoded)
+    problem = None
+    if problems:
+        problem = "; ".join(problems) + " (give one kind of group ids everywhere)"
+    return rows["real"], rows["fake"], names, problem
+
+
+def _decode(ids: Optional[Tensor], names: Optional[list[str]]) -> Optional[np.ndarray]:
+    """(N,) codes -> (N,) names (object array of ``str``), or the int64 ids as they are."""
+    if ids is None:
+        return None
+    codes = ids.detach().cpu().to(torch.int64).numpy()
+    if names is None:
+        return codes
+    return np.asarray(names, dtype=object)[codes] if len(codes) else np.zeros(0, dtype=object)
 
 
 # --------------------------------------------------------------------------- gathering
@@ -366,11 +625,25 @@ def gather_selected_clips(
 # --------------------------------------------------------------------------- tables
 
 
-def group_table(result: Any) -> Optional[dict[str, np.ndarray]]:
+def group_table(
+    result: Any,
+    real_names: Optional[list[str]] = None,
+    fake_names: Optional[list[str]] = None,
+) -> Optional[dict[str, np.ndarray]]:
     """The per-group table of a computed run (columns of ``GROUP_COLUMNS``), or None.
 
     :func:`~lightning_embviz.engine.groups.group_scores_from_details` on the run's details
     and rows (after the cap and the finiteness check), worst first.
+
+    Args:
+        result: The run's :class:`~lightning_embviz.callback.evaluation.Evaluation`.
+        real_names: The run's real group names by code (:func:`merge_group_names`), or None
+            for integer ids.
+        fake_names: The same for the fake rows.
+
+    Returns:
+        ``{column: (G,) array}``; the ``group`` column holds int64 ids, or the original
+        strings (an object array) when the ids were strings.
     """
     from lightning_embviz.engine.groups import GROUP_COLUMNS, group_scores_from_details
 
@@ -381,19 +654,22 @@ def group_table(result: Any) -> Optional[dict[str, np.ndarray]]:
         return None
     from lightning_embviz.callback.evaluation import details_on_cpu
 
+    real_ids, fake_ids = _decode(real.groups, real_names), _decode(fake.groups, fake_names)
     rows = group_scores_from_details(
         details_on_cpu(result.details),
         real.features.detach().cpu(),
         fake.features.detach().cpu(),
-        None if real.groups is None else real.groups.cpu(),
-        None if fake.groups is None else fake.groups.cpu(),
+        real_ids,
+        fake_ids,
     )
     if not rows:
         return None
     columns = {name: [row.as_dict()[name] for row in rows] for name in GROUP_COLUMNS}
     table: dict[str, np.ndarray] = {}
     for name, values in columns.items():
-        if name in ("group", "count"):
+        if name == "group" and any(isinstance(v, str) for v in values):
+            table[name] = np.asarray([str(v) for v in values], dtype=object)
+        elif name in ("group", "count"):
             table[name] = np.asarray(values, dtype=np.int64)
         elif name == "side":
             table[name] = np.asarray(values, dtype=object)
@@ -409,7 +685,7 @@ def _markdown(table: Mapping[str, np.ndarray], limit: int = 20) -> str:
     def cell(value: Any) -> str:
         if isinstance(value, (float, np.floating)):
             return "" if math.isnan(value) else f"{value:.4g}"
-        return str(value)
+        return str(value).replace("|", "\\|").replace("\n", " ")  # a name is one cell
 
     lines = [
         f"**Per-group scores** ({count} groups, worst first"
@@ -460,7 +736,7 @@ class _Spectrograms:
 
 def finish_run(
     result: Any,
-    local: Optional[tuple[Tensor, Optional[Clips], Tensor, Optional[Clips]]],
+    local: Optional[LocalAudio],
     config: Any,
     *,
     distributed: bool,
@@ -474,7 +750,7 @@ def finish_run(
     Args:
         result: Rank 0's :class:`~lightning_embviz.callback.evaluation.Evaluation` (status
             ``"ok"``); None on the other ranks.
-        local: This rank's ``(real_keys, real_clips, fake_keys, fake_clips)``.
+        local: This rank's clips and the run's group names (:class:`LocalAudio`).
         config: The callback's configuration.
         distributed: Whether the ranks take part (collectives).
         loggers: The Trainer's loggers (used on rank 0).
@@ -495,9 +771,12 @@ def finish_run(
 
     problems: list[str] = []
     prefix = config.prefix
+    names = (None, None) if local is None else (local.real_names, local.fake_names)
+    if local is not None and local.problem is not None:
+        problems.append(local.problem)
     if result is not None:
         try:
-            table = group_table(result)
+            table = group_table(result, *names)
             if table is not None:
                 name = f"{prefix}groups{suffix}"
                 log_tables(
@@ -532,12 +811,12 @@ def finish_run(
         shared = wanted.to(collective_device(torch.device("cpu")))
         torch.distributed.broadcast(shared, src=0)
         wanted = shared.cpu()
-    real_keys, real_clips, fake_keys, fake_clips = local or (
-        torch.zeros(0, dtype=torch.int64),
-        None,
-        torch.zeros(0, dtype=torch.int64),
-        None,
-    )
+    if local is None:
+        local = LocalAudio(
+            torch.zeros(0, dtype=torch.int64), None, torch.zeros(0, dtype=torch.int64), None
+        )
+    real_keys, real_clips = local.real_keys, local.real_clips
+    fake_keys, fake_clips = local.fake_keys, local.fake_clips
     try:
         real_shown = gather_selected_clips(real_clips, real_keys, wanted[:size][wanted[:size] >= 0])
         fake_shown = gather_selected_clips(fake_clips, fake_keys, wanted[size:][wanted[size:] >= 0])
@@ -549,13 +828,16 @@ def finish_run(
     try:
         d, missed, outliers = picked
         shown: dict[str, _Shown] = {}
-        for key, clips, rows, rowset, ratio in (
-            ("missed_real_audio", real_shown, missed, result.real, d.real_nearest_fake_ratio),
-            ("outlier_fake_audio", fake_shown, outliers, result.fake, d.fake_nearest_ball_ratio),
-        ):
+        for key, clips, rows, rowset, ratio, side_names in (
+            ("missed_real_audio", real_shown, missed, result.real, d.real_nearest_fake_ratio,
+             names[0]),
+            ("outlier_fake_audio", fake_shown, outliers, result.fake, d.fake_nearest_ball_ratio,
+             names[1]),
+        ):  # fmt: skip
             if clips is None or len(rows) == 0:
                 continue
-            groups = None if rowset.groups is None else rowset.groups.cpu()[rows].numpy()
+            groups = _decode(rowset.groups, side_names)
+            groups = None if groups is None else groups[np.asarray(rows)]
             shown[key] = _Shown(
                 clips,
                 shown_index(rowset.keys.cpu())[rows].numpy(),

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from lightning_embviz.callback.audio import BatchAudio, RunAudio
+from lightning_embviz.callback.audio import BatchAudio, LocalAudio, RunAudio, merge_group_names
 from lightning_embviz.callback.buffer import EmbeddingBuffer, EmbeddingSet, gather_embeddings
 from lightning_embviz.callback.config import MonitorConfig
 from lightning_embviz.callback.outputs import BatchOutputs, GalleryImages
@@ -52,8 +52,8 @@ class RunCollector:
         self.row_keys = RowKeys(rank, world)
         self.images = GalleryImages()
         self.audio = RunAudio()
-        # This rank's (real_keys, real_clips, fake_keys, fake_clips) after `sets`.
-        self.local_audio: Optional[tuple[Any, ...]] = None
+        # This rank's clips and the run's group names after `sets`.
+        self.local_audio: Optional[LocalAudio] = None
         self.buffer = EmbeddingBuffer(config.max_samples, config.seed)
         self._loader = loader
         self._sampler: Optional[SamplerInfo] = None
@@ -144,7 +144,14 @@ class RunCollector:
         real, fake = self.buffer.local_sets(device)
         self.buffer = EmbeddingBuffer(self.config.max_samples, self.config.seed)
         local_images = (real.keys.cpu(), real.images, fake.keys.cpu(), fake.images)
-        self.local_audio = (real.keys.cpu(), real.audio, fake.keys.cpu(), fake.audio)
+        # string group ids: one vocabulary for every rank before the ids travel
+        real, fake, names, problem = merge_group_names(
+            real, fake, self.audio, distributed=distributed
+        )
+        self.local_audio = LocalAudio(
+            real.keys.cpu(), real.audio, fake.keys.cpu(), fake.audio,
+            names["real"], names["fake"], problem,
+        )  # fmt: skip
         if distributed:
             real, fake = gather_embeddings(real, fake, out_device=device)
         return real, fake, local_images

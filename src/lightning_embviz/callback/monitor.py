@@ -168,9 +168,10 @@ class EmbeddingMonitor(CallbackBase):
             most 8 each) as playable audio at the scalars' step, and their spectrograms.
         real_audio_key: Key of the real waveforms in the validation outputs.
         fake_audio_key: Key of the generated waveforms.
-        groups_key: Optional key of integer group ids (song, prompt, identity): (B,) for the
-            real rows, or ``{"real": (B,), "fake": (B',)}``; each measured run logs a
-            per-group table ``embviz/groups`` (worst first).
+        groups_key: Optional key of group ids (song, prompt, identity), integers or strings
+            (a list of ``str`` or a NumPy string array): (B,) for the real rows, or
+            ``{"real": (B,), "fake": (B',)}``; each measured run logs a per-group table
+            ``embviz/groups`` (worst first) showing the ids as given.
         audio_keep_rate: Rate in Hz of the short mono copies kept per row for listening
             (at most ``sample_rate``).
         audio_keep_seconds: Their longest duration: memory is ``2 * round(audio_keep_rate *
