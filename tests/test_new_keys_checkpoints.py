@@ -1,0 +1,435 @@
+"""The new callback features under ``trainer.validate(ckpt_path=...)``, as users run them.
+
+A real ``fit()`` with Lightning's defaults (sanity check, default TensorBoard logger, a
+``ModelCheckpoint``) with ``embedder=``, ``train=``/``train_images=``, ``extra_metrics=`` or
+audio and groups on; then a new Trainer with a new ``EmbeddingMonitor`` of the same
+arguments validates the saved ``.ckpt`` (and the fitting Trainer validates ``"best"`` /
+``"last"``). The new keys are read back from the logger files at the checkpoint's training
+step and compared with the reference functions on the embeddings of the checkpointed model;
+neither the embedder nor the training embeddings end up in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from prdc import compute_prdc
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from _models import WIDTH, make_data, make_module_class, trainer_kwargs
+from lightning_embviz import EmbeddingMonitor, compute_prdc_details, samples
+from lightning_embviz.audio import decode_wav, make_clips
+from lightning_embviz.engine.groups import per_group_scores
+from lightning_embviz.memorization import TrainReference, compute_memorization
+from lightning_embviz.metrics import (
+    clipped_density_coverage,
+    fd_infinity,
+    frechet_distance,
+    kernel_distance,
+    vendi_score,
+)
+
+TinyGAN = make_module_class(pl)
+SHIFT, N_TRAIN, N_VAL, DIM = 0.3, 80, 64, 4
+PRDC = ("precision", "recall", "density", "coverage")
+MEMORIZATION = ("authenticity", "ct_score", "copy_fraction")
+EXTRA = ("vendi", "vendi_real", "kd", "kd_se", "fd_inf", "clipped_density", "clipped_coverage")
+RATE, AUDIO_SHIFT = 4000, 10.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _tb_scalars(log_dir: str | Path) -> dict[str, dict[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+
+
+def _csv_rows(log_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of ``metrics.csv`` that hold embviz values, in order."""
+    with open(Path(log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("embviz/coverage")]
+    return [{k: float(v) for k, v in row.items() if v != ""} for row in rows]
+
+
+def _same(logged: float, expected: float, rel: float = 1e-5) -> bool:
+    if math.isnan(expected):
+        return math.isnan(logged)
+    return logged == pytest.approx(expected, rel=rel, abs=1e-6)
+
+
+def _checkpointed(path: str | Path, **kwargs: Any) -> Any:
+    """A fresh TinyGAN with the weights of the checkpoint at ``path``."""
+    model = TinyGAN(**kwargs)
+    state = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors only
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def _training_step(path: str | Path) -> int:
+    """The step at which the training run logged the validation of this checkpoint."""
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"]) - 1
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors(v)]
+    return []
+
+
+def _assert_not_in_checkpoint(path: str | Path, *forbidden: torch.Tensor) -> dict[str, Any]:
+    """No tensor of ``forbidden`` (nor one of its rows) anywhere in the checkpoint file."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(checkpoint["state_dict"]) == {"generator.weight", "generator.bias"}
+    stored = [t.detach().cpu().double() for t in _tensors(checkpoint)]
+    for tensor in forbidden:
+        tensor = tensor.detach().cpu().double()
+        for t in stored:
+            assert not (t.shape == tensor.shape and torch.equal(t, tensor))
+            if t.dim() >= 1 and t.shape[-1:] == tensor.shape[-1:] and t.numel() >= tensor.shape[-1]:
+                rows = t.reshape(-1, tensor.shape[-1])
+                assert not (rows[:, None, :] == tensor.reshape(-1, tensor.shape[-1])).all(-1).any()
+    return checkpoint
+
+
+class ImageEmbedder(torch.nn.Module):
+    """A user's image embedder: (B, 1, 2, 3) images -> (B, DIM), seeded like a pretrained one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(WIDTH, DIM))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.float())
+
+
+def _images(rows: torch.Tensor) -> torch.Tensor:
+    return rows.reshape(-1, 1, 2, 3)
+
+
+def _image_outputs(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+    """Images only (the embedder computes the embeddings), with labels."""
+    return {
+        "real_images": _images(out["real"]),
+        "fake_images": _images(out["fake"]),
+        "labels": out["labels"],
+    }
+
+
+def _embed(embedder: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return embedder.eval()(images).double()
+
+
+# --------------------------------------------------------------------------- memorization + extras
+
+
+def _image_monitor(train_ref: Path, train_images: torch.Tensor) -> EmbeddingMonitor:
+    return EmbeddingMonitor(
+        views=None,
+        embedder=ImageEmbedder(),
+        train=train_ref,
+        train_images=train_images,
+        extra_metrics=("vendi", "kd", "fd_inf", "clipped"),
+        gallery_size=4,
+    )
+
+
+def _expected_image_run(model: Any, embedder: torch.nn.Module, train: torch.Tensor) -> dict:
+    """Every logged value, from the reference functions on the model's embeddings."""
+    x = make_data(N_VAL).tensors[0]
+    with torch.no_grad():
+        fake_rows = model.fake(x)
+    real, fake = _embed(embedder, _images(x)), _embed(embedder, _images(fake_rows))
+    out: dict[str, float] = dict(compute_prdc(real.numpy(), fake.numpy(), nearest_k=5))
+    out["fd"] = frechet_distance(real, fake)
+    out.update(compute_memorization(train, fake, heldout=real, n_cells=2))
+    out["vendi"], out["vendi_real"] = vendi_score(fake), vendi_score(real)
+    out.update(kernel_distance(real, fake))
+    out["fd_inf"] = fd_infinity(real, fake, seed=0).fd_inf
+    out.update(clipped_density_coverage(real, fake, 5))
+    return out
+
+
+def test_memorization_extras_and_embedder_under_validate_ckpt_path(tmp_path: Path) -> None:
+    """fit() with ModelCheckpoints on authenticity, copy_fraction and coverage; validate each."""
+    train_images = _images(make_data(N_TRAIN, seed=1).tensors[0])
+    train = _embed(ImageEmbedder(), train_images)
+    TrainReference(train, n_cells=2).save(tmp_path / "train_ref.pt")
+    by_authenticity = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        monitor="embviz/authenticity",
+        mode="max",
+        filename="auth-{epoch}-{step}",
+        save_last=True,
+    )
+    by_copying = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="embviz/copy_fraction", filename="copy-{epoch}-{step}"
+    )
+    by_coverage = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        monitor="embviz/coverage",
+        mode="max",
+        save_top_k=-1,
+        filename="cov-{epoch}-{step}",
+    )
+    monitor = _image_monitor(tmp_path / "train_ref.pt", train_images)
+    model = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs, lr=0.5)
+    trainer = pl.Trainer(
+        callbacks=[by_authenticity, monitor, by_copying, by_coverage],
+        **trainer_kwargs(tmp_path, enable_progress_bar=False),  # default logger, sanity check
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(
+            model,
+            DataLoader(make_data(32, seed=2), batch_size=16),
+            DataLoader(make_data(N_VAL), 16),
+        )
+    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
+
+    # The training run: one point per epoch (none for the sanity check) for every new key.
+    training = _tb_scalars(trainer.logger.log_dir)
+    steps = sorted(training["embviz/authenticity"])
+    assert len(steps) == 2
+    for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
+        assert sorted(training[f"embviz/{key}"]) == steps, key
+    # ModelCheckpoint(monitor="embviz/authenticity", mode="max") picked the best epoch.
+    authenticity = training["embviz/authenticity"]
+    assert by_authenticity.best_model_path
+    assert float(by_authenticity.best_model_score) == pytest.approx(max(authenticity.values()))
+    assert authenticity[_training_step(by_authenticity.best_model_path)] == max(
+        authenticity.values()
+    )
+    assert float(by_copying.best_model_score) == pytest.approx(
+        min(training["embviz/copy_fraction"].values())
+    )
+    coverage_paths = sorted((tmp_path / "ckpt").glob("cov-*.ckpt"))
+    # (validate() restores every ModelCheckpoint's state from the file it loads: keep paths)
+    best, last = by_authenticity.best_model_path, by_authenticity.last_model_path
+    least_copying = Path(by_copying.best_model_path)
+    assert [_training_step(p) for p in coverage_paths] == steps
+
+    # Neither the embedder's weights nor the training embeddings are in any checkpoint; the
+    # callback state is plain (weights_only) and counts the measured runs.
+    embedder = monitor.embedder
+    for path in coverage_paths:
+        saved = _assert_not_in_checkpoint(path, *embedder.parameters(), train)
+        assert (
+            saved["callbacks"][monitor.state_key]["runs"] == steps.index(_training_step(path)) + 1
+        )
+
+    # 1. The fitting Trainer: validate(ckpt_path="best") (authenticity) and "last".
+    for which, path in (
+        ("best", best),
+        ("last", last),
+    ):
+        result = trainer.validate(model, DataLoader(make_data(N_VAL), 16), ckpt_path=which)[0]
+        step = _training_step(path)
+        expected = _expected_image_run(_checkpointed(path, shifts=(SHIFT,)), embedder, train)
+        for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
+            assert _same(result[f"embviz/{key}"], expected[key]), (which, key)
+            assert _same(result[f"embviz/{key}"], training[f"embviz/{key}"][step]), (which, key)
+        if which == "best":
+            assert result["embviz/authenticity"] == pytest.approx(max(authenticity.values()))
+
+    # 2. A new Trainer and a new monitor of the same arguments, as a user comparing
+    # checkpoints does: every checkpoint, logged at its training step into metrics.csv.
+    validator_monitor = _image_monitor(tmp_path / "train_ref.pt", train_images)
+    logger = CSVLogger(tmp_path, name="compare", version=0)
+    validator = pl.Trainer(
+        callbacks=[validator_monitor],
+        logger=logger,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+    )
+    paths = [*coverage_paths, least_copying]
+    reference = validator_monitor._evaluator._memorization.reference
+    results = []
+    for path in paths:
+        fresh = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs)
+        results.append(
+            validator.validate(fresh, DataLoader(make_data(N_VAL), 16), ckpt_path=path)[0]
+        )
+    # the training side was fitted once, at construction, and reused by every run
+    assert validator_monitor._evaluator._memorization.reference is reference
+    rows = _csv_rows(logger.log_dir)
+    assert len(rows) == len(paths)  # one row per validate(), at the checkpoint's step
+    for path, result, row in zip(paths, results, rows):
+        step = _training_step(path)
+        expected = _expected_image_run(_checkpointed(path, shifts=(SHIFT,)), embedder, train)
+        assert row["step"] == step and step in steps  # the copy_fraction one is one of the two
+        assert row["epoch"] == torch.load(path, weights_only=True)["epoch"]
+        for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
+            assert _same(row[f"embviz/{key}"], expected[key]), (path.name, key)
+            assert _same(result[f"embviz/{key}"], expected[key]), (path.name, key)
+            assert _same(row[f"embviz/{key}"], training[f"embviz/{key}"][step]), (path.name, key)
+        assert math.isfinite(row["embviz/ct_score"])
+    # the closest_train gallery and the image galleries at the same steps
+    for name in ("closest_train", "missed_real"):
+        shown = sorted((Path(logger.log_dir) / "embviz" / name).glob("step_*.png"))
+        assert [p.name for p in shown] == [f"step_{s:06d}.png" for s in steps], name
+
+
+# --------------------------------------------------------------------------- audio + groups
+
+
+class AudioEmbedder(torch.nn.Module):
+    """A user's audio embedder: (B, T) waveforms at RATE -> (B, DIM) (a seeded projection)."""
+
+    modality = "audio"
+    sample_rate = RATE
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(11)
+        self.proj = torch.nn.Linear(600, DIM)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        return self.proj(waveforms.float())
+
+
+def _tones(rows: torch.Tensor) -> torch.Tensor:
+    """One tone per row, its pitch and loudness set by the row: (B, 600) at RATE."""
+    t = torch.arange(600) / RATE
+    pitch = 200.0 + 50.0 * rows[:, :1].detach().abs()
+    return 0.5 * torch.tanh(rows[:, 1:2].detach().abs()) * torch.sin(2 * math.pi * pitch * t)
+
+
+def _audio_outputs(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
+    labels = out["labels"]
+    return {
+        "real_audio": _tones(out["real"]),
+        "fake_audio": _tones(out["fake"]),
+        "labels": labels,
+        "groups": {"real": labels, "fake": labels},
+    }
+
+
+def _audio_monitor() -> EmbeddingMonitor:
+    return EmbeddingMonitor(
+        views=None,
+        embedder=AudioEmbedder(),
+        audio_keep_rate=2000,
+        audio_keep_seconds=0.1,
+        gallery_size=4,
+        log_samples=False,
+    )
+
+
+def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
+    tmp_path: Path,
+) -> None:
+    """Lightning's own ModelCheckpoint and logger; a new Trainer validates the saved file."""
+    monitor = _audio_monitor()
+    model = TinyGAN(shifts=(AUDIO_SHIFT,), outputs=_audio_outputs)
+    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, enable_progress_bar=False))
+    trainer.fit(
+        model, DataLoader(make_data(16, seed=1), batch_size=8), DataLoader(make_data(48), 16)
+    )
+    path = Path(trainer.checkpoint_callback.best_model_path)  # Lightning's default checkpoint
+    assert path.parent.name == "checkpoints" and path.name == "epoch=1-step=4.ckpt"
+    embedder = monitor.embedder
+    saved = _assert_not_in_checkpoint(path, *embedder.parameters())
+    assert saved["callbacks"][monitor.state_key]["runs"] == 2
+    training = _tb_scalars(trainer.logger.log_dir)
+    step = _training_step(path)
+    assert max(training["embviz/coverage"]) == step
+
+    # A new Trainer, a new embedder built the same way, a new monitor of the same arguments.
+    validator_monitor = _audio_monitor()
+    logger = CSVLogger(tmp_path, name="compare", version=0)
+    validator = pl.Trainer(
+        callbacks=[validator_monitor],
+        logger=logger,
+        default_root_dir=tmp_path / "v",
+        enable_progress_bar=False,
+    )
+    fresh = TinyGAN(shifts=(AUDIO_SHIFT,), outputs=_audio_outputs)
+    result = validator.validate(fresh, DataLoader(make_data(48), 16), ckpt_path=path)[0]
+    assert all(p.grad is None for p in validator_monitor.embedder.parameters())
+
+    x, labels = make_data(48).tensors
+    with torch.no_grad():
+        fake_rows = _checkpointed(path, shifts=(AUDIO_SHIFT,)).fake(x)
+    real = _embed(validator_monitor.embedder, _tones(x))
+    fake = _embed(validator_monitor.embedder, _tones(fake_rows))
+    expected = dict(compute_prdc(real.numpy(), fake.numpy(), nearest_k=5))
+    expected["fd"] = frechet_distance(real, fake)
+    (row,) = _csv_rows(logger.log_dir)
+    assert row["step"] == step
+    for key in (*PRDC, "fd"):
+        assert _same(row[f"embviz/{key}"], expected[key]), key
+        assert _same(result[f"embviz/{key}"], expected[key]), key
+        assert _same(row[f"embviz/{key}"], training[f"embviz/{key}"][step]), key
+
+    # The per-group table and the clips of the checkpoint's run, at its training step.
+    table = Path(logger.log_dir) / "embviz" / "groups" / f"step_{step:06d}.csv"
+    with open(table) as f:
+        rows = list(csv.DictReader(f))
+    want = per_group_scores(real, fake, real_groups=labels, fake_groups=labels)
+    assert len(rows) == len(want) == 6
+    for got, row in zip(rows, want):
+        assert (int(got["group"]), got["side"], int(got["count"])) == (
+            row.group,
+            row.side,
+            row.count,
+        )
+        for name in (*PRDC, "fd"):
+            assert _same(float(got[name]), getattr(row, name), rel=1e-9), name
+    # The shown clips are the checkpointed model's missed reals and outlier fakes.
+    details = compute_prdc_details(real, fake, nearest_k=5)
+    shown = {
+        "missed_real_audio": (samples.missed_real_order(details)[:4], _tones(x)),
+        "outlier_fake_audio": (samples.outlier_fake_order(details)[:4], _tones(fake_rows)),
+    }
+    for kind, (order, audio) in shown.items():
+        folders = [p for p in (Path(logger.log_dir) / "embviz" / kind).iterdir() if p.is_dir()]
+        assert [f.name for f in folders] == [f"step_{step:06d}"], kind
+        wavs = sorted(folders[0].glob("*.wav"))
+        assert len(wavs) == len(order) > 0, kind
+        kept = make_clips(audio[order], RATE, keep_rate=2000, max_seconds=0.1)
+        for i, wav in enumerate(wavs):
+            clip, rate = decode_wav(wav.read_bytes())
+            assert rate == 2000
+            np.testing.assert_allclose(clip, kept.clip(i), atol=1.5 / 32767)
+
+    # Resuming fit() from the checkpoint restores the callback state and goes on measuring.
+    again = _audio_monitor()
+    resumed = pl.Trainer(
+        callbacks=[again],
+        **trainer_kwargs(tmp_path / "resume", max_epochs=3, enable_progress_bar=False),
+    )
+    model = TinyGAN(shifts=(AUDIO_SHIFT,), outputs=_audio_outputs)
+    resumed.fit(
+        model,
+        DataLoader(make_data(16, seed=1), batch_size=8),
+        DataLoader(make_data(48), 16),
+        ckpt_path=path,
+    )
+    assert again.state_dict()["runs"] == 3
+    scalars = _tb_scalars(resumed.logger.log_dir)
+    assert sorted(scalars["embviz/coverage"]) == [5]
+    real = _embed(embedder, model.collected("real_audio", 2))
+    fake = _embed(embedder, model.collected("fake_audio", 2))
+    assert _same(
+        scalars["embviz/coverage"][5], compute_prdc(real.numpy(), fake.numpy(), 5)["coverage"]
+    )
