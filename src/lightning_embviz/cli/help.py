@@ -24,7 +24,8 @@ process (plain `embviz`) is the default.
 
 _MEMORIZATION = """\
 --train TRAIN (the generator's training embeddings, same D, or a saved TrainReference:
-TrainReference(train).save(path) in Python) adds to metrics.json and the summary the
+`embviz reference TRAIN --train -o train_ref.npz`, or TrainReference(train).save(path) in
+Python) adds to metrics.json and the summary the
 memorization numbers of FAKE, REAL being the held-out set
 (lightning_embviz.memorization.compute_memorization): authenticity (fraction of fakes
 farther from their nearest training sample than that sample is from its own nearest
@@ -37,6 +38,8 @@ and to DIR/samples_fake.csv the columns nearest_train_index and nearest_train_di
 With --train-images (one image per TRAIN row, the image-file formats above) and
 --fake-images, DIR/closest_train.png shows the --gallery-size fakes closest to the
 training set, each beside its nearest training image, closest first, with the distance.
+With --embedder and --train-images but no --train, the training images are embedded
+with the same embedder (once) and are the training set.
 
 """
 
@@ -63,6 +66,7 @@ examples:
   embviz report real.npy fake.npy -o out/
   embviz compare real.npy ckpt_epoch10.npy ckpt_epoch20.npy -o cmp/
   embviz reference real.npy -k 3,5,10 -o ref.npz
+  embviz reference train.npy --train -o train_ref.npz
 
 Run `embviz report -h`, `embviz compare -h` or `embviz reference -h` for each command's
 options, input formats and output files.
@@ -78,6 +82,7 @@ examples:
   embviz reference real.npy -k 3,5,10 -o ref.npz && embviz report ref.npz fake.npy -k 10
   embviz report real.npy fake.npy --confidence 0.95 --seed 0
   embviz report real.npy fake.npy --train train.npy --train-images ti.npy --fake-images fi.npy
+  embviz report real_images.npy fake_images.npy --embedder module:net.pt --train-images ti.npy
   embviz report real_images.npy fake_images.npy --embedder dinov2:facebook/dinov2-base
 
 Input files: .npy, .npz (one array, or one named 'embeddings'/'features'),
@@ -210,6 +215,9 @@ examples:
   embviz report ref.npz fake.npy -k 10 -o out/
   embviz compare ref.npz ckpt_epoch10.npy ckpt_epoch20.npy -o cmp/
   embviz reference ref.npz -k 3,5,10,20 -o ref.npz   # add a k: refit from the stored reals
+  embviz reference train.npy --train -o train_ref.npz   # a training set, for memorization
+  embviz report real.npy fake.npy --train train_ref.npz -o out/
+  embviz reference train_images.npy --train --embedder module:net.pt -o train_ref.npz
 
 Fits the real set once: its k-NN radii for every k of -k from one pass over the
 real-real distances, the real embeddings themselves, a SHA-256 fingerprint of them, the
@@ -228,4 +236,17 @@ existing FILE is replaced only when it is a saved reference (never REAL's embedd
 other data), and the new file is written under a temporary name first, then renamed, so
 a failed run leaves the old one in place. In Python: RealReference.load(FILE).
 Prints one line: the file, N, D, dtype, the fitted k, the file size and the fitting time.
+
+--train: REAL is the generator's training set (embeddings, or a saved TrainReference to
+refit with other --cells/--seed), and FILE a TrainReference
+(lightning_embviz.memorization.TrainReference: the training embeddings, the distance of
+up to 10 000 sampled training rows to their nearest other training row, and --cells
+k-means cells, default min(20, N), fitted with --seed) that `embviz report --train FILE`
+and EmbeddingMonitor(train="FILE") load instead of refitting; their results are
+identical to those from the training embeddings file (with the same cells and seed).
+In Python: TrainReference.load(FILE). -k does not apply. One process fits it (under
+torchrun, process 0).
+
+--embedder NAME:PATH (as in `embviz report -h`): REAL holds images (or audio), embedded
+first; the embeddings are fitted. Use the embedder that embeds the fakes.
 """

@@ -60,6 +60,12 @@ class CompareOptions(ViewOptions):
     fakes: tuple[str, ...]
     names: Optional[str]
     embedder: Optional[str] = None
+    real_audio: Optional[str] = None  # the audio and group options (cli/audio.py)
+    fake_audio: Optional[str] = None  # comma-separated, one per FAKE
+    sample_rate: Optional[int] = None
+    audio_seconds: float = 10.0
+    groups: Optional[str] = None
+    fake_groups: Optional[str] = None  # one file for all FAKE, or one per FAKE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,9 +73,13 @@ class ReferenceOptions:
     """``embviz reference REAL -k K[,K...] -o FILE``; ``nearest_k`` lists every k to fit."""
 
     real: str
-    nearest_k: tuple[int, ...]
+    nearest_k: Optional[tuple[int, ...]]  # None: -k not given (DEFAULT_K for a RealReference)
     out: Path
     quiet: bool
+    train: bool = False  # --train: fit a TrainReference (cli/reference.py)
+    cells: Optional[int] = None
+    seed: int = 0
+    embedder: Optional[str] = None
 
 
 Options = Union[ReportOptions, CompareOptions, ReferenceOptions]

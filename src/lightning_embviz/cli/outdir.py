@@ -33,8 +33,9 @@ def prepare_out_file(out: Path) -> list[Path]:
             f"{out.suffix or '(no extension)'!r}; e.g. -o {out.with_suffix('.npz').name}."
         )
     from lightning_embviz._io import is_reference_file
+    from lightning_embviz.engine.memorization_reference import is_train_reference_file
 
-    if out.exists() and not is_reference_file(out):
+    if out.exists() and not (is_reference_file(out) or is_train_reference_file(out)):
         # Only a saved reference is replaced: never REAL itself or other data by mistake.
         raise ValueError(
             f"-o {out}: exists and is not a saved reference; it is not replaced. Remove it "

@@ -297,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated panel names, one per FAKE (default: the file names)",
     )
     _add_embedder(compare, "see `embviz report -h`")
+    from lightning_embviz.cli.audio import add_compare_audio_arguments
+
+    add_compare_audio_arguments(compare)
     reference = _command(
         sub,
         "reference",
@@ -309,17 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
     reference.add_argument(
         "real",
         metavar="REAL",
-        help="real embeddings, shape (N, D), or a saved reference to refit with another -k",
+        help="real embeddings, shape (N, D), or a saved reference to refit with another -k; "
+        "with --train: the training embeddings, or a saved TrainReference to refit",
     )
     reference.add_argument(
         "-k",
         "--nearest-k",
         type=_k_list,
-        default=(DEFAULT_K,),
+        default=None,
         metavar="K[,K...]",
         help="the k to fit, comma-separated, e.g. 3,5,10; the first is the default of report "
         f"and compare (default: {DEFAULT_K})",
     )
+    from lightning_embviz.cli.reference import add_train_arguments
+
+    add_train_arguments(reference)
+    _add_embedder(reference, "the embeddings are fitted")
     reference.add_argument(
         "-o",
         "--out",
