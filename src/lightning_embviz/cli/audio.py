@@ -7,7 +7,12 @@ are read once; the report then writes the missed real clips and the outlier fake
 rate, ``missed_real_audio/NN.wav`` and ``outlier_fake_audio/NN.wav``, and their spectrogram
 galleries ``missed_real_audio.png`` / ``outlier_fake_audio.png``. ``--groups`` (one id per
 REAL row) and ``--fake-groups`` (one per FAKE row) write ``groups.csv``: the per-group table
-(:func:`lightning_embviz.engine.groups.group_scores_from_details`), worst first.
+(:func:`lightning_embviz.engine.groups.group_scores_from_details`), worst first; group ids
+may be integers or strings (a ``.npy`` of dtype ``str``, or a CSV/text column), and the
+table shows them as given.
+``embviz compare`` takes the same options, ``--fake-audio`` and ``--fake-groups`` as
+comma-separated lists with one file per FAKE (:func:`read_compare_audio`), and writes each
+set's files into its own folder ``OUT/<name>/``.
 The clips are the callback's (:func:`lightning_embviz.audio.make_clips`): mono, here at the
 full rate, cut to ``--audio-seconds``.
 """
@@ -20,7 +25,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["AUDIO_TILES", "AudioSide", "add_audio_arguments", "audio_outputs", "read_audio"]
+__all__ = [
+    "AUDIO_TILES",
+    "AudioSide",
+    "add_audio_arguments",
+    "add_compare_audio_arguments",
+    "audio_outputs",
+    "read_audio",
+    "read_compare_audio",
+]
 
 AUDIO_TILES = 8
 """The most clips written per kind."""
@@ -156,6 +169,76 @@ def audio_outputs(
     return figures, written
 
 
+def _per_fake(text: Optional[str], fakes: tuple[str, ...], flag: str, shared: bool) -> list[Any]:
+    """``"a.npy,,c.npy"`` -> one path (or None) per FAKE; with ``shared`` one path serves all."""
+    if not text:
+        return [None] * len(fakes)
+    items = [item.strip() or None for item in text.split(",")]
+    if shared and len(items) == 1:
+        return items * len(fakes)
+    if len(items) != len(fakes):
+        one = " (or one file for every FAKE)" if shared else ""
+        raise ValueError(
+            f"{flag} has {len(items)} file(s) for {len(fakes)} FAKE files; give one per FAKE"
+            f"{one}, comma-separated, in the order of the FAKE files (an empty item skips a set)."
+        )
+    return items
+
+
+def read_compare_audio(
+    options: Any, num_real: int, fake_counts: list[int]
+) -> Optional[list[Optional[AudioSide]]]:
+    """The audio inputs of ``embviz compare``: one :class:`AudioSide` per FAKE (or None).
+
+    ``--real-audio`` and ``--groups`` (one per REAL row) serve every set; ``--fake-audio``
+    lists one waveform file per FAKE and ``--fake-groups`` one id file per FAKE, or a single
+    file for all (the same prompts for every checkpoint), comma-separated; an empty item
+    leaves that set without.
+
+    Args:
+        options: The compare options (``real``, ``fakes``, ``real_audio``, ``fake_audio``,
+            ``sample_rate``, ``audio_seconds``, ``groups``, ``fake_groups`` are read).
+        num_real: N, the rows of REAL.
+        fake_counts: The rows of each FAKE.
+
+    Returns:
+        One entry per FAKE (None for a set with no audio input), or None when none of the
+        options is given.
+
+    Raises:
+        ValueError: Waveforms without ``--sample-rate``, of another shape or count; group
+            ids of another count; a list with another number of files than FAKE files.
+        TypeError: Waveforms that are not floating.
+    """
+    from lightning_embviz._io import load_labels
+
+    given = [options.real_audio, options.fake_audio, options.groups, options.fake_groups]
+    if not any(given):
+        return None
+    rate, seconds = options.sample_rate, options.audio_seconds
+    if (options.real_audio or options.fake_audio) and rate is None:
+        raise ValueError("--real-audio/--fake-audio need --sample-rate (the clips' rate in Hz).")
+    fakes = tuple(options.fakes)
+    audio_files = _per_fake(options.fake_audio, fakes, "--fake-audio", shared=False)
+    group_files = _per_fake(options.fake_groups, fakes, "--fake-groups", shared=True)
+    real_clips = None
+    if options.real_audio:
+        real_clips = _waveforms(
+            options.real_audio, num_real, "--real-audio", options.real, rate, seconds
+        )
+    real_groups = load_labels(options.groups, num_real) if options.groups else None
+    sides: list[Optional[AudioSide]] = []
+    for fake, rows, audio, groups in zip(fakes, fake_counts, audio_files, group_files):
+        fake_clips = None
+        if audio:
+            fake_clips = _waveforms(audio, rows, "--fake-audio", fake, rate, seconds)
+        fake_groups = load_labels(groups, rows) if groups else None
+        side = AudioSide(real_clips, fake_clips, real_groups, fake_groups)
+        has_any = any(v is not None for v in (real_clips, fake_clips, real_groups, fake_groups))
+        sides.append(side if has_any else None)
+    return sides
+
+
 def _rate(text: str) -> int:
     import argparse
 
@@ -179,6 +262,49 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def add_compare_audio_arguments(compare: Any) -> None:
+    """Add report's audio and group options to the ``compare`` parser, per FAKE where needed.
+
+    ``--real-audio``, ``--fake-audio LIST``, ``--sample-rate``, ``--audio-seconds``,
+    ``--groups`` and ``--fake-groups LIST`` (see :func:`read_compare_audio`).
+    """
+    compare.add_argument(
+        "--real-audio",
+        metavar="FILE",
+        help="one waveform per REAL row, .npy (N, T) or (N, C, T) floats at --sample-rate: "
+        "writes each set's missed real clips, NAME/missed_real_audio/NN.wav and "
+        "NAME/missed_real_audio.png (spectrograms)",
+    )
+    compare.add_argument(
+        "--fake-audio",
+        metavar="LIST",
+        help="comma-separated waveform files, one per FAKE in order (an empty item skips a "
+        "set): writes NAME/outlier_fake_audio/NN.wav and its spectrograms",
+    )
+    compare.add_argument(
+        "--sample-rate", type=_rate, metavar="HZ", help="the rate of the waveforms in Hz"
+    )
+    compare.add_argument(
+        "--audio-seconds",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="the longest clip written, in seconds (default: 10)",
+    )
+    compare.add_argument(
+        "--groups",
+        metavar="FILE",
+        help="a group id per REAL row (song, prompt, identity; integers or strings): writes "
+        "NAME/groups.csv per set, the per-group coverage and recall, worst first",
+    )
+    compare.add_argument(
+        "--fake-groups",
+        metavar="LIST",
+        help="group ids per FAKE row: one file for every FAKE, or comma-separated, one per "
+        "FAKE in order; adds each group's precision, density and FD to NAME/groups.csv",
+    )
 
 
 def add_audio_arguments(report: Any) -> None:

@@ -4,19 +4,24 @@ Steps: read and check the inputs (every rank), the per-sample results of each fa
 against the real radii fitted once (the ranks share the distance work), then on rank 0
 alone: one row of metrics per set (with ``--confidence`` the intervals and the marks of
 :mod:`~lightning_embviz.cli.stats`), one figure per projection, metrics.json and
-metrics.csv, the printed table.
+metrics.csv, the printed table. With the audio and group options
+(:func:`~lightning_embviz.cli.audio.read_compare_audio`) each set also gets report's audio
+files (missed real clips, outlier fake clips, their spectrograms, ``groups.csv``) in its own
+folder ``OUT/<name>/``.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from lightning_embviz.callback.extras import extra_keys
+from lightning_embviz.cli.audio import AUDIO_TILES, AudioSide, audio_outputs, read_compare_audio
 from lightning_embviz.cli.console import Progress, out
 from lightning_embviz.cli.files import RealSide
 from lightning_embviz.cli.measure import check_sizes, degenerate_notes, interval_keys, intervals
@@ -44,6 +49,7 @@ class _Inputs:
     names: list[str]
     nearest_k: int
     projections: dict[str, Projection]
+    audio: Optional[list[Optional[AudioSide]]] = None  # one per fake set
 
     @property
     def real(self) -> np.ndarray:
@@ -65,6 +71,7 @@ def run_compare(options: CompareOptions, progress: Progress, ranks: Ranks) -> in
     rows = _rows(options, inputs, all_details, progress)
     best = mark_differences(rows, options.confidence) if options.confidence is not None else None
     written = _figures(options, inputs, all_details, rows, progress)
+    written += _audio(options, inputs, all_details, progress)
     _write_tables(options, inputs, rows, best)
     _summary(options, inputs, rows, best, written)
     return 0
@@ -110,7 +117,44 @@ def _read(options: CompareOptions, progress: Progress) -> _Inputs:
     k, real = side.nearest_k, side.embeddings
     counts = {options.real: len(real), **{p: len(f) for p, f in zip(options.fakes, fakes)}}
     check_sizes(k, counts, options.confidence)
-    return _Inputs(side, fakes, names, k, projections)
+    audio = read_compare_audio(options, len(real), [len(f) for f in fakes])
+    return _Inputs(side, fakes, names, k, projections, audio)
+
+
+def set_folders(names: list[str]) -> list[str]:
+    """One folder name per set: its name with path-unsafe characters as ``_``, made unique."""
+    folders: list[str] = []
+    for name in names:
+        base = re.sub(r"[^\w.+-]+", "_", name).strip("._") or "set"
+        folder, n = base, 2
+        while folder in folders:
+            folder, n = f"{base}_{n}", n + 1
+        folders.append(folder)
+    return folders
+
+
+def _audio(
+    options: CompareOptions, inputs: _Inputs, all_details: list[Any], progress: Progress
+) -> list[Path]:
+    """Each set's report audio files in ``OUT/<name>/``: WAVs, spectrograms, groups.csv."""
+    from lightning_embviz.cli.writers import write_figures
+
+    if inputs.audio is None:
+        return []
+    written: list[Path] = []
+    folders = set_folders(inputs.names)
+    for side, folder, name, path, fake, details in zip(
+        inputs.audio, folders, inputs.names, options.fakes, inputs.fakes, all_details
+    ):
+        if side is None:
+            continue
+        out = options.out / folder
+        out.mkdir(parents=True, exist_ok=True)
+        progress(f"writing the clips and group table of {name} to {out}")
+        title = f"{name} ({Path(path).name}) vs {Path(options.real).name}"
+        figures, files = audio_outputs(side, details, inputs.real, fake, out, AUDIO_TILES, title)
+        written += write_figures(figures, out) + files
+    return written
 
 
 def _rows(
@@ -235,7 +279,7 @@ def _summary(
     for row in rows:
         for note in row["warnings"]:
             out(f"warning: {row['name']}: {note}")
-    files = ", ".join(p.name for p in written)
+    files = ", ".join(p.relative_to(options.out).as_posix() for p in written)
     out(f"wrote {options.out / 'metrics.json'}, {options.out / 'metrics.csv'}, {files}")
 
 
