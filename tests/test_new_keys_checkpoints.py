@@ -23,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from prdc import compute_prdc
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from _models import WIDTH, make_data, make_module_class, trainer_kwargs
@@ -50,11 +50,16 @@ RATE, AUDIO_SHIFT = 4000, 10.0
 # --------------------------------------------------------------------------- helpers
 
 
-def _tb_scalars(log_dir: str | Path) -> dict[str, dict[int, float]]:
+def _tb(log_dir: str | Path) -> Any:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "audio": 0})
     acc.Reload()
+    return acc
+
+
+def _tb_scalars(log_dir: str | Path) -> dict[str, dict[int, float]]:
+    acc = _tb(log_dir)
     return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
@@ -153,9 +158,11 @@ def _image_monitor(train_ref: Path, train_images: torch.Tensor) -> EmbeddingMoni
     )
 
 
-def _expected_image_run(model: Any, embedder: torch.nn.Module, train: torch.Tensor) -> dict:
+def _expected_image_run(
+    model: Any, embedder: torch.nn.Module, train: torch.Tensor, n_val: int = N_VAL, seed: int = 0
+) -> dict:
     """Every logged value, from the reference functions on the model's embeddings."""
-    x = make_data(N_VAL).tensors[0]
+    x = make_data(n_val, seed=seed).tensors[0]
     with torch.no_grad():
         fake_rows = model.fake(x)
     real, fake = _embed(embedder, _images(x)), _embed(embedder, _images(fake_rows))
@@ -210,6 +217,9 @@ def test_memorization_extras_and_embedder_under_validate_ckpt_path(tmp_path: Pat
     training = _tb_scalars(trainer.logger.log_dir)
     steps = sorted(training["embviz/authenticity"])
     assert len(steps) == 2
+    assert (
+        sorted(e.step for e in _tb(trainer.logger.log_dir).Images("embviz/closest_train")) == steps
+    )
     for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
         assert sorted(training[f"embviz/{key}"]) == steps, key
     # ModelCheckpoint(monitor="embviz/authenticity", mode="max") picked the best epoch.
@@ -269,8 +279,12 @@ def test_memorization_extras_and_embedder_under_validate_ckpt_path(tmp_path: Pat
         results.append(
             validator.validate(fresh, DataLoader(make_data(N_VAL), 16), ckpt_path=path)[0]
         )
-    # the training side was fitted once, at construction, and reused by every run
+        if path == paths[0]:
+            fitted_real = validator_monitor._evaluator._references[0]
+    # the training side was fitted once, at construction, and reused by every run; the real
+    # side (the same real rows: the embedder does not change) was fitted once and reused
     assert validator_monitor._evaluator._memorization.reference is reference
+    assert validator_monitor._evaluator._references[0] is fitted_real
     rows = _csv_rows(logger.log_dir)
     assert len(rows) == len(paths)  # one row per validate(), at the checkpoint's step
     for path, result, row in zip(paths, results, rows):
@@ -287,6 +301,17 @@ def test_memorization_extras_and_embedder_under_validate_ckpt_path(tmp_path: Pat
     for name in ("closest_train", "missed_real"):
         shown = sorted((Path(logger.log_dir) / "embviz" / name).glob("step_*.png"))
         assert [p.name for p in shown] == [f"step_{s:06d}.png" for s in steps], name
+
+    # Other validation data: the real side is refitted, the training side still reused.
+    other = DataLoader(make_data(48, seed=3), 16)
+    fresh = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs)
+    result = validator.validate(fresh, other, ckpt_path=paths[-1])[0]
+    assert validator_monitor._evaluator._references[0] is not fitted_real
+    assert validator_monitor._evaluator._memorization.reference is reference
+    model = _checkpointed(paths[-1], shifts=(SHIFT,))
+    expected = _expected_image_run(model, embedder, train, n_val=48, seed=3)
+    for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
+        assert _same(result[f"embviz/{key}"], expected[key]), key
 
 
 # --------------------------------------------------------------------------- audio + groups
@@ -357,9 +382,10 @@ def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
     # A new Trainer, a new embedder built the same way, a new monitor of the same arguments.
     validator_monitor = _audio_monitor()
     logger = CSVLogger(tmp_path, name="compare", version=0)
+    tb = TensorBoardLogger(tmp_path, name="compare_tb", version=0)
     validator = pl.Trainer(
         callbacks=[validator_monitor],
-        logger=logger,
+        logger=[logger, tb],
         default_root_dir=tmp_path / "v",
         enable_progress_bar=False,
     )
@@ -411,6 +437,16 @@ def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
             clip, rate = decode_wav(wav.read_bytes())
             assert rate == 2000
             np.testing.assert_allclose(clip, kept.clip(i), atol=1.5 / 32767)
+
+    # TensorBoard too: scalars, clips and spectrograms at the checkpoint's training step.
+    events = _tb(tb.log_dir)
+    assert {t: sorted(v) for t, v in _tb_scalars(tb.log_dir).items() if "embviz" in t} == {
+        f"embviz/{key}": [step] for key in (*PRDC, "fd")
+    }
+    clips = [t for t in events.Tags()["audio"] if "_audio/" in t]
+    assert len(clips) == sum(len(order) for order, _ in shown.values())
+    assert {e.step for t in clips for e in events.Audio(t)} == {step}
+    assert [e.step for e in events.Images("embviz/missed_real_audio")] == [step]
 
     # Resuming fit() from the checkpoint restores the callback state and goes on measuring.
     again = _audio_monitor()
