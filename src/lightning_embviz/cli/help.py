@@ -205,6 +205,18 @@ directions. The best set is chosen from the same data and no correction is made 
 testing several sets and metrics, so read a mark near the threshold as a hint, not as
 proof.
 
+Audio and groups (as `embviz report`; --fake-audio and --fake-groups as comma-separated
+lists in the order of the FAKE files, an empty item skipping a set; one --fake-groups
+file serves every set):
+  embviz compare real.npy ep10.npy ep20.npy --real-audio real_wav.npy \\
+      --fake-audio ep10_wav.npy,ep20_wav.npy --sample-rate 16000 \\
+      --groups songs.npy --fake-groups prompts.csv -o cmp/
+writes, per set, NAME/missed_real_audio/NN.wav (the reals this set misses, at most 8),
+NAME/outlier_fake_audio/NN.wav, their spectrograms NAME/missed_real_audio.png and
+NAME/outlier_fake_audio.png, and NAME/groups.csv (the per-group table, worst first;
+group ids may be integers or strings), NAME being the set's name with characters other
+than letters, digits, '.', '+', '-' as '_'.
+
 """
     + _several_processes("compare")
 )
