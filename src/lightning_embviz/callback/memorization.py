@@ -2,11 +2,13 @@
 
 - :func:`check_train` / :func:`check_train_images`: the ``train=`` and ``train_images=``
   arguments, resolved and checked at construction (one clear error, before training).
-- :class:`MemorizationPass`: rank 0 adds ``authenticity``, ``ct_score`` and
-  ``copy_fraction`` to a run's :class:`~lightning_embviz.callback.evaluation.Evaluation`
-  (the validation reals are the held-out set), computed on the same rows as the other
-  metrics (after the sample cap and the finiteness check), against the training side fitted
-  once at construction. Bad data gives NaN and a warning, never an exception.
+- :class:`MemorizationPass`: adds ``authenticity``, ``ct_score`` and ``copy_fraction`` to
+  a run's :class:`~lightning_embviz.callback.evaluation.Evaluation` (the validation reals
+  are the held-out set), computed on the same rows as the other metrics (after the sample
+  cap and the finiteness check), against the training side fitted once at construction.
+  Under DDP every rank searches its share of the training set
+  (:mod:`lightning_embviz.engine.memorization_distributed`) and gets the single-process
+  values. Bad data gives NaN and a warning, never an exception.
 - :func:`closest_train_gallery`: the ``closest_train`` figure: rank 0 picks the fakes
   closest to the training set, every rank contributes the thumbnails it holds for them (a
   collective: every rank calls it), and only the shown training rows are read.
@@ -141,7 +143,7 @@ def _read_images(images: Any, rows: Tensor) -> Tensor:
 
 
 class MemorizationPass:
-    """Rank 0's memorization numbers of one run, added to its evaluation.
+    """One run's memorization numbers, added to its evaluation.
 
     Args:
         reference: The fitted training side (:func:`check_train`).
@@ -154,17 +156,25 @@ class MemorizationPass:
         self.reference = reference
         self.alpha = alpha
 
-    def add(self, result: Evaluation, where: str = "") -> None:
+    def add(self, result: Evaluation, where: str = "", distributed: bool = False) -> None:
         """Add the three scalars (NaN when impossible) and the per-fake columns to ``result``.
 
         The fakes and the held-out reals are ``result.fake`` / ``result.real`` (the rows of
-        the other metrics). A reason for NaN goes to ``result.notes`` (warned once).
+        the other metrics). A reason for NaN goes to ``result.notes`` (warned once). With
+        ``distributed``, every rank calls this with its (identical, gathered) evaluation
+        and searches its share of the training set (collectives).
         """
         if result.fake is None or len(result.fake) == 0:
             result.metrics.update(dict.fromkeys(self.keys, float("nan")))
             return
         heldout = None if result.real is None or len(result.real) == 0 else result.real.features
-        run = memorization_scalars(self.reference, result.fake.features, heldout, alpha=self.alpha)
+        run = memorization_scalars(
+            self.reference,
+            result.fake.features,
+            heldout,
+            alpha=self.alpha,
+            distributed=distributed,
+        )
         result.metrics.update(run.scalars)
         result.memorization = run.per_fake
         if run.warning is not None:

@@ -85,13 +85,18 @@ class RankFailedError(RuntimeError):
     """
 
 
-def _agree(comm: _Group, error: BaseException | None, stage: str) -> None:
+def _agree(
+    comm: _Group,
+    error: BaseException | None,
+    stage: str,
+    task: str = "the shared PRDC computation",
+) -> None:
     """Every rank calls this with its error (or None); raise on every rank if any failed.
 
     One tiny all-gather of a flag per rank; only on failure a second one carries each
     failing rank's message. If every rank failed with the same error (identical inputs),
     each re-raises its own (a ``ValueError`` stays one); otherwise every rank raises the
-    same :class:`RankFailedError`.
+    same :class:`RankFailedError` (``task`` names what stopped).
     """
     flags = comm.all_gather(torch.tensor([int(error is not None)], dtype=torch.int64))
     failed = [r for r, flag in enumerate(flags) if int(flag[0])]
@@ -111,20 +116,24 @@ def _agree(comm: _Group, error: BaseException | None, stage: str) -> None:
     also = f" (rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} too)"
     message = (
         f"rank {failed[0]} of {comm.world} failed while {stage}"
-        f"{also if others else ''}: {texts[failed[0]]}. Every rank stopped the shared PRDC "
-        "computation here."
+        f"{also if others else ''}: {texts[failed[0]]}. Every rank stopped {task} here."
     )
     raise RankFailedError(message) from error
 
 
-def _on_every_rank(comm: _Group, stage: str, work: Callable[[], _T]) -> _T:
+def _on_every_rank(
+    comm: _Group,
+    stage: str,
+    work: Callable[[], _T],
+    task: str = "the shared PRDC computation",
+) -> _T:
     """Run this rank's ``work``; then agree with the other ranks (see :func:`_agree`)."""
     try:
         out = work()
     except Exception as err:
-        _agree(comm, err, stage)
+        _agree(comm, err, stage, task)
         raise  # not reached: `_agree` raises when this rank failed
-    _agree(comm, None, stage)
+    _agree(comm, None, stage, task)
     return out
 
 

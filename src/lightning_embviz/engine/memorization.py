@@ -154,7 +154,7 @@ def ct_statistic(
             f"and a held-out sample ({len(fd)} fakes over {k} cells). Pass more fakes, fewer "
             "cells (`n_cells=`) or a smaller `min_cell_fakes`.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         ct = math.nan
     else:

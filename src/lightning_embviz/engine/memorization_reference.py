@@ -16,7 +16,8 @@ import math
 import os
 import warnings
 import zipfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from lightning_embviz.engine.nearest_train import (
     check_chunk,
     check_width,
     device_ok,
-    nearest_rows,
+    nearest_squared,
     train_frame,
 )
 from lightning_embviz.engine.reference_file import saved_format_tag
@@ -42,9 +43,12 @@ from lightning_embviz.engine.reference_file import saved_format_tag
 __all__ = [
     "DEFAULT_SELF_ROWS",
     "FORMAT_VERSION",
+    "LocalSearch",
     "TrainReference",
     "is_train_reference_file",
 ]
+
+_T = TypeVar("_T")
 
 FORMAT_VERSION = 1
 """Version of the file format written by :meth:`TrainReference.save`."""
@@ -71,6 +75,47 @@ _DEFAULT_CELLS = 20
 DEFAULT_SELF_ROWS = 10_000
 """Training rows sampled for the copy threshold without held-out reals."""
 _DEFAULT_KMEANS_ROWS = 100_000
+
+
+class LocalSearch:
+    """How a comparison searches the training set: here, the whole set in this process.
+
+    :meth:`TrainReference.compare_with` does every search and every fit through such an
+    object; :class:`~lightning_embviz.engine.memorization_distributed.ShardedSearch` is the
+    same contract with the training set shared by DDP ranks (each rank searches its share,
+    the shares are folded: the same results, bit for bit). Each method that takes a
+    ``work`` function runs it as one step (under DDP: the ranks agree on failure before
+    the collective that follows).
+    """
+
+    def step(self, stage: str, work: Callable[[], _T]) -> _T:
+        """``work()``; ``stage`` names it in a failure message (under DDP)."""
+        return work()
+
+    def nearest(
+        self, reference: TrainReference, work: Callable[[], tuple[Tensor, Tensor | None]]
+    ) -> tuple[Tensor, Tensor]:
+        """Nearest training row of the queries that ``work()`` returns.
+
+        Args:
+            reference: the training side searched.
+            work: returns ``(queries (Q, D), exclude (Q,) int64 or None)``.
+
+        Returns:
+            ``(index (Q,) int64, squared distance (Q,) float64)``, lowest index on ties.
+        """
+        queries, exclude = work()
+        return nearest_squared(
+            queries, reference.train, reference.frame, exclude, reference.chunk_size
+        )
+
+    def union(self, work: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """``work()``'s ``(rows (R,), missing (R,) bool)``; under DDP missing on any rank."""
+        return work()
+
+    def centroids(self, reference: TrainReference) -> Tensor:
+        """The k-means centroids (under DDP: rank 0's, on every rank)."""
+        return reference.centroids()
 
 
 class TrainReference:
@@ -198,6 +243,11 @@ class TrainReference:
         return self._train
 
     @property
+    def chunk_size(self) -> int:
+        """Training rows per block of the nearest search."""
+        return self._chunk
+
+    @property
     def frame(self) -> TrainFrame:
         """The training set's float32 frame of the nearest search (for :func:`nearest_rows`)."""
         return self._frame
@@ -233,13 +283,21 @@ class TrainReference:
             (R,) float64 distances.
         """
         rows = rows.to(self._train.device)
-        known = self._self_distance
-        todo = torch.unique(rows[torch.isnan(known[rows])])
-        if todo.numel():
-            queries = self._train.index_select(0, todo)
-            _, dist = nearest_rows(queries, self._train, self._frame, todo, self._chunk)
-            known[todo] = dist
-        return known[rows]
+        self._fill_self_distances(LocalSearch(), lambda: rows)
+        return self._self_distance[rows]
+
+    def _fill_self_distances(self, search: LocalSearch, rows: Callable[[], Tensor]) -> None:
+        """Compute the leave-one-out distances of the rows ``rows()`` not known yet."""
+
+        def missing() -> tuple[Tensor, Tensor]:
+            unique = torch.unique(rows())
+            return unique, torch.isnan(self._self_distance[unique])
+
+        unique, todo = search.union(missing)
+        if todo.any():
+            wanted = unique[todo]
+            _, sq = search.nearest(self, lambda: (self._train.index_select(0, wanted), wanted))
+            self._self_distance[wanted] = torch.sqrt(sq)
 
     def centroids(self) -> Tensor:
         """(K, D) float64 k-means centroids of the training set (fitted on first call)."""
@@ -295,23 +353,61 @@ class TrainReference:
 
         See :func:`compute_memorization_details`.
         """
+        f, h, a, min_fakes = self.check_inputs(fake, heldout, alpha, min_cell_fakes)
+        return self.compare_with(LocalSearch(), f, h, a, min_fakes)
+
+    def check_inputs(
+        self, fake: ArrayLike, heldout: ArrayLike | None, alpha: Any, min_cell_fakes: Any
+    ) -> tuple[Tensor, Tensor | None, float, int]:
+        """The checked arguments of :meth:`compare_details`: ``(fake, heldout, alpha, min)``.
+
+        Raises:
+            TypeError, ValueError: as :meth:`compare_details`.
+        """
         f = check_width(as_features(fake, "fake"), self._train, "fake")
         h = None
         if heldout is not None:
             h = check_width(as_features(heldout, "heldout"), self._train, "heldout")
         a = check_alpha(alpha)
-        min_fakes = check_int(min_cell_fakes, "min_cell_fakes", minimum=1)
+        return f, h, a, check_int(min_cell_fakes, "min_cell_fakes", minimum=1)
 
-        index, dist = nearest_rows(f, self._train, self._frame, chunk=self._chunk)
-        own = self.self_distances(index)
-        authentic = dist > own
+    def compare_with(
+        self, search: LocalSearch, f: Tensor, h: Tensor | None, alpha: float, min_fakes: int
+    ) -> MemorizationResult:
+        """:meth:`compare_details` on checked inputs (:meth:`check_inputs`), searched by ``search``.
+
+        Two searches of the training set: the fakes and the held-out reals together, then
+        the training rows whose leave-one-out distance is not known yet (the fakes' nearest
+        rows; without held-out reals, the ``self_rows`` sample too).
+
+        Args:
+            search: :class:`LocalSearch`, or the DDP one (the training set shared by ranks).
+            f: (M, D) fakes on the training set's device.
+            h: (H, D) held-out reals, or None.
+            alpha: checked quantile level.
+            min_fakes: checked ``min_cell_fakes``.
+
+        Returns:
+            The :class:`~lightning_embviz.memorization.MemorizationResult`.
+        """
+        m = f.shape[0]
+
+        def queries() -> tuple[Tensor, Tensor | None]:
+            return (f if h is None else torch.cat([f, h])), None
+
+        found, found_sq = search.nearest(self, queries)
+        index, dist = found[:m], torch.sqrt(found_sq[:m])
         h_index = h_dist = None
         if h is not None:
-            h_index, h_dist = nearest_rows(h, self._train, self._frame, chunk=self._chunk)
-            pool = h_dist
-        else:
-            pool = self.self_distances(self._sample_rows)
-        threshold = copy_threshold(pool, a)
+            h_index, h_dist = found[m:], torch.sqrt(found_sq[m:])
+        sample = self._sample_rows.to(self._train.device)
+        self._fill_self_distances(
+            search, lambda: index if h is not None else torch.cat([index, sample])
+        )
+        own = self._self_distance[index]
+        authentic = dist > own
+        pool = h_dist if h_dist is not None else self._self_distance[sample]
+        threshold = copy_threshold(pool, alpha)
         copied = dist < threshold
         k = self._n_cells
         zeros = torch.zeros(k, dtype=torch.int64)
@@ -322,12 +418,13 @@ class TrainReference:
                 "ct_score is NaN: the C_T test needs held-out real samples (pass "
                 "`heldout=`, e.g. validation reals never used in training).",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             ct = math.nan
             fake_cell = torch.full_like(index, -1)
             fake_count, held_count = zeros, zeros.clone()
         else:
+            search.centroids(self)
             fake_cell = self.cells(f)
             held_cell = self.cells(h)
             ct, cell_z, used, fake_count, held_count = ct_statistic(
@@ -337,7 +434,7 @@ class TrainReference:
             authenticity=float(authentic.to(torch.float64).mean()),
             ct_score=ct,
             copy_fraction=float(copied.to(torch.float64).mean()),
-            alpha=a,
+            alpha=alpha,
             copy_threshold=threshold,
             nearest_train_index=index,
             nearest_train_distance=dist,

@@ -19,7 +19,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -175,6 +175,7 @@ def memorization_scalars(
     *,
     alpha: float = 0.05,
     min_cell_fakes: int = 20,
+    distributed: bool = False,
 ) -> MemorizationRun:
     """The callback's memorization scalars and per-fake columns for one validation run.
 
@@ -195,6 +196,11 @@ def memorization_scalars(
             (then ``ct_score`` is NaN and the copy threshold comes from the training set).
         alpha: quantile level of the copy threshold, in (0, 1).
         min_cell_fakes: fakes a k-means cell needs to enter C_T.
+        distributed: every rank of the default process group calls this with the same
+            (gathered) rows and searches its share of the training set
+            (:func:`~lightning_embviz.engine.memorization_distributed.compare_memorization_distributed`);
+            every rank gets the single-process values. The row checks depend on the data
+            alone, so the ranks take the same steps; a failing rank gives NaN on every rank.
 
     Returns:
         A :class:`MemorizationRun`: ``(scalars, per_fake, warning)``.
@@ -222,6 +228,7 @@ def memorization_scalars(
     scalars = dict.fromkeys(MEMORIZATION_KEYS, math.nan)
     rows = 0
     index = distance = None
+    compare = _compare_distributed if distributed else TrainReference.compare_details
     try:
         f = as_tensor(fake, "fake")
         rows = int(f.shape[0]) if f.ndim >= 1 else 0
@@ -234,7 +241,8 @@ def memorization_scalars(
         if keep is not None:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = reference.compare_details(
+                result = compare(
+                    reference,
                     f[keep.to(f.device)],
                     None if h is None or h_keep is None else h[h_keep.to(h.device)],
                     alpha=a,
@@ -256,6 +264,14 @@ def memorization_scalars(
         distance = torch.full((rows,), math.nan, dtype=torch.float64)
     per_fake = {"nearest_train_index": index, "nearest_train_distance": distance}
     return MemorizationRun(scalars, per_fake, " ".join(notes) or None)
+
+
+def _compare_distributed(reference: TrainReference, *args: Any, **kwargs: Any) -> Any:
+    from lightning_embviz.engine.memorization_distributed import (
+        compare_memorization_distributed,
+    )
+
+    return compare_memorization_distributed(reference, *args, **kwargs)
 
 
 def _usable_rows(t: Tensor, what: str, width: int, notes: list[str]) -> Tensor | None:

@@ -43,7 +43,9 @@ __all__ = [
     "check_chunk",
     "check_width",
     "device_ok",
+    "fold_nearest",
     "nearest_rows",
+    "nearest_squared",
     "nearest_train",
     "train_frame",
 ]
@@ -154,8 +156,10 @@ class NearestPass:
         exclude: Tensor | None,
         train_rows: int,
         max_held: int,
+        span: tuple[int, int] | None = None,
     ) -> None:
         self.queries, self.train, self.exclude = queries, train, exclude
+        self.span = (0, int(train.shape[0])) if span is None else span
         self.frame = frame
         self.train_rows = train_rows
         self.query_rows = max(1, min(queries.shape[0], _TILE_ELEMENTS // train_rows))
@@ -199,10 +203,13 @@ class NearestPass:
         return _up32(limit + slack)
 
     def run(self) -> tuple[Tensor, Tensor]:
-        """Returns ``(index (M,) int64, squared distance (M,) float64)``."""
-        n, m = self.train.shape[0], self.queries.shape[0]
-        for c0 in range(0, n, self.train_rows):
-            c1 = min(n, c0 + self.train_rows)
+        """Returns ``(index (M,) int64, squared distance (M,) float64)``.
+
+        Only the training rows of :attr:`span` are searched (index -1, inf where none is).
+        """
+        (start, stop), m = self.span, self.queries.shape[0]
+        for c0 in range(start, stop, self.train_rows):
+            c1 = min(stop, c0 + self.train_rows)
             t32, t_sq32 = self.frame.block(self.train, c0, c1, self.scale)
             for q0 in range(0, m, self.query_rows):
                 q1 = min(m, q0 + self.query_rows)
@@ -278,6 +285,43 @@ class NearestPass:
         self.best_index[better] = low_index[better]
 
 
+def nearest_squared(
+    queries: Tensor,
+    train: Tensor,
+    frame: TrainFrame,
+    exclude: Tensor | None = None,
+    chunk: int = TRAIN_ROWS,
+    max_held: int = _MAX_HELD,
+    span: tuple[int, int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Exact nearest training row and its float64 *squared* distance for each query row.
+
+    With ``span = (start, stop)`` only the training rows ``start:stop`` are searched (one
+    rank's share under DDP); indices stay those of the whole training set, so shares
+    searched apart and folded with :func:`fold_nearest` give the search of the whole set,
+    bit for bit (each squared distance is computed from its pair's coordinates alone).
+
+    Args:
+        queries: (M, D) rows to search for, on ``train``'s device.
+        train: (N, D) training rows.
+        frame: ``train``'s :class:`TrainFrame` (of the whole set, also with ``span``).
+        exclude: (M,) int64 training row that each query may not match (itself), or None.
+        chunk: training rows per block.
+        max_held: candidate pairs held before they are pruned or settled.
+        span: ``(start, stop)`` training rows to search, ``0 <= start <= stop <= N``; None:
+            all.
+
+    Returns:
+        ``(index (M,) int64, squared distance (M,) float64)``; lowest index on exact ties;
+        ``(-1, inf)`` for a query with no row to match (an empty span, or a span holding
+        only its excluded row).
+    """
+    if queries.shape[0] == 0:
+        empty = torch.empty(0, dtype=torch.float64, device=train.device)
+        return empty.to(torch.int64), empty
+    return NearestPass(queries, train, frame, exclude, chunk, max_held, span).run()
+
+
 def nearest_rows(
     queries: Tensor,
     train: Tensor,
@@ -299,11 +343,39 @@ def nearest_rows(
     Returns:
         ``(index (M,) int64, distance (M,) float64)``; lowest index on exact ties.
     """
-    if queries.shape[0] == 0:
-        empty = torch.empty(0, dtype=torch.float64, device=train.device)
-        return empty.to(torch.int64), empty
-    index, sq = NearestPass(queries, train, frame, exclude, chunk, max_held).run()
+    index, sq = nearest_squared(queries, train, frame, exclude, chunk, max_held)
     return index, torch.sqrt(sq)
+
+
+def fold_nearest(index: Tensor, squared: Tensor) -> tuple[Tensor, Tensor]:
+    """Fold the nearest rows found in several shares of the training set into one.
+
+    Per query the smallest squared distance wins; among the shares that reach it, the
+    lowest training index: the result of one search over the whole set (each share's own
+    result already holds its lowest index on ties).
+
+    Args:
+        index: (S, M) int64, each share's nearest training row per query (-1 for none).
+        squared: (S, M) float64, its squared distance (inf for none).
+
+    Returns:
+        ``(index (M,) int64, squared distance (M,) float64)``; ``(-1, inf)`` where no
+        share has a row.
+
+    Example::
+
+        >>> import torch
+        >>> index = torch.tensor([[3, 1, -1], [7, 0, 9]])
+        >>> squared = torch.tensor([[2.0, 4.0, float("inf")], [2.0, 1.0, 5.0]])
+        >>> [t.tolist() for t in fold_nearest(index, squared)]
+        [[3, 0, 9], [2.0, 1.0, 5.0]]
+    """
+    best = squared.amin(dim=0)
+    reached = (squared == best.unsqueeze(0)) & torch.isfinite(best).unsqueeze(0)
+    big = torch.iinfo(torch.int64).max
+    folded = torch.where(reached, index, torch.full_like(index, big)).amin(dim=0)
+    folded[~torch.isfinite(best)] = -1
+    return folded, best
 
 
 def nearest_train(
