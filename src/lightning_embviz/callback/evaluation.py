@@ -436,10 +436,11 @@ class RunEvaluator:
             result.metrics.update(values)
             result.notes.extend(notes)
         if self._memorization is not None:
-            # Rank 0 alone, like the extras: its values are broadcast with the others.
+            # Under DDP every rank searches its share of the training set (collectives) and
+            # gets the same values; rank 0's are broadcast with the others.
             result.metrics.update(dict.fromkeys(self._memorization.keys, math.nan))
-            if intervals:
-                self._memorization.add(result, where)
+            if intervals or distributed:
+                self._memorization.add(result, where, distributed=distributed)
         return result
 
     def run(
