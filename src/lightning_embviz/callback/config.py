@@ -120,6 +120,11 @@ def _check_memorization(a: dict[str, Any]) -> None:
     except (TypeError, ValueError) as err:
         expected = "a quantile level in (0, 1) such as 0.05"
         _bad("memorization_alpha", a["memorization_alpha"], expected, type(err))
+    from lightning_embviz.callback.train_embedding import check_images_to_embed, embeds_train
+
+    if embeds_train(a["train"], a["train_images"], a["embedder"]):  # embedded once, later
+        a["train_images"] = check_images_to_embed(a["train_images"], a["embedder"])
+        return
     a["train"] = check_train(a["train"])
     a["train_images"] = check_train_images(a["train_images"], a["train"])
 

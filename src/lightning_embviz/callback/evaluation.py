@@ -29,6 +29,7 @@ from lightning_embviz._keys import METRIC_KEYS, PRDC_KEYS
 from lightning_embviz.callback.buffer import EmbeddingSet, collective_device, finalize_set
 from lightning_embviz.callback.extras import ExtraMetrics
 from lightning_embviz.callback.memorization import memorization_pass
+from lightning_embviz.callback.train_embedding import embedded_train_pass
 from lightning_embviz.engine.distributed import (
     RankFailedError,
     fit_reference_distributed,
@@ -387,7 +388,8 @@ class RunEvaluator:
         self._extras = ExtraMetrics(extras, config.nearest_k, config.seed) if extras else None
         self.keys = metric_keys(config.nearest_ks, config.confidence is not None)
         self.keys += self._extras.keys if self._extras is not None else ()
-        self._memorization = memorization_pass(config)
+        # With embedder= and train_images= alone, the training side is fitted in `prepare`.
+        self._memorization = memorization_pass(config) or embedded_train_pass(config)
         self.keys += self._memorization.keys if self._memorization is not None else ()
         # Rank 0's fitted real set per dataloader, reused while the real rows do not change.
         # Not checkpointed: refitting after a resume costs a third of one run's distance
@@ -395,6 +397,17 @@ class RunEvaluator:
         self._references: dict[int, RealReference] = {}
         # The Fréchet real side fitted on the same rows, kept and refitted with it.
         self._frechets: dict[int, FrechetReference] = {}
+
+    def prepare(self, device: Any) -> Optional[str]:
+        """Before a measured run, on every rank: fit what is fitted once, late.
+
+        With ``embedder=`` and ``train_images=`` (no ``train=``) the training images are
+        embedded on ``device`` and fitted the first time (see
+        :mod:`~lightning_embviz.callback.train_embedding`). Returns a failure's message (to
+        warn once) or None; never raises.
+        """
+        prepare = getattr(self._memorization, "prepare", None)
+        return None if prepare is None else prepare(device)
 
     def __call__(
         self,

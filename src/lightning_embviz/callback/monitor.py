@@ -158,7 +158,13 @@ class EmbeddingMonitor(CallbackBase):
             ``closest_train`` gallery: an (N_train, C, H, W) or (N_train, H, W) array or
             tensor, or any indexable dataset of that length (an item is an image or a tuple
             whose first element is one); only the shown rows are read. The fakes' images
-            are the thumbnails of ``fake_images_key``.
+            are the thumbnails of ``fake_images_key``. With ``embedder`` and without
+            ``train``, the training images are the training set: before the first measured
+            run they are all read and embedded once by the embedder (the module's device,
+            eval mode, no gradients, ``embed_batch_size`` rows per pass), fitted as a
+            ``TrainReference`` (20 cells) and reused; not checkpointed (embedded again after
+            a resume). ``train`` always holds embeddings: with ``embedder`` it is used as
+            it is, and images given as ``train`` are refused.
         memorization_alpha: Quantile level of ``copy_fraction``'s threshold, in (0, 1).
 
         sample_rate: The rate in Hz of the waveforms ``validation_step`` returns under
@@ -398,6 +404,10 @@ class EmbeddingMonitor(CallbackBase):
             self._checking = not self._contract_checked
             return
         self._measuring = True
+        # embedder= with train_images= alone: embedded once (every rank), then reused.
+        problem = self._evaluator.prepare(getattr(pl_module, "device", None))
+        if problem is not None:
+            self._warn_once("train_images", problem)
         if not fitting and self._checkpoint is not None and self._checkpoint.step is not None:
             # validate(ckpt_path=...): log at the step (and epoch) of the checkpoint's
             # training validation; undone in `on_validation_end`.
