@@ -23,7 +23,12 @@ each method in its own process (its peak memory is the process's, reported by th
 - ``ours-fitted``: a :class:`TrainReference` fitted once, then the pass over the fakes (what
   each validation run pays);
 - ``sklearn``: ``NearestNeighbors(n_neighbors=1, algorithm="brute").fit(train).kneighbors``
-  (float32 arithmetic, not exact).
+  (float32 arithmetic, not exact);
+- ``ours-sharded``: the DDP search of the callback, the training set shared by ``--ranks``
+  gloo ranks on this machine (each a process with ``--threads`` threads, holding the whole
+  fitted :class:`TrainReference`): each rank searches its share of the training rows for
+  every fake, one all-gather folds the shares. Reported per rank (wall, CPU, peak memory
+  above the data); the indices are checked equal to ``ours`` when both run.
 
 Agreement: the fraction of fakes for which ``sklearn`` returns the same index, and the
 result of ``ours`` against float64 brute force on a subsample of the fakes.
@@ -33,6 +38,8 @@ Usage::
     python benchmarks/bench_memorization.py simulate --draws 50
     python benchmarks/bench_memorization.py cost --sizes 100000x10000 --threads 2
     python benchmarks/bench_memorization.py cost --sizes 1000000x10000 --methods ours
+    python benchmarks/bench_memorization.py cost --sizes 100000x10000 --threads 1 \
+        --methods ours ours-sharded --ranks 2
 """
 
 from __future__ import annotations
@@ -121,8 +128,73 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _sharded_rank(rank: int, args: argparse.Namespace, store: str, out_dir: str) -> None:
+    """One gloo rank of ``ours-sharded``: its share of the search, timed; writes JSON."""
+    import torch.distributed as dist
+
+    from lightning_embviz.engine.distributed import _Group
+    from lightning_embviz.engine.memorization_distributed import ShardedSearch
+    from lightning_embviz.memorization import TrainReference
+
+    torch.set_num_threads(args.threads)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=args.ranks)
+    try:
+        train, fake = _data(args.n, args.m, args.dim, args.seed)
+        base = _peak_rss_mib()
+        wall0 = time.perf_counter()
+        ref = TrainReference(train)
+        fit_s = time.perf_counter() - wall0
+        queries = torch.from_numpy(fake)
+        dist.barrier()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        index, _ = ShardedSearch(_Group(None)).nearest(ref, lambda: (queries, None))
+        row = {
+            "rank": rank,
+            "fit_s": fit_s,
+            "wall_s": time.perf_counter() - wall0,
+            "cpu_s": time.process_time() - cpu0,
+            "peak_rss_mib": _peak_rss_mib(),
+            "data_mib": base,
+        }
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as fh:
+            json.dump(row, fh)
+        if rank == 0:
+            np.save(os.path.join(out_dir, "index.npy"), index.numpy())
+    finally:
+        dist.destroy_process_group()
+
+
+def cost_sharded(args: argparse.Namespace) -> None:
+    """``ours-sharded``: spawn the ranks, print one JSON line with each rank's cost."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        store = os.path.join(out_dir, "store")
+        mp.spawn(_sharded_rank, args=(args, store, out_dir), nprocs=args.ranks)
+        ranks = []
+        for rank in range(args.ranks):
+            with open(os.path.join(out_dir, f"rank{rank}.json")) as fh:
+                ranks.append(json.load(fh))
+        np.save(args.out, np.load(os.path.join(out_dir, "index.npy")))
+    result = {
+        "method": "ours-sharded",
+        "n": args.n,
+        "m": args.m,
+        "ranks": args.ranks,
+        "wall_s": max(r["wall_s"] for r in ranks),
+        "cpu_s": sum(r["cpu_s"] for r in ranks),
+        "per_rank": ranks,
+    }
+    print(json.dumps(result), flush=True)
+
+
 def cost_one(args: argparse.Namespace) -> None:
     """One method in this process; prints one JSON line."""
+    if args.method == "ours-sharded":
+        cost_sharded(args)
+        return
     torch.set_num_threads(args.threads)
     train, fake = _data(args.n, args.m, args.dim, args.seed)
     base = _peak_rss_mib()
@@ -193,7 +265,9 @@ def cost(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "--threads",
                 str(args.threads),
                 "--check",
-                str(args.check if method.startswith("ours") else 0),
+                str(args.check if method in ("ours", "ours-fitted") else 0),
+                "--ranks",
+                str(args.ranks),
                 "--out",
                 out,
             ]
@@ -206,6 +280,9 @@ def cost(args: argparse.Namespace) -> list[dict[str, Any]]:
             os.remove(out)
             rows.append(row)
             print(json.dumps(row), flush=True)
+        if "ours" in indices and "ours-sharded" in indices:
+            same = bool(np.array_equal(indices["ours"], indices["ours-sharded"]))
+            print(f"{size}: ours-sharded gives the indices of ours: {same}")
         if "sklearn" in indices:
             for method, index in indices.items():
                 if method != "sklearn":
@@ -235,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     cst.add_argument("--dim", type=int, default=512)
     cst.add_argument("--threads", type=int, default=2)
     cst.add_argument("--check", type=int, default=200, help="fakes checked against float64")
+    cst.add_argument("--ranks", type=int, default=2, help="gloo ranks of ours-sharded")
     one = sub.add_parser("cost-one")
     one.add_argument("--method", required=True)
     one.add_argument("--n", type=int, required=True)
@@ -244,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     one.add_argument("--check", type=int, default=0)
     one.add_argument("--seed", type=int, default=0)
     one.add_argument("--out", required=True)
+    one.add_argument("--ranks", type=int, default=2)
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore", UserWarning)
     if args.command == "simulate":
