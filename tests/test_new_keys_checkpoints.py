@@ -12,6 +12,7 @@ neither the embedder nor the training embeddings end up in the checkpoint.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -176,33 +177,59 @@ def _expected_image_run(
     return out
 
 
-def test_memorization_extras_and_embedder_under_validate_ckpt_path(tmp_path: Path) -> None:
-    """fit() with ModelCheckpoints on authenticity, copy_fraction and coverage; validate each."""
+@dataclasses.dataclass
+class ImageRun:
+    """One fit() with every image feature on, shared by the tests below (module scope)."""
+
+    tmp: Path
+    trainer: pl.Trainer
+    model: Any
+    monitor: EmbeddingMonitor
+    train: torch.Tensor
+    train_images: torch.Tensor
+    training: dict[str, dict[int, float]]
+    steps: list[int]
+    warnings: list[str]
+    # Kept right after fit(): validate() restores every ModelCheckpoint's state from the
+    # file it loads, so these attributes change afterwards.
+    best: str
+    best_score: float
+    last: str
+    least_copying: Path
+    least_copying_score: float
+    coverage_paths: list[Path]
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> ImageRun:
+    """fit() with Lightning's defaults (TensorBoard logger, sanity check) and three
+    ModelCheckpoints: authenticity (max), copy_fraction (min), coverage (every epoch, last)."""
+    tmp = tmp_path_factory.mktemp("image_run")
     train_images = _images(make_data(N_TRAIN, seed=1).tensors[0])
     train = _embed(ImageEmbedder(), train_images)
-    TrainReference(train, n_cells=2).save(tmp_path / "train_ref.pt")
+    TrainReference(train, n_cells=2).save(tmp / "train_ref.pt")
     by_authenticity = ModelCheckpoint(
-        dirpath=tmp_path / "ckpt",
+        dirpath=tmp / "ckpt",
         monitor="embviz/authenticity",
         mode="max",
         filename="auth-{epoch}-{step}",
-        save_last=True,
     )
     by_copying = ModelCheckpoint(
-        dirpath=tmp_path / "ckpt", monitor="embviz/copy_fraction", filename="copy-{epoch}-{step}"
+        dirpath=tmp / "ckpt", monitor="embviz/copy_fraction", filename="copy-{epoch}-{step}"
     )
     by_coverage = ModelCheckpoint(
-        dirpath=tmp_path / "ckpt",
+        dirpath=tmp / "ckpt",
         monitor="embviz/coverage",
         mode="max",
         save_top_k=-1,
         filename="cov-{epoch}-{step}",
+        save_last=True,  # (Lightning 2.6 updates last.ckpt only when this callback saves)
     )
-    monitor = _image_monitor(tmp_path / "train_ref.pt", train_images)
-    model = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs, lr=0.5)
+    monitor = _image_monitor(tmp / "train_ref.pt", train_images)
+    model = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs)
     trainer = pl.Trainer(
         callbacks=[by_authenticity, monitor, by_copying, by_coverage],
-        **trainer_kwargs(tmp_path, enable_progress_bar=False),  # default logger, sanity check
+        **trainer_kwargs(tmp, enable_progress_bar=False),
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -211,107 +238,126 @@ def test_memorization_extras_and_embedder_under_validate_ckpt_path(tmp_path: Pat
             DataLoader(make_data(32, seed=2), batch_size=16),
             DataLoader(make_data(N_VAL), 16),
         )
-    assert not [w for w in caught if "could not find the monitored key" in str(w.message)]
-
-    # The training run: one point per epoch (none for the sanity check) for every new key.
     training = _tb_scalars(trainer.logger.log_dir)
-    steps = sorted(training["embviz/authenticity"])
-    assert len(steps) == 2
-    assert (
-        sorted(e.step for e in _tb(trainer.logger.log_dir).Images("embviz/closest_train")) == steps
+    return ImageRun(
+        tmp=tmp,
+        trainer=trainer,
+        model=model,
+        monitor=monitor,
+        train=train,
+        train_images=train_images,
+        training=training,
+        steps=sorted(training.get("embviz/authenticity", {})),
+        warnings=[str(w.message) for w in caught],
+        best=by_authenticity.best_model_path,
+        best_score=float(by_authenticity.best_model_score),
+        last=by_coverage.last_model_path,
+        least_copying=Path(by_copying.best_model_path),
+        least_copying_score=float(by_copying.best_model_score),
+        coverage_paths=sorted((tmp / "ckpt").glob("cov-*.ckpt")),
     )
+
+
+def test_fit_logs_the_new_keys_in_time_for_model_checkpoint(image_run: ImageRun) -> None:
+    """One point per epoch (none for the sanity check); the monitors pick their checkpoint."""
+    run = image_run
+    assert not [w for w in run.warnings if "could not find the monitored key" in w]
+    assert len(run.steps) == 2
     for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
-        assert sorted(training[f"embviz/{key}"]) == steps, key
-    # ModelCheckpoint(monitor="embviz/authenticity", mode="max") picked the best epoch.
-    authenticity = training["embviz/authenticity"]
-    assert by_authenticity.best_model_path
-    assert float(by_authenticity.best_model_score) == pytest.approx(max(authenticity.values()))
-    assert authenticity[_training_step(by_authenticity.best_model_path)] == max(
-        authenticity.values()
-    )
-    assert float(by_copying.best_model_score) == pytest.approx(
-        min(training["embviz/copy_fraction"].values())
-    )
-    coverage_paths = sorted((tmp_path / "ckpt").glob("cov-*.ckpt"))
-    # (validate() restores every ModelCheckpoint's state from the file it loads: keep paths)
-    best, last = by_authenticity.best_model_path, by_authenticity.last_model_path
-    least_copying = Path(by_copying.best_model_path)
-    assert [_training_step(p) for p in coverage_paths] == steps
+        assert sorted(run.training[f"embviz/{key}"]) == run.steps, key
+    closest = _tb(run.trainer.logger.log_dir).Images("embviz/closest_train")
+    assert sorted(e.step for e in closest) == run.steps
+    # ModelCheckpoint(monitor="embviz/authenticity", mode="max") picked the best epoch, and
+    # monitor="embviz/copy_fraction" (mode "min") the least copying one.
+    authenticity = run.training["embviz/authenticity"]
+    assert run.best_score == pytest.approx(max(authenticity.values()))
+    assert authenticity[_training_step(run.best)] == max(authenticity.values())
+    copying = run.training["embviz/copy_fraction"]
+    assert run.least_copying_score == pytest.approx(min(copying.values()))
+    assert copying[_training_step(run.least_copying)] == min(copying.values())
+    assert [_training_step(p) for p in run.coverage_paths] == run.steps
+    assert _training_step(run.last) == run.steps[-1]
 
-    # Neither the embedder's weights nor the training embeddings are in any checkpoint; the
-    # callback state is plain (weights_only) and counts the measured runs.
-    embedder = monitor.embedder
-    for path in coverage_paths:
-        saved = _assert_not_in_checkpoint(path, *embedder.parameters(), train)
-        assert (
-            saved["callbacks"][monitor.state_key]["runs"] == steps.index(_training_step(path)) + 1
-        )
 
-    # 1. The fitting Trainer: validate(ckpt_path="best") (authenticity) and "last".
-    for which, path in (
-        ("best", best),
-        ("last", last),
-    ):
-        result = trainer.validate(model, DataLoader(make_data(N_VAL), 16), ckpt_path=which)[0]
+def test_checkpoints_hold_no_embedder_weights_nor_training_embeddings(image_run: ImageRun) -> None:
+    """Every file loads with weights_only=True; its callback state counts the measured runs."""
+    run = image_run
+    for path in [*run.coverage_paths, Path(run.last)]:
+        saved = _assert_not_in_checkpoint(path, *run.monitor.embedder.parameters(), run.train)
+        state = saved["callbacks"][run.monitor.state_key]
+        assert state["runs"] == run.steps.index(_training_step(path)) + 1
+        assert state["last_step"] == _training_step(path)
+
+
+def test_validate_best_and_last_on_the_fitting_trainer(image_run: ImageRun) -> None:
+    """trainer.validate(ckpt_path="best") (the authenticity checkpoint) and "last"."""
+    run = image_run
+    embedder = run.monitor.embedder
+    for which, path in (("best", run.best), ("last", run.last)):
+        loader = DataLoader(make_data(N_VAL), 16)
+        result = run.trainer.validate(run.model, loader, ckpt_path=which)[0]
         step = _training_step(path)
-        expected = _expected_image_run(_checkpointed(path, shifts=(SHIFT,)), embedder, train)
+        expected = _expected_image_run(_checkpointed(path, shifts=(SHIFT,)), embedder, run.train)
         for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
             assert _same(result[f"embviz/{key}"], expected[key]), (which, key)
-            assert _same(result[f"embviz/{key}"], training[f"embviz/{key}"][step]), (which, key)
+            assert _same(result[f"embviz/{key}"], run.training[f"embviz/{key}"][step]), which
         if which == "best":
-            assert result["embviz/authenticity"] == pytest.approx(max(authenticity.values()))
+            assert result["embviz/authenticity"] == pytest.approx(run.best_score)
 
-    # 2. A new Trainer and a new monitor of the same arguments, as a user comparing
-    # checkpoints does: every checkpoint, logged at its training step into metrics.csv.
-    validator_monitor = _image_monitor(tmp_path / "train_ref.pt", train_images)
-    logger = CSVLogger(tmp_path, name="compare", version=0)
+
+def test_new_trainer_validates_each_checkpoint_at_its_training_step(image_run: ImageRun) -> None:
+    """A new Trainer and a new monitor of the same arguments, as a user comparing
+    checkpoints does: every checkpoint is logged at its training step into metrics.csv."""
+    run = image_run
+    validator_monitor = _image_monitor(run.tmp / "train_ref.pt", run.train_images)
+    logger = CSVLogger(run.tmp, name="compare", version=0)
     validator = pl.Trainer(
         callbacks=[validator_monitor],
         logger=logger,
-        default_root_dir=tmp_path,
+        default_root_dir=run.tmp,
         enable_progress_bar=False,
     )
-    paths = [*coverage_paths, least_copying]
-    reference = validator_monitor._evaluator._memorization.reference
+    paths = [*run.coverage_paths, run.least_copying]
+    evaluator = validator_monitor._evaluator
+    reference = evaluator._memorization.reference
     results = []
     for path in paths:
         fresh = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs)
-        results.append(
-            validator.validate(fresh, DataLoader(make_data(N_VAL), 16), ckpt_path=path)[0]
-        )
+        loader = DataLoader(make_data(N_VAL), 16)
+        results.append(validator.validate(fresh, loader, ckpt_path=path)[0])
         if path == paths[0]:
-            fitted_real = validator_monitor._evaluator._references[0]
-    # the training side was fitted once, at construction, and reused by every run; the real
-    # side (the same real rows: the embedder does not change) was fitted once and reused
-    assert validator_monitor._evaluator._memorization.reference is reference
-    assert validator_monitor._evaluator._references[0] is fitted_real
+            fitted_real = evaluator._references[0]
+    # The training side was fitted once, at construction, and reused by every run; the real
+    # side (the same real rows: the embedder does not change) was fitted once and reused.
+    assert evaluator._memorization.reference is reference
+    assert evaluator._references[0] is fitted_real
     rows = _csv_rows(logger.log_dir)
     assert len(rows) == len(paths)  # one row per validate(), at the checkpoint's step
+    embedder = validator_monitor.embedder
     for path, result, row in zip(paths, results, rows):
         step = _training_step(path)
-        expected = _expected_image_run(_checkpointed(path, shifts=(SHIFT,)), embedder, train)
-        assert row["step"] == step and step in steps  # the copy_fraction one is one of the two
+        expected = _expected_image_run(_checkpointed(path, shifts=(SHIFT,)), embedder, run.train)
+        assert row["step"] == step and step in run.steps
         assert row["epoch"] == torch.load(path, weights_only=True)["epoch"]
         for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
             assert _same(row[f"embviz/{key}"], expected[key]), (path.name, key)
             assert _same(result[f"embviz/{key}"], expected[key]), (path.name, key)
-            assert _same(row[f"embviz/{key}"], training[f"embviz/{key}"][step]), (path.name, key)
+            assert _same(row[f"embviz/{key}"], run.training[f"embviz/{key}"][step]), path.name
         assert math.isfinite(row["embviz/ct_score"])
-    # the closest_train gallery and the image galleries at the same steps
+    # The closest_train gallery and the image galleries at the same steps.
     for name in ("closest_train", "missed_real"):
         shown = sorted((Path(logger.log_dir) / "embviz" / name).glob("step_*.png"))
-        assert [p.name for p in shown] == [f"step_{s:06d}.png" for s in steps], name
+        assert [p.name for p in shown] == [f"step_{s:06d}.png" for s in run.steps], name
 
     # Other validation data: the real side is refitted, the training side still reused.
-    other = DataLoader(make_data(48, seed=3), 16)
     fresh = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs)
-    result = validator.validate(fresh, other, ckpt_path=paths[-1])[0]
-    assert validator_monitor._evaluator._references[0] is not fitted_real
-    assert validator_monitor._evaluator._memorization.reference is reference
+    result = validator.validate(fresh, DataLoader(make_data(48, seed=3), 16), ckpt_path=paths[-1])
+    assert evaluator._references[0] is not fitted_real
+    assert evaluator._memorization.reference is reference
     model = _checkpointed(paths[-1], shifts=(SHIFT,))
-    expected = _expected_image_run(model, embedder, train, n_val=48, seed=3)
+    expected = _expected_image_run(model, embedder, run.train, n_val=48, seed=3)
     for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
-        assert _same(result[f"embviz/{key}"], expected[key]), key
+        assert _same(result[0][f"embviz/{key}"], expected[key]), key
 
 
 # --------------------------------------------------------------------------- audio + groups
@@ -360,33 +406,46 @@ def _audio_monitor() -> EmbeddingMonitor:
     )
 
 
-def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
-    tmp_path: Path,
-) -> None:
-    """Lightning's own ModelCheckpoint and logger; a new Trainer validates the saved file."""
+@dataclasses.dataclass
+class AudioRun:
+    """One fit() with an audio embedder and groups, Lightning's defaults throughout."""
+
+    tmp: Path
+    monitor: EmbeddingMonitor
+    path: Path
+    training: dict[str, dict[int, float]]
+
+
+@pytest.fixture(scope="module")
+def audio_run(tmp_path_factory: pytest.TempPathFactory) -> AudioRun:
+    tmp = tmp_path_factory.mktemp("audio_run")
     monitor = _audio_monitor()
     model = TinyGAN(shifts=(AUDIO_SHIFT,), outputs=_audio_outputs)
-    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp_path, enable_progress_bar=False))
+    trainer = pl.Trainer(callbacks=[monitor], **trainer_kwargs(tmp, enable_progress_bar=False))
     trainer.fit(
         model, DataLoader(make_data(16, seed=1), batch_size=8), DataLoader(make_data(48), 16)
     )
     path = Path(trainer.checkpoint_callback.best_model_path)  # Lightning's default checkpoint
-    assert path.parent.name == "checkpoints" and path.name == "epoch=1-step=4.ckpt"
-    embedder = monitor.embedder
-    saved = _assert_not_in_checkpoint(path, *embedder.parameters())
-    assert saved["callbacks"][monitor.state_key]["runs"] == 2
-    training = _tb_scalars(trainer.logger.log_dir)
-    step = _training_step(path)
-    assert max(training["embviz/coverage"]) == step
+    return AudioRun(tmp, monitor, path, _tb_scalars(trainer.logger.log_dir))
 
-    # A new Trainer, a new embedder built the same way, a new monitor of the same arguments.
+
+def test_audio_and_groups_of_the_default_checkpoint_in_a_new_trainer(audio_run: AudioRun) -> None:
+    """A new Trainer (CSV and TensorBoard loggers), a new embedder built the same way and a
+    new monitor of the same arguments validate Lightning's default checkpoint."""
+    run, path = audio_run, audio_run.path
+    assert path.parent.name == "checkpoints" and path.name == "epoch=1-step=4.ckpt"
+    saved = _assert_not_in_checkpoint(path, *run.monitor.embedder.parameters())
+    assert saved["callbacks"][run.monitor.state_key]["runs"] == 2
+    step = _training_step(path)
+    assert max(run.training["embviz/coverage"]) == step
+
     validator_monitor = _audio_monitor()
-    logger = CSVLogger(tmp_path, name="compare", version=0)
-    tb = TensorBoardLogger(tmp_path, name="compare_tb", version=0)
+    logger = CSVLogger(run.tmp, name="compare", version=0)
+    tb = TensorBoardLogger(run.tmp, name="compare_tb", version=0)
     validator = pl.Trainer(
         callbacks=[validator_monitor],
         logger=[logger, tb],
-        default_root_dir=tmp_path / "v",
+        default_root_dir=run.tmp / "v",
         enable_progress_bar=False,
     )
     fresh = TinyGAN(shifts=(AUDIO_SHIFT,), outputs=_audio_outputs)
@@ -405,7 +464,7 @@ def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
     for key in (*PRDC, "fd"):
         assert _same(row[f"embviz/{key}"], expected[key]), key
         assert _same(result[f"embviz/{key}"], expected[key]), key
-        assert _same(row[f"embviz/{key}"], training[f"embviz/{key}"][step]), key
+        assert _same(row[f"embviz/{key}"], run.training[f"embviz/{key}"][step]), key
 
     # The per-group table and the clips of the checkpoint's run, at its training step.
     table = Path(logger.log_dir) / "embviz" / "groups" / f"step_{step:06d}.csv"
@@ -413,14 +472,11 @@ def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
         rows = list(csv.DictReader(f))
     want = per_group_scores(real, fake, real_groups=labels, fake_groups=labels)
     assert len(rows) == len(want) == 6
-    for got, row in zip(rows, want):
-        assert (int(got["group"]), got["side"], int(got["count"])) == (
-            row.group,
-            row.side,
-            row.count,
-        )
+    for got, score in zip(rows, want):
+        assert (int(got["group"]), got["side"]) == (score.group, score.side)
+        assert int(got["count"]) == score.count
         for name in (*PRDC, "fd"):
-            assert _same(float(got[name]), getattr(row, name), rel=1e-9), name
+            assert _same(float(got[name]), getattr(score, name), rel=1e-9), name
     # The shown clips are the checkpointed model's missed reals and outlier fakes.
     details = compute_prdc_details(real, fake, nearest_k=5)
     shown = {
@@ -438,7 +494,7 @@ def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
             assert rate == 2000
             np.testing.assert_allclose(clip, kept.clip(i), atol=1.5 / 32767)
 
-    # TensorBoard too: scalars, clips and spectrograms at the checkpoint's training step.
+    # TensorBoard too: scalars, clips, spectrograms and the group table at that step.
     events = _tb(tb.log_dir)
     assert {t: sorted(v) for t, v in _tb_scalars(tb.log_dir).items() if "embviz" in t} == {
         f"embviz/{key}": [step] for key in (*PRDC, "fd")
@@ -447,25 +503,49 @@ def test_audio_and_groups_with_lightning_defaults_under_validate_ckpt_path(
     assert len(clips) == sum(len(order) for order, _ in shown.values())
     assert {e.step for t in clips for e in events.Audio(t)} == {step}
     assert [e.step for e in events.Images("embviz/missed_real_audio")] == [step]
+    groups = [t for t in events.Tags()["tensors"] if "embviz/groups" in t]
+    assert groups and {e.step for t in groups for e in events.Tensors(t)} == {step}
 
-    # Resuming fit() from the checkpoint restores the callback state and goes on measuring.
+
+def test_resuming_fit_restores_the_state_and_keeps_measuring(
+    audio_run: AudioRun, image_run: ImageRun, tmp_path: Path
+) -> None:
+    """fit(ckpt_path=...) with new monitors of the same arguments: the callback state of the
+    checkpoint loads, and the next epoch's values equal the reference functions."""
+    # audio and groups, from Lightning's default checkpoint
     again = _audio_monitor()
     resumed = pl.Trainer(
         callbacks=[again],
-        **trainer_kwargs(tmp_path / "resume", max_epochs=3, enable_progress_bar=False),
+        **trainer_kwargs(tmp_path / "audio", max_epochs=3, enable_progress_bar=False),
     )
     model = TinyGAN(shifts=(AUDIO_SHIFT,), outputs=_audio_outputs)
-    resumed.fit(
-        model,
-        DataLoader(make_data(16, seed=1), batch_size=8),
-        DataLoader(make_data(48), 16),
-        ckpt_path=path,
-    )
+    train_loader = DataLoader(make_data(16, seed=1), batch_size=8)
+    resumed.fit(model, train_loader, DataLoader(make_data(48), 16), ckpt_path=audio_run.path)
     assert again.state_dict()["runs"] == 3
     scalars = _tb_scalars(resumed.logger.log_dir)
     assert sorted(scalars["embviz/coverage"]) == [5]
-    real = _embed(embedder, model.collected("real_audio", 2))
-    fake = _embed(embedder, model.collected("fake_audio", 2))
-    assert _same(
-        scalars["embviz/coverage"][5], compute_prdc(real.numpy(), fake.numpy(), 5)["coverage"]
+    real = _embed(again.embedder, model.collected("real_audio", 2))
+    fake = _embed(again.embedder, model.collected("fake_audio", 2))
+    expected = compute_prdc(real.numpy(), fake.numpy(), nearest_k=5)
+    assert _same(scalars["embviz/coverage"][5], expected["coverage"])
+
+    # embedder, memorization and extra metrics, from last.ckpt
+    run = image_run
+    again = _image_monitor(run.tmp / "train_ref.pt", run.train_images)
+    resumed = pl.Trainer(
+        callbacks=[again],
+        **trainer_kwargs(tmp_path / "image", max_epochs=3, enable_progress_bar=False),
     )
+    model = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs)
+    train_loader = DataLoader(make_data(32, seed=2), batch_size=16)
+    resumed.fit(model, train_loader, DataLoader(make_data(N_VAL), 16), ckpt_path=run.last)
+    assert again.state_dict()["runs"] == 3
+    scalars = _tb_scalars(resumed.logger.log_dir)
+    real = _embed(again.embedder, model.collected("real_images", 2))
+    fake = _embed(again.embedder, model.collected("fake_images", 2))
+    expected = compute_memorization(run.train, fake, heldout=real, n_cells=2)
+    expected["vendi"] = vendi_score(fake)
+    expected.update(kernel_distance(real, fake))
+    for key in (*MEMORIZATION, "vendi", "kd"):
+        assert sorted(scalars[f"embviz/{key}"]) == [5], key
+        assert _same(scalars[f"embviz/{key}"][5], expected[key]), key
