@@ -224,6 +224,13 @@ class Record(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         values = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        for callback in trainer.callbacks:
+            if isinstance(callback, EmbeddingMonitor):
+                # What this rank's training side computed: the leave-one-out distances of
+                # the fakes' nearest rows and the cells (every rank takes part in the search).
+                reference = callback._evaluator._memorization.reference
+                values["known rows"] = int((~reference._self_distance.isnan()).sum())
+                values["cells"] = float(reference._centroids.sum())
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(values))
 
 
@@ -263,3 +270,6 @@ def test_ddp_every_rank_logs_the_single_process_values(tmp_path: Path) -> None:
     for logged in ranks:
         for key in KEYS:
             assert _same(logged[f"embviz/{key}"], expected[key]), key
+    # Both ranks searched (each its share of the training set) and keep the same fitted parts.
+    assert ranks[1]["known rows"] == ranks[0]["known rows"] > 0
+    assert ranks[1]["cells"] == ranks[0]["cells"]
