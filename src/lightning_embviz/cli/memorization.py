@@ -2,9 +2,11 @@
 
 :func:`read_train` (every rank, before the slow work) resolves ``--train`` (training
 embeddings or a saved :class:`~lightning_embviz.memorization.TrainReference`) and opens
-``--train-images``; :func:`memorization_metrics` (rank 0) adds ``authenticity``,
-``ct_score`` and ``copy_fraction`` of FAKE against it, REAL being the held-out set, and the
-per-fake columns for ``samples_fake.csv``; :func:`closest_train_figures` draws
+``--train-images`` (with ``--embedder`` and no ``--train``, the training images embedded
+with the same embedder as REAL and FAKE, :func:`sample_files`, are the training set);
+:func:`memorization_metrics` (rank 0) adds ``authenticity``, ``ct_score`` and
+``copy_fraction`` of FAKE against it, REAL being the held-out set, and the per-fake
+columns for ``samples_fake.csv``; :func:`closest_train_figures` draws
 ``closest_train.png`` (only the shown training and fake images are read).
 """
 
@@ -20,7 +22,14 @@ if TYPE_CHECKING:
 
     from lightning_embviz.engine.memorization_reference import TrainReference
 
-__all__ = ["TrainSide", "closest_train_figures", "memorization_metrics", "read_train"]
+__all__ = [
+    "TrainSide",
+    "closest_train_figures",
+    "embeds_train_images",
+    "memorization_metrics",
+    "read_train",
+    "sample_files",
+]
 
 
 @dataclass(frozen=True)
@@ -31,27 +40,65 @@ class TrainSide:
     images: Optional[ImageFile]
 
 
+def embeds_train_images(train: Optional[str], train_images: Optional[str], embedder: Any) -> bool:
+    """Whether ``--embedder`` embeds ``--train-images`` (given without ``--train``)."""
+    return bool(embedder) and train is None and train_images is not None
+
+
+def sample_files(options: Any) -> list[tuple[str, str]]:
+    """The ``(path, flag)`` sample files ``--embedder`` embeds: REAL, FAKE, maybe the train.
+
+    ``--train-images`` is embedded too (with the same embedder, built once) when ``--train``
+    is not given: those embeddings are then the training set (:func:`read_train`).
+    """
+    files = [(options.real, "REAL"), (options.fake, "FAKE")]
+    if embeds_train_images(options.train, options.train_images, options.embedder):
+        files.append((options.train_images, "--train-images"))
+    return files
+
+
 def read_train(
     train: Optional[str],
     train_images: Optional[str],
     width: int,
     fake_images: Optional[str],
+    *,
+    embedded: Optional[tuple[np.ndarray, Optional[ImageFile]]] = None,
+    embedder: Optional[str] = None,
 ) -> Optional[TrainSide]:
-    """The training side of a report, or None without ``--train``.
+    """The training side of a report, or None without ``--train`` (or embedded images).
 
     Args:
         train: ``--train``: an embeddings file or a saved TrainReference.
         train_images: ``--train-images``: one image per training row.
         width: D of REAL and FAKE (the training set must have it too).
-        fake_images: ``--fake-images`` (``closest_train.png`` shows the fakes' images).
+        fake_images: ``--fake-images``, or FAKE itself when ``--embedder`` embedded its
+            images (``closest_train.png`` shows the fakes' images).
+        embedded: With ``--embedder`` and no ``--train``: the (N_train, D) embeddings of
+            ``--train-images`` and the opened image file; they are the training set.
+        embedder: ``--embedder``, for the messages.
 
     Raises:
         ValueError: a bad file, another width than REAL, or ``--train-images`` without
-            ``--train`` or without ``--fake-images`` (one-line messages, exit status 2).
+            ``--train`` (and without ``--embedder``) or without ``--fake-images``
+            (one-line messages, exit status 2).
     """
+    if train is None and embedded is not None:
+        from lightning_embviz.engine.memorization_reference import TrainReference
+
+        features, opened = embedded
+        try:
+            fitted = TrainReference(features)
+        except (TypeError, ValueError) as err:
+            text = " ".join(str(err).split()).replace("`train`", "the embedded training images")
+            raise ValueError(f"--train-images {train_images}: {text}") from None
+        return TrainSide(fitted, opened)
     if train is None:
         if train_images is not None:
-            raise ValueError("--train-images needs --train (the training embeddings).")
+            raise ValueError(
+                "--train-images needs --train (the training embeddings), or --embedder to "
+                "embed the training images."
+            )
         return None
     from lightning_embviz.engine.memorization_seam import resolve_train
 
@@ -64,6 +111,11 @@ def read_train(
             if text.startswith("`train`: ")
             else f"--train {train}: {text}"
         )
+        if embedder:
+            text += (
+                " --train takes embeddings; to embed training images with --embedder, pass "
+                "them as --train-images and leave out --train."
+            )
         raise ValueError(text) from None
     if reference.width != width:
         raise ValueError(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from lightning_embviz.callback.extras import extra_keys
 from lightning_embviz.cli.audio import AudioSide, audio_outputs, read_audio
 from lightning_embviz.cli.console import Progress, fmt, out
-from lightning_embviz.cli.files import ImageFile, RealSide, embed_files
+from lightning_embviz.cli.files import ImageFile, RealSide, embed_paths
 from lightning_embviz.cli.galleries import galleries
 from lightning_embviz.cli.measure import check_sizes, degenerate_notes, interval_keys, intervals
 from lightning_embviz.cli.memorization import (
@@ -24,6 +24,7 @@ from lightning_embviz.cli.memorization import (
     closest_train_figures,
     memorization_metrics,
     read_train,
+    sample_files,
 )
 from lightning_embviz.cli.options import ReportOptions, ViewOptions
 from lightning_embviz.cli.ranks import Ranks, agreed
@@ -97,7 +98,8 @@ def _read(options: ReportOptions, progress: Progress) -> _Inputs:
     progress(f"reading {options.real} and {options.fake}")
     embedded = None
     if options.embedder:  # REAL and FAKE hold samples: embed them first
-        embedded = embed_files(options.embedder, options.real, options.fake, progress)
+        # and --train-images without --train: the training set (cli/memorization.py)
+        embedded = embed_paths(options.embedder, sample_files(options), progress)
         side = RealSide(options.real, options.nearest_k, progress, embedded[0].embeddings)
         fake = embedded[1].embeddings
     else:
@@ -132,7 +134,18 @@ def _read(options: ReportOptions, progress: Progress) -> _Inputs:
         seed=options.seed,
         tsne_backend=options.tsne_backend,
     )
-    train = read_train(options.train, options.train_images, side.width, options.fake_images)
+    train = read_train(
+        options.train,
+        options.train_images,
+        side.width,
+        options.fake_images or (options.fake if embedded is not None else None),
+        embedded=(
+            (embedded[2].embeddings, embedded[2].images)
+            if embedded is not None and len(embedded) > 2
+            else None
+        ),
+        embedder=options.embedder,
+    )
     audio = read_audio(options, len(real), len(fake))
     return _Inputs(
         side, fake, k, real_labels, fake_labels, real_images, fake_images, views, train, audio
@@ -242,7 +255,8 @@ def _write(
     )
     progress(f"writing {len(figures)} figures to {options.out}")
     if inputs.train is not None and per_fake is not None:
-        title = f"{Path(options.fake).name} vs {Path(options.train or '').name}"
+        train_name = Path(options.train or options.train_images or "").name
+        title = f"{Path(options.fake).name} vs {train_name}"
         figures.update(
             closest_train_figures(
                 inputs.train, per_fake, inputs.fake_images, options.gallery_size, title
