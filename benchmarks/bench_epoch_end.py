@@ -10,11 +10,15 @@ it also times the callback's whole evaluation (``RunEvaluator``, reuse on) with
 
     python benchmarks/bench_epoch_end.py [--n 10000] [--width 512] [--runs 3]
         [--extra-metrics vendi,kd,fd_inf,clipped]
+
+Prints the torch threads and the load average (``os.getloadavg``) before and after: on a shared
+machine the wall times below grow with the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -77,7 +81,11 @@ def main() -> None:
     )  # warm-up
     refit = run(reuse=False)
     reuse = run(reuse=True)
-    print(f"{args.n} + {args.n} x {args.width}, k = 5, runs 2..{args.runs + 1}:")
+    load = os.getloadavg()[0]
+    print(
+        f"{args.n} + {args.n} x {args.width}, k = 5, runs 2..{args.runs + 1} "
+        f"(wall seconds, {torch.get_num_threads()} threads, load {load:.1f}):"
+    )
     print(f"  refit every run : {' '.join(f'{t:.2f}' for t in refit)} s")
     print(f"  reuse reference : {' '.join(f'{t:.2f}' for t in reuse)} s")
     print(f"  ratio (median)  : {_median(reuse) / _median(refit):.2f}")
@@ -91,6 +99,7 @@ def main() -> None:
                 f"  RunEvaluator + {','.join(names):<16}: "
                 f"{' '.join(f'{t:.2f}' for t in times)} s (+{extra:.2f} s)"
             )
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

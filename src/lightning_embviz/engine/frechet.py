@@ -14,7 +14,8 @@ by :mod:`lightning_embviz.suite` and :mod:`lightning_embviz.metrics`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,30 +35,93 @@ from lightning_embviz.engine.inputs import (
 __all__ = ["FDInfinityResult", "FrechetReference", "fd_infinity", "frechet_distance"]
 
 _ROWS = 2048  # rows converted to float64 at a time (bounded temporaries)
+_BLOCK = 256  # columns per block of the triangular products (half the flops of a full GEMM)
 
 
 # --- Fréchet distance ----------------------------------------------------------------------
 
 
-def _centred_sums(x: Tensor, shift: Tensor, chunk: int) -> tuple[Tensor, float]:
-    """``(sum_i (x_i - shift), sum_i |x_i - shift|^2)`` in float64."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    sq = 0.0
+def _gram_lower(x: Tensor, out: Tensor) -> None:
+    """``out += x^T x`` on the lower block triangle only (a blocked SYRK: ~half a GEMM).
+
+    Args:
+        x: (R, K) float64 block of rows.
+        out: (K, K) float64 accumulator; its strict upper part outside the diagonal blocks
+            is not touched.
+    """
+    k = x.shape[1]
+    for j in range(0, k, _BLOCK):
+        out[j:, j : j + _BLOCK].addmm_(x[:, j:].T, x[:, j : j + _BLOCK])
+
+
+def _full_from_lower(lower: Tensor) -> Tensor:
+    """The symmetric matrix whose lower triangle is ``lower``'s."""
+    return torch.tril(lower) + torch.tril(lower, -1).T
+
+
+def _sandwich_lower(sym: Tensor, chol: Tensor) -> Tensor:
+    """Lower triangle of ``L^T S L`` for a symmetric S and a lower-triangular L (D, D).
+
+    Column block J of the result below the diagonal block needs only rows and columns >= j of
+    S and L, so the two products cost ``4/3 D^3`` flops instead of ``4 D^3``.
+    """
+    d = sym.shape[0]
+    out = torch.zeros_like(sym)
+    for j in range(0, d, _BLOCK):
+        y = sym[j:, j:] @ chol[j:, j : j + _BLOCK]  # (S L)[j:, J]
+        out[j:, j : j + _BLOCK] = chol[j:, j:].T @ y
+    return out
+
+
+@contextmanager
+def _one_thread(device: torch.device) -> Iterator[None]:
+    """Run the symmetric eigensolver on one CPU thread.
+
+    Its tridiagonal reduction is memory-bound: on a CPU a second OpenMP thread adds CPU time
+    without shortening the wall time, and on a loaded machine it can stall it (measured in
+    ``benchmarks/bench_fd.py``). GEMMs keep all threads.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sqrt_eig_sum(lower: Tensor) -> float:
+    """``sum sqrt(eigenvalues)`` of a symmetric PSD matrix given by its lower triangle.
+
+    Values only (LAPACK ``syevd`` without vectors); negatives from rounding count as 0.
+    """
+    with _one_thread(lower.device):
+        vals = torch.linalg.eigvalsh(lower, UPLO="L")
+    return float(vals.clamp_min(0.0).sqrt().sum())
+
+
+def _without_mean_direction(rows: Tensor) -> Tensor:
+    """K - 1 rows Y with ``Y^T Y = X_c^T X_c`` for K >= 2 centred float64 rows ``X_c``.
+
+    The Householder reflection H that maps ``1 / sqrt(K)`` to ``e_1`` turns the centred rows
+    into ``H X_c``, whose first row is ``1^T X_c / sqrt(K) = 0``; the other K - 1 rows keep
+    the whole Gram matrix. Eigenvalue problems built on Y then have no eigenvalue that is 0
+    by construction, whose rounding noise ``~eps |A|`` would enter the sum of square roots
+    as ``sqrt(eps |A|)``.
+    """
+    k = rows.shape[0]
+    v = torch.full((k,), 1.0 / math.sqrt(k), dtype=rows.dtype, device=rows.device)
+    v[0] -= 1.0
+    v /= torch.linalg.vector_norm(v)
+    return (rows - 2.0 * torch.outer(v, v @ rows))[1:]
+
+
+def _rows64(x: Tensor, shift: Tensor, chunk: int) -> Iterator[Tensor]:
+    """Blocks of ``x - shift`` in float64, ``chunk`` rows at a time."""
     for start in range(0, x.shape[0], chunk):
-        block = x[start : start + chunk].to(torch.float64) - shift
-        total += block.sum(dim=0)
-        sq += float((block * block).sum())
-    return total, sq
-
-
-def _centred(x: Tensor, mean: Tensor) -> Tensor:
-    return x.to(torch.float64) - mean
-
-
-def _sqrt_eig_sum(mat: Tensor) -> float:
-    """``sum sqrt(eigenvalues)`` of a symmetric PSD matrix (negatives from rounding -> 0)."""
-    sym = (mat + mat.T) / 2
-    return float(torch.linalg.eigvalsh(sym).clamp_min(0.0).sqrt().sum())
+        yield x[start : start + chunk].to(torch.float64) - shift
 
 
 class FrechetReference:
@@ -66,18 +130,28 @@ class FrechetReference:
     Holds the real mean ``mu_r`` (float64), ``tr(S_r)`` and a factor F with ``S_r = F F^T``
     (unbiased covariance, ``np.cov`` convention): the Cholesky factor when ``S_r`` is positive
     definite, the symmetric square root's non-null part (from ``eigh``) when it is not, or,
-    when N <= D (``S_r`` has rank < D), the centred rows themselves, ``F = X_c^T / sqrt(N-1)``
-    (D, N). Then, for a fake set with covariance ``S_f``::
+    when N <= D (``S_r`` has rank < D), the centred rows themselves rotated to N - 1 rows
+    without the mean direction, ``F = Y^T / sqrt(N-1)`` (D, N-1) with ``Y^T Y = X_c^T X_c``.
+    Then, for a fake set with covariance ``S_f``::
 
         FD = |mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r S_f)^(1/2))
         tr((S_r S_f)^(1/2)) = sum_i sqrt(eig_i(F^T S_f F))
 
-    since ``S_r S_f = F (F^T S_f F) F^{-1}``-similar products share their non-zero
-    eigenvalues; ``F^T S_f F`` is symmetric PSD, so no complex square root of a non-symmetric
-    matrix is needed (the ``scipy.linalg.sqrtm`` of pytorch-fid and torchmetrics). The fake
-    covariance is one GEMM (``X_f,c^T X_f,c``); with fewer fake rows than the rank of F the
-    (M, M) matrix ``Z Z^T`` of the whitened fakes ``Z = X_f,c F`` is used instead (same
-    non-zero eigenvalues, no rank-deficient noise). All in float64.
+    since ``S_r S_f = F F^T S_f`` and ``F^T S_f F`` share their non-zero eigenvalues;
+    ``F^T S_f F`` is symmetric PSD, so no complex square root of a non-symmetric matrix is
+    needed (the ``scipy.linalg.sqrtm`` of pytorch-fid and torchmetrics), and its eigenvalues
+    are computed without eigenvectors. Per fake set (M rows), the cheapest exact route:
+
+    - M > D and F the Cholesky factor: ``S_f`` by one blocked SYRK over the centred fakes
+      (``M D^2`` flops), then ``L^T S_f L`` by triangular blocked products (``4/3 D^3``);
+    - M <= rank(F): the (M, M) matrix ``Z Z^T`` of the whitened fakes ``Z = X_f,c F`` (same
+      non-zero eigenvalues, no rank-deficient noise);
+    - otherwise (F with r < D columns) ``Z^T Z`` (r, r) or ``F^T S_f F``, whichever costs
+      fewer flops.
+
+    ``tr(S_f)`` is the trace of the fakes' Gram matrix (``|X_f,c|_F^2 / (M-1)``). All in
+    float64 on the tensors' device; the eigensolver runs on one CPU thread (see
+    ``benchmarks/bench_fd.py``).
 
     Args:
         real: (N, D) array or tensor, N >= 2. Kept on its device.
@@ -106,19 +180,20 @@ class FrechetReference:
         n, width = r.shape
         self._n, self._width, self._chunk = n, width, chunk
         self.mean = mean64(r, chunk)
-        _, sq = _centred_sums(r, self.mean, chunk)
-        self.trace = sq / (n - 1)
+        self._triangular = False
         if n <= width:  # rank < D: the centred rows are the factor
-            self.factor = (_centred(r, self.mean) / math.sqrt(n - 1)).T.contiguous()
+            rows = r.to(torch.float64) - self.mean
+            self.trace = float((rows * rows).sum()) / (n - 1)
+            self.factor = (_without_mean_direction(rows) / math.sqrt(n - 1)).T.contiguous()
             return
-        cov = torch.zeros(width, width, dtype=torch.float64, device=r.device)
-        for start in range(0, n, chunk):
-            block = _centred(r[start : start + chunk], self.mean)
-            cov.addmm_(block.T, block)
-        cov = (cov + cov.T) / (2 * (n - 1))
+        gram = torch.zeros(width, width, dtype=torch.float64, device=r.device)
+        for block in _rows64(r, self.mean, chunk):
+            _gram_lower(block, gram)
+        cov = _full_from_lower(gram) / (n - 1)
+        self.trace = float(cov.diagonal().sum())
         chol, info = torch.linalg.cholesky_ex(cov)
         if int(info) == 0:
-            self.factor = chol
+            self.factor, self._triangular = chol, True
             return
         vals, vecs = torch.linalg.eigh(cov)
         keep = vals > width * torch.finfo(torch.float64).eps * vals.max().clamp_min(0.0)
@@ -149,25 +224,59 @@ class FrechetReference:
         need_rows(f, name, 2, "for a covariance")
         return f.to(self.mean.device)
 
-    def _trace_sqrt(self, fake: Tensor, mean: Tensor) -> float:
-        """``tr((S_r S_f)^(1/2))`` for the fake rows with their own mean."""
+    def _whiten(self, x: Tensor) -> Tensor:
+        """``x F`` for float64 rows x (R, D); half the flops when F is triangular."""
+        if not self._triangular:
+            return x @ self.factor
+        out = torch.empty_like(x)
+        for j in range(0, self._width, _BLOCK):
+            out[:, j : j + _BLOCK] = x[:, j:] @ self.factor[j:, j : j + _BLOCK]
+        return out
+
+    def _whitens_fakes(self, m: int) -> bool:
+        """Whether ``Z^T Z`` (Z = X_f,c F) costs fewer flops than ``F^T S_f F`` for M rows."""
+        d, r = self._width, self.rank
+        z_route = 2 * m * d * r + m * r * r
+        cov_route = m * d * d + (4 * d**3 // 3 if self._triangular else 2 * d * r * (d + r))
+        return z_route < cov_route
+
+    def _middle(self, cov: Tensor) -> Tensor:
+        """Lower triangle of ``F^T S F`` for a symmetric S (D, D)."""
+        if self._triangular:
+            return _sandwich_lower(cov, self.factor)
+        return self.factor.T @ (cov @ self.factor)
+
+    def _trace_sqrt_small(self, rows: Tensor) -> float:
+        """``tr((S_r S_f)^(1/2))`` from the (M, M) ``Z Z^T`` of M <= rank centred rows.
+
+        The rows are first rotated to M - 1 rows without the mean direction, so ``Z Z^T``
+        has no eigenvalue that is 0 by construction.
+        """
+        z = self._whiten(_without_mean_direction(rows))
+        gram = torch.zeros(z.shape[0], z.shape[0], dtype=torch.float64, device=z.device)
+        _gram_lower(z.T, gram)
+        return _sqrt_eig_sum(gram) / math.sqrt(rows.shape[0] - 1)
+
+    def _fake_side(self, fake: Tensor) -> tuple[Tensor, float, float]:
+        """``(mu_f, tr(S_f), tr((S_r S_f)^(1/2)))`` of a checked fake set."""
         m = fake.shape[0]
-        if m <= self.rank or self.rank < self._width:
-            # Whitened fakes Z = X_f,c F: (M, r); eigenvalues of Z^T Z or Z Z^T / (M - 1).
-            z = torch.cat(
-                [
-                    _centred(fake[s : s + self._chunk], mean) @ self.factor
-                    for s in range(0, m, self._chunk)
-                ]
-            )
-            gram = z @ z.T if m <= self.rank else z.T @ z
-            return _sqrt_eig_sum(gram) / math.sqrt(m - 1)
-        cov = torch.zeros(self._width, self._width, dtype=torch.float64, device=fake.device)
-        for start in range(0, m, self._chunk):
-            block = _centred(fake[start : start + self._chunk], mean)
-            cov.addmm_(block.T, block)
-        mid = self.factor.T @ (cov / (m - 1)) @ self.factor
-        return _sqrt_eig_sum(mid)
+        mean = mean64(fake, self._chunk)
+        if m <= self.rank:
+            rows = fake.to(torch.float64) - mean
+            return mean, float((rows * rows).sum()) / (m - 1), self._trace_sqrt_small(rows)
+        whiten = self._whitens_fakes(m)
+        size = self.rank if whiten else self._width
+        gram = torch.zeros(size, size, dtype=torch.float64, device=fake.device)
+        sq = 0.0
+        for block in _rows64(fake, mean, self._chunk):
+            if whiten:
+                sq += float((block * block).sum())
+                block = self._whiten(block)
+            _gram_lower(block, gram)
+        if not whiten:
+            sq = float(gram.diagonal().sum())
+            gram = self._middle(_full_from_lower(gram))
+        return mean, sq / (m - 1), _sqrt_eig_sum(gram / (m - 1))
 
     def distance(self, fake: ArrayLike) -> float:
         """Fréchet distance from the fitted real set to a fake set (formula in the class doc).
@@ -181,13 +290,7 @@ class FrechetReference:
         Raises:
             ValueError: on another width, fewer than 2 rows, or NaN/Inf values.
         """
-        f = self._check(fake)
-        mean = mean64(f, self._chunk)
-        _, sq = _centred_sums(f, mean, self._chunk)
-        diff = mean - self.mean
-        value = float(diff @ diff) + self.trace + sq / (f.shape[0] - 1)
-        value -= 2.0 * self._trace_sqrt(f, mean)
-        return max(value, 0.0)
+        return _subset_fd(self, self._check(fake))
 
     def __repr__(self) -> str:
         return f"FrechetReference(num_real={self._n}, width={self._width}, rank={self.rank})"
@@ -268,9 +371,10 @@ def fd_infinity(
     ``FD_inf`` is its intercept. The subsets are nested: the subset of size n is the first n
     rows of ``torch.randperm(M, generator=torch.Generator().manual_seed(seed))`` (each is a
     uniform subset without replacement; nesting only correlates them). Cost: the real side is
-    fitted once (or passed as a :class:`FrechetReference`); the fakes are whitened by F and
-    their (r, r) Gram matrix accumulated once over the prefixes (two GEMMs over M rows), so
-    each extra size costs one symmetric eigenvalue problem. Values are those of
+    fitted once (or passed as a :class:`FrechetReference`); the fakes' Gram matrix is
+    accumulated once over the growing prefixes (one blocked SYRK over M rows), so each size
+    costs the ``F^T S_f F`` products and one symmetric eigenvalue problem; sizes below the
+    rank of F use the (n, n) Gram matrix of the whitened subset. Values are those of
     ``frechet_distance(real, fake[subset])``.
 
     Args:
@@ -302,40 +406,55 @@ def fd_infinity(
             "fakes or a smaller `min_size`."
         )
     order = torch.randperm(m, generator=torch.Generator().manual_seed(seed)).to(f.device)
-    factor, rank, chunk = ref.factor, ref.rank, ref._chunk
-    # Shift by the mean of the smallest subset: sums of (x - c) stay well conditioned.
-    shift = mean64(f.index_select(0, order[: sizes[0]]), chunk)
-    width = f.shape[1]
-    sum_x = torch.zeros(width, dtype=torch.float64, device=f.device)
-    sum_z = torch.zeros(rank, dtype=torch.float64, device=f.device)
-    gram = torch.zeros(rank, rank, dtype=torch.float64, device=f.device)
-    sq = 0.0
-    small_rows: list[Tensor] = []  # whitened rows of the prefixes smaller than the rank
-    values: list[float] = []
-    done = 0
-    for size in sizes:
-        for start in range(done, size, chunk):
-            stop = min(start + chunk, size)
-            x = f.index_select(0, order[start:stop]).to(torch.float64) - shift
-            z = x @ factor
-            sum_x += x.sum(dim=0)
-            sq += float((x * x).sum())
-            sum_z += z.sum(dim=0)
-            gram.addmm_(z.T, z)
-            if start < rank:
-                small_rows.append(z[: max(0, rank - start)])
-        done = size
-        delta = sum_x / size  # fake mean - shift
-        diff = delta + shift - ref.mean
-        tr_f = (sq - size * float(delta @ delta)) / (size - 1)
-        zbar = sum_z / size
-        if size <= rank:
-            zc = torch.cat(small_rows)[:size] - zbar
-            tr_sqrt = _sqrt_eig_sum(zc @ zc.T) / math.sqrt(size - 1)
-        else:
-            mid = (gram - size * torch.outer(zbar, zbar)) / (size - 1)
-            tr_sqrt = _sqrt_eig_sum(mid)
-        fd = float(diff @ diff) + ref.trace + tr_f - 2.0 * tr_sqrt
-        values.append(max(fd, 0.0))
+    values = [_subset_fd(ref, f.index_select(0, order[:s])) for s in sizes if s <= ref.rank]
+    large = [s for s in sizes if s > ref.rank]
+    if large:
+        values += _prefix_fds(ref, f, order, large)
     intercept, slope, r2 = _line_fit(sizes, values)
     return FDInfinityResult(intercept, r2, slope, tuple(sizes), tuple(values))
+
+
+def _subset_fd(ref: FrechetReference, rows: Tensor) -> float:
+    """FD of the fitted real side to ``rows`` (what :meth:`FrechetReference.distance` does)."""
+    mean, trace, trace_sqrt = ref._fake_side(rows)
+    diff = mean - ref.mean
+    return max(float(diff @ diff) + ref.trace + trace - 2.0 * trace_sqrt, 0.0)
+
+
+def _prefix_fds(
+    ref: FrechetReference, fake: Tensor, order: Tensor, sizes: Sequence[int]
+) -> list[float]:
+    """FD of the prefixes ``fake[order[:n]]`` for increasing sizes n > rank, in one pass.
+
+    The Gram matrix of ``x - c`` (or of the whitened ``(x - c) F``) is accumulated over the
+    growing prefix and centred per size by a rank-one correction; c is the mean of the first
+    ``sizes[0]`` rows, so the sums stay well conditioned.
+    """
+    chunk, width = ref._chunk, ref.width
+    whiten = ref._whitens_fakes(sizes[-1])
+    side = ref.rank if whiten else width
+    shift = mean64(fake.index_select(0, order[: sizes[0]]), chunk)
+    sum_x = torch.zeros(width, dtype=torch.float64, device=fake.device)
+    sum_z = torch.zeros(ref.rank, dtype=torch.float64, device=fake.device)
+    gram = torch.zeros(side, side, dtype=torch.float64, device=fake.device)
+    sq, done, values = 0.0, 0, []
+    for size in sizes:
+        for start in range(done, size, chunk):
+            x = fake.index_select(0, order[start : min(start + chunk, size)])
+            x = x.to(torch.float64) - shift
+            sum_x += x.sum(dim=0)
+            sq += float((x * x).sum())
+            if whiten:
+                x = ref._whiten(x)
+                sum_z += x.sum(dim=0)
+            _gram_lower(x, gram)
+        done = size
+        delta = sum_x / size  # fake mean - shift
+        trace = (sq - size * float(delta @ delta)) / (size - 1)
+        centre = sum_z / size if whiten else delta
+        cov = (_full_from_lower(gram) - size * torch.outer(centre, centre)) / (size - 1)
+        middle = cov if whiten else ref._middle(cov)
+        diff = delta + shift - ref.mean
+        fd = float(diff @ diff) + ref.trace + trace - 2.0 * _sqrt_eig_sum(middle)
+        values.append(max(fd, 0.0))
+    return values
