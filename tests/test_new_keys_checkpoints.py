@@ -54,7 +54,9 @@ RATE, AUDIO_SHIFT = 4000, 10.0
 def _tb(log_dir: str | Path) -> Any:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "audio": 0})
+    acc = EventAccumulator(
+        str(log_dir), size_guidance={"scalars": 0, "images": 0, "audio": 0, "tensors": 0}
+    )
     acc.Reload()
     return acc
 
@@ -101,17 +103,21 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 
 def _assert_not_in_checkpoint(path: str | Path, *forbidden: torch.Tensor) -> dict[str, Any]:
-    """No tensor of ``forbidden`` (nor one of its rows) anywhere in the checkpoint file."""
+    """No tensor of ``forbidden``, nor one of its rows, anywhere in the checkpoint file.
+
+    Compared in float32 (the embedder's own precision), so a copy kept in another float
+    dtype is found too. Returns the checkpoint, loaded with ``weights_only=True``.
+    """
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     assert set(checkpoint["state_dict"]) == {"generator.weight", "generator.bias"}
-    stored = [t.detach().cpu().double() for t in _tensors(checkpoint)]
+    stored = [t.detach().cpu().float() for t in _tensors(checkpoint) if t.is_floating_point()]
     for tensor in forbidden:
-        tensor = tensor.detach().cpu().double()
+        rows = tensor.detach().cpu().float().reshape(-1, tensor.shape[-1])
         for t in stored:
-            assert not (t.shape == tensor.shape and torch.equal(t, tensor))
-            if t.dim() >= 1 and t.shape[-1:] == tensor.shape[-1:] and t.numel() >= tensor.shape[-1]:
-                rows = t.reshape(-1, tensor.shape[-1])
-                assert not (rows[:, None, :] == tensor.reshape(-1, tensor.shape[-1])).all(-1).any()
+            if t.dim() == 0 or t.shape[-1] != rows.shape[1]:
+                continue
+            held = t.reshape(-1, rows.shape[1])
+            assert not (held[:, None, :] == rows[None]).all(-1).any(), tuple(t.shape)
     return checkpoint
 
 
@@ -189,7 +195,7 @@ class ImageRun:
     train_images: torch.Tensor
     training: dict[str, dict[int, float]]
     steps: list[int]
-    warnings: list[str]
+    warned: list[str]
     # Kept right after fit(): validate() restores every ModelCheckpoint's state from the
     # file it loads, so these attributes change afterwards.
     best: str
@@ -248,7 +254,7 @@ def image_run(tmp_path_factory: pytest.TempPathFactory) -> ImageRun:
         train_images=train_images,
         training=training,
         steps=sorted(training.get("embviz/authenticity", {})),
-        warnings=[str(w.message) for w in caught],
+        warned=[str(w.message) for w in caught],
         best=by_authenticity.best_model_path,
         best_score=float(by_authenticity.best_model_score),
         last=by_coverage.last_model_path,
@@ -261,7 +267,7 @@ def image_run(tmp_path_factory: pytest.TempPathFactory) -> ImageRun:
 def test_fit_logs_the_new_keys_in_time_for_model_checkpoint(image_run: ImageRun) -> None:
     """One point per epoch (none for the sanity check); the monitors pick their checkpoint."""
     run = image_run
-    assert not [w for w in run.warnings if "could not find the monitored key" in w]
+    assert not [w for w in run.warned if "could not find the monitored key" in w]
     assert len(run.steps) == 2
     for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
         assert sorted(run.training[f"embviz/{key}"]) == run.steps, key
