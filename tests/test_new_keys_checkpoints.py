@@ -128,8 +128,10 @@ class ImageEmbedder(torch.nn.Module):
         super().__init__()
         torch.manual_seed(7)
         self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(WIDTH, DIM))
+        self.rows: list[int] = []  # rows per forward pass
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(images))
         return self.net(images.float())
 
 
@@ -364,6 +366,52 @@ def test_new_trainer_validates_each_checkpoint_at_its_training_step(image_run: I
     expected = _expected_image_run(model, embedder, run.train, n_val=48, seed=3)
     for key in (*PRDC, "fd", *MEMORIZATION, *EXTRA):
         assert _same(result[0][f"embviz/{key}"], expected[key]), key
+
+
+def test_train_images_embedded_by_the_embedder_under_validate_ckpt_path(
+    image_run: ImageRun,
+) -> None:
+    """``embedder=`` with ``train_images=`` and no ``train=``: a new monitor embeds the
+    training images once (they are in no checkpoint) and reuses them for every checkpoint."""
+    run = image_run
+    embedder = ImageEmbedder()
+    monitor = EmbeddingMonitor(
+        views=None,
+        embedder=embedder,
+        train_images=run.train_images,
+        embed_batch_size=N_TRAIN,  # the training images in one pass, told apart by its size
+        gallery_size=4,
+        log_samples=False,
+    )
+    logger = CSVLogger(run.tmp, name="embedded_train", version=0)
+    validator = pl.Trainer(
+        callbacks=[monitor], logger=logger, default_root_dir=run.tmp, enable_progress_bar=False
+    )
+    paths = [Path(run.best), Path(run.last)]
+    results = []
+    for path in paths:
+        fresh = TinyGAN(shifts=(SHIFT,), outputs=_image_outputs)
+        loader = DataLoader(make_data(N_VAL), 16)
+        results.append(validator.validate(fresh, loader, ckpt_path=path)[0])
+    assert embedder.rows.count(N_TRAIN) == 1  # embedded once, reused by the second run
+    rows = _csv_rows(logger.log_dir)
+    assert [row["step"] for row in rows] == [_training_step(p) for p in paths]
+    for path, result, row in zip(paths, results, rows):
+        model = _checkpointed(path, shifts=(SHIFT,))
+        x = make_data(N_VAL).tensors[0]
+        with torch.no_grad():
+            fake_rows = model.fake(x)
+        real, fake = _embed(embedder, _images(x)), _embed(embedder, _images(fake_rows))
+        expected = compute_memorization(run.train, fake, heldout=real)  # 20 cells by default
+        for key in MEMORIZATION:
+            assert _same(row[f"embviz/{key}"], expected[key]), (path.name, key)
+            assert _same(result[f"embviz/{key}"], expected[key]), (path.name, key)
+        # authenticity and copy_fraction do not depend on the cells: equal to the training run
+        step = _training_step(path)
+        for key in ("authenticity", "copy_fraction"):
+            assert _same(row[f"embviz/{key}"], run.training[f"embviz/{key}"][step]), key
+    shown = sorted((Path(logger.log_dir) / "embviz" / "closest_train").glob("step_*.png"))
+    assert [p.name for p in shown] == sorted(f"step_{_training_step(p):06d}.png" for p in paths)
 
 
 # --------------------------------------------------------------------------- audio + groups
