@@ -30,7 +30,20 @@ opens on TIME SERIES and smooths curves (weight 0.6); ``?smoothing=0`` in the ad
 
 Flags: ``--epochs``, ``--out``, ``--logger {tensorboard,csv,mlflow,wandb,none}``,
 ``--quick`` (a few-second smoke run), ``--seed``, ``--overwrite`` (replace an earlier run
-in ``--out``).
+in ``--out``), ``--memorize [SHARE]`` (see below).
+
+Memorization (``--memorize``, ``--memorize 0.5``): from the middle epoch on, a share of the
+fakes (default 0.25) are copies of training digits plus tiny noise, as a generator that
+memorizes its training set would produce. The monitor is also given the training set
+(``train=``: the embedding net's features of the training digits, fitted once as a
+``TrainReference``; ``train_images=``: the digits themselves), so it logs
+``embviz/authenticity``, ``embviz/ct_score`` and ``embviz/copy_fraction`` every epoch and
+the ``embviz/closest_train`` gallery (the fakes closest to the training set, each beside
+its nearest training digit). The curves jump when the copying starts; the run prints the
+numbers of the last honest and the last copying epoch. The copying is not in the
+generator's weights: ``compare_checkpoints.py`` replays the honest generator.
+
+    python examples/gan_digits.py --memorize --out outputs/gan_digits_memorize
 """
 
 from __future__ import annotations
@@ -56,6 +69,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from lightning_embviz import EmbeddingMonitor
+from lightning_embviz.memorization import TrainReference
 
 IMAGE_SIZE = 8
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -64,6 +78,10 @@ EMBED_DIM = 32
 
 # Logged by the module itself, next to the callback's embviz/* keys.
 MODES_KEY = "gan/modes_hit"
+
+# Logged by the callback with `train=` (--memorize).
+MEMORIZATION_KEYS = ("embviz/authenticity", "embviz/ct_score", "embviz/copy_fraction")
+DEFAULT_COPY_SHARE = 0.25
 
 # ----------------------------------------------------------------------------- data
 
@@ -280,9 +298,13 @@ class DigitsGAN(pl.LightningModule):
 
         self.log_dict({"loss/d": d_loss, "loss/g": g_loss}, on_step=False, on_epoch=True)
 
+    def validation_fakes(self, z: Tensor) -> Tensor:
+        """The fakes (B, 64) that validation measures: the generator's output for ``z``."""
+        return self.generator(z)
+
     def validation_step(self, batch: list[Tensor], batch_idx: int) -> dict[str, Any]:
         real, labels, z = batch
-        fake = self.generator(z)
+        fake = self.validation_fakes(z)
         emb_real, _ = self.embed(real)
         emb_fake, fake_classes = self.embed(fake)
         self._fake_classes.append(fake_classes)
@@ -316,6 +338,46 @@ class DigitsGAN(pl.LightningModule):
         return [opt_g, opt_d]
 
 
+class CopyingDigitsGAN(DigitsGAN):
+    """:class:`DigitsGAN` whose validation fakes turn into near-copies of training digits.
+
+    From epoch ``start_epoch`` on (:meth:`set_copying`), the fake of noise vector ``z``
+    is, for a share of the noise vectors, a training digit plus tiny noise, instead of the
+    generator's output: what a generator that memorized its training set outputs. Which
+    noise vectors copy, which digit each copies and the noise are fixed functions of ``z``
+    (``z[:, 0]`` decides, ``z[:, 1]`` picks the digit), so with the fixed validation noise
+    the same fakes copy the same digits every epoch. Training is the plain GAN's; the
+    copying is not in the weights or the hyperparameters (a checkpoint loads as a
+    :class:`DigitsGAN`).
+    """
+
+    def set_copying(self, train_images: Tensor, share: float, start_epoch: int) -> None:
+        """Copy ``train_images`` (N, 64) for a ``share`` of the fakes from ``start_epoch`` on."""
+        self._copy_bank = train_images.detach().reshape(len(train_images), -1).clone()
+        self._copy_share = float(share)
+        self._copy_start = int(start_epoch)
+        gen = torch.Generator().manual_seed(int(self.hparams["seed"]) + 777)
+        self._copy_mix = torch.randn(self.hparams["latent_dim"], N_PIXELS, generator=gen)
+
+    def copying(self) -> bool:
+        """Whether this epoch's validation fakes include copies."""
+        bank = getattr(self, "_copy_bank", None)
+        return bank is not None and self.current_epoch >= self._copy_start
+
+    def validation_fakes(self, z: Tensor) -> Tensor:
+        fake = self.generator(z)
+        if not self.copying():
+            return fake
+        bank = self._copy_bank.to(fake.device)
+        normal_cdf = 0.5 * (1.0 + torch.erf(z[:, :2] / math.sqrt(2.0)))  # uniform in (0, 1)
+        copies = normal_cdf[:, 0] < self._copy_share
+        digit = (normal_cdf[:, 1] * len(bank)).long().clamp(max=len(bank) - 1)
+        # Tiny noise, a fixed function of z: about 1 % of the pixel range.
+        noise = 0.02 * torch.sin(97.0 * (z @ self._copy_mix.to(z.device)))
+        copied = (bank[digit] + noise).clamp(-1.0, 1.0)
+        return torch.where(copies[:, None], copied, fake)
+
+
 # ----------------------------------------------------------------------- reporting
 
 TABLE_KEYS = (
@@ -338,7 +400,7 @@ class MetricsHistory(Callback):
         if trainer.sanity_checking:
             return
         row = {"epoch": float(trainer.current_epoch)}
-        for key in TABLE_KEYS:
+        for key in TABLE_KEYS + MEMORIZATION_KEYS:
             value = trainer.callback_metrics.get(key)
             row[key] = float(value) if value is not None else math.nan
         self.rows.append(row)
@@ -401,6 +463,44 @@ def format_table(rows: list[dict[str, float]]) -> str:
         cells.append(f"{int(modes):>9d}" if not math.isnan(modes) else f"{'-':>9}")
         lines.append("  ".join(cells))
     return "\n".join(lines)
+
+
+def format_memorization_table(rows: list[dict[str, float]], start_epoch: int) -> str:
+    """The memorization numbers per epoch as a text table; copying epochs are marked."""
+    names = ["epoch", "authenticity", "ct_score", "copy_fraction", "fakes"]
+    lines = ["  ".join(f"{n:>13}" for n in names)]
+    for row in rows:
+        cells = [f"{int(row['epoch']):>13d}"]
+        cells += [f"{row[k]:>13.3f}" for k in MEMORIZATION_KEYS]
+        cells.append(f"{'copying' if row['epoch'] >= start_epoch else 'honest':>13}")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def memorization_summary(rows: list[dict[str, float]], start_epoch: int) -> str:
+    """One line each for the last honest and the last copying epoch's numbers."""
+    lines = []
+    for label, picked in (
+        ("honest", [r for r in rows if r["epoch"] < start_epoch]),
+        ("copying", [r for r in rows if r["epoch"] >= start_epoch]),
+    ):
+        if not picked:
+            continue
+        row = picked[-1]
+        values = ", ".join(f"{k.split('/')[1]} {row[k]:.3f}" for k in MEMORIZATION_KEYS)
+        lines.append(f"{label:>8} (epoch {int(row['epoch'])}): {values}")
+    return "\n".join(lines)
+
+
+def train_reference(classifier: DigitClassifier, x_train: Tensor, n_val: int) -> TrainReference:
+    """The training digits' embeddings, fitted once for ``EmbeddingMonitor(train=...)``.
+
+    Fewer k-means cells than the default 20, so that the C_T test (``ct_score``) finds
+    20 fakes in most cells of the ``n_val`` fakes (10 cells at 500, 4 at 200).
+    """
+    with torch.no_grad():
+        features = classifier.features(x_train)
+    return TrainReference(features, n_cells=max(2, n_val // 50))
 
 
 # ---------------------------------------------------------------------------- main
@@ -527,11 +627,24 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         action="store_true",
         help="replace the checkpoints and TensorBoard logs of an earlier run in --out",
     )
+    parser.add_argument(
+        "--memorize",
+        type=float,
+        nargs="?",
+        const=DEFAULT_COPY_SHARE,
+        default=None,
+        metavar="SHARE",
+        help="from the middle epoch on, a SHARE of the fakes (default "
+        f"{DEFAULT_COPY_SHARE}) copy training digits; log the memorization numbers and "
+        "the closest_train gallery",
+    )
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 2 if args.quick else 30
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.memorize is not None and not 0.0 < args.memorize <= 1.0:
+        parser.error(f"--memorize SHARE must be in (0, 1], got {args.memorize}")
     return args
 
 
@@ -566,15 +679,30 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
         f"({time.perf_counter() - t0:.1f} s)"
     )
 
-    model = DigitsGAN(seed=args.seed, n_val=n_val)
+    # The same weights and training either way: the copying only changes validation's fakes.
+    model = (DigitsGAN if args.memorize is None else CopyingDigitsGAN)(seed=args.seed, n_val=n_val)
+    options: dict[str, Any] = {}
+    copy_start = args.epochs // 2
+    if isinstance(model, CopyingDigitsGAN):
+        model.set_copying(data.x_train, args.memorize, copy_start)
+        options.update(
+            train=train_reference(classifier, data.x_train, n_val),
+            train_images=data.x_train.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE),
+        )
+        print(
+            f"memorizing: from epoch {copy_start} on, {args.memorize:.0%} of the fakes copy "
+            f"one of the {len(data.x_train)} training digits"
+        )
     model.set_classifier(classifier)
 
     views = ("pca",) if args.quick else ("pca", "tsne")
     try:
-        monitor = EmbeddingMonitor(nearest_k=5, views=views, background=not args.quick)
+        monitor = EmbeddingMonitor(nearest_k=5, views=views, background=not args.quick, **options)
     except ModuleNotFoundError as err:  # t-SNE needs the [tsne] extra
         print(f"note: {err} Drawing PCA views only.")
-        monitor = EmbeddingMonitor(nearest_k=5, views=("pca",), background=not args.quick)
+        monitor = EmbeddingMonitor(
+            nearest_k=5, views=("pca",), background=not args.quick, **options
+        )
     history = MetricsHistory()
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(
@@ -610,6 +738,10 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, float]]:
 
     print("\nmetrics per epoch (held-out real digits vs fakes from a fixed noise set):")
     print(format_table(history.rows))
+    if args.memorize is not None:
+        print("\nmemorization per epoch (fakes vs the training digits, held-out digits as H):")
+        print(format_memorization_table(history.rows, copy_start))
+        print("\n" + memorization_summary(history.rows, copy_start))
     if best.best_model_path:
         print(f"\nbest checkpoint by embviz/coverage: {best.best_model_path}")
     print(f"all checkpoints: {ckpt_dir}")

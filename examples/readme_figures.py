@@ -21,15 +21,24 @@ what that run wrote, so that the README always shows what the current code produ
    ``embviz report`` and ``embviz compare`` on a small synthetic set of Gaussian clusters
    (made here, seeded), in a temporary folder.
 
+``--memorization RUN`` does only this instead, for a ``gan_digits.py --memorize`` run: it
+prints the markdown table of ``embviz/authenticity``, ``embviz/ct_score`` and
+``embviz/copy_fraction`` per epoch and writes ``docs/memorization_per_epoch.png`` (the three
+curves) and ``docs/closest_train.png`` (the ``embviz/closest_train`` gallery of the last
+epoch: the fakes closest to the training digits, each beside its nearest training digit).
+
 Run::
 
     python examples/gan_digits.py --overwrite
     python examples/compare_checkpoints.py --run outputs/gan_digits
     python examples/readme_figures.py --run outputs/gan_digits --docs docs
+    python examples/gan_digits.py --memorize --out outputs/gan_digits_memorize
+    python examples/readme_figures.py --memorization outputs/gan_digits_memorize --docs docs
 
 Flags: ``--run``, ``--docs``, ``--rows`` (the epochs of the table, e.g. ``0,1,2,5,10,20,last``
 or ``all``), ``--title``, ``--no-examples`` (skip step 5), ``--full-color`` (keep the figures'
-true colours instead of a 256-colour palette, which makes the files 2-3 times smaller).
+true colours instead of a 256-colour palette, which makes the files 2-3 times smaller),
+``--memorization RUN``.
 """
 
 from __future__ import annotations
@@ -455,6 +464,122 @@ def write_example_figures(docs: Path, *, palette: bool, seed: int = 0) -> list[P
     return written
 
 
+# ------------------------------------------------------------------ memorization
+
+MEMORIZATION = ("authenticity", "ct_score", "copy_fraction")
+CLOSEST_TRAIN = ("embviz/closest_train", "closest_train.png")
+
+
+def memorization_rows(events: Any) -> list[dict[str, float]]:
+    """One row per validation run: ``epoch``, ``step`` and the three memorization numbers.
+
+    Raises:
+        SystemExit: the run logged no ``embviz/authenticity`` (not trained with ``train=``).
+    """
+    series = {name: scalar_series(events, PREFIX + name) for name in MEMORIZATION}
+    if not series["authenticity"]:
+        raise SystemExit(
+            f"the run logged no {PREFIX}authenticity; was it trained with "
+            "`gan_digits.py --memorize` (EmbeddingMonitor(train=...))?"
+        )
+    rows = []
+    for step, epoch in sorted(validation_epochs(events).items()):
+        row = {"epoch": float(epoch), "step": float(step)}
+        row.update({name: values.get(step, math.nan) for name, values in series.items()})
+        rows.append(row)
+    return rows
+
+
+def memorization_table(rows: Sequence[dict[str, float]]) -> str:
+    """The README's memorization table: epoch, authenticity, ct_score, copy_fraction."""
+    lines = ["| epoch | authenticity | ct_score | copy_fraction |", "|---:|---:|---:|---:|"]
+    for row in rows:
+        cells = [str(int(row["epoch"]))] + [_cell(row[name], 3) for name in MEMORIZATION]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def memorization_figure(rows: Sequence[dict[str, float]], title: str) -> Any:
+    """Authenticity and copy_fraction per epoch; below, ct_score (0: honest)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in rows]
+    fig = Figure(figsize=(6.4, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax, ax_ct = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.6, 1]})
+    ax.plot(
+        epochs,
+        [r["authenticity"] for r in rows],
+        marker="o",
+        markersize=3,
+        color="#0072B2",
+        label="authenticity",
+    )
+    ax.plot(
+        epochs,
+        [r["copy_fraction"] for r in rows],
+        marker="o",
+        markersize=3,
+        color="#D55E00",
+        linewidth=2.5,
+        label="copy_fraction",
+    )
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("fraction of fakes")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="center left", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax_ct.axhline(0.0, color="0.6", linewidth=1)
+    ax_ct.plot(
+        epochs,
+        [r["ct_score"] for r in rows],
+        marker="s",
+        markersize=2.5,
+        color="0.35",
+        label="ct_score",
+    )
+    ax_ct.set_ylabel("ct_score")
+    ax_ct.grid(True, alpha=0.3)
+    ax_ct.set_xlabel("epoch")
+    fig.tight_layout()
+    return fig
+
+
+def write_memorization_docs(
+    run: Path, docs: Path, *, palette: bool
+) -> tuple[list[Path], list[str]]:
+    """Print the memorization table of ``run`` and write its two figures into ``docs``.
+
+    Returns:
+        The files written, and a note when the run logged no ``closest_train`` gallery.
+    """
+    log_dir = run / "tensorboard" / "train"
+    events = load_events(log_dir)
+    rows = memorization_rows(events)
+    print(f"{len(rows)} validation runs in {log_dir}\n")
+    print(memorization_table(rows))
+    seconds = wall_time_s(events)
+    if seconds is not None:
+        print(f"\nwall time of the run (first to last TensorBoard event): {seconds:.0f} s")
+    fig = memorization_figure(rows, "gan_digits.py --memorize: fakes vs the training digits")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    written = [save_png(buffer.getvalue(), docs / "memorization_per_epoch.png", palette=palette)]
+    tag, name = CLOSEST_TRAIN
+    epochs = validation_epochs(events)
+    images = (
+        [e for e in events.Images(tag) if e.step in epochs]
+        if tag in events.Tags()["images"]
+        else []
+    )
+    if not images:
+        return written, [f"{tag}: not in the run's images (was it run with train_images=?)"]
+    last = max(images, key=lambda e: e.step)
+    written.append(save_png(last.encoded_image_string, docs / name, palette=palette))
+    return written, []
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -483,6 +608,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="do not redraw docs/example_*.png (the embviz command on synthetic clusters)",
     )
     parser.add_argument(
+        "--memorization",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="instead: the memorization table and figures of a `gan_digits.py --memorize` "
+        "run folder (docs/memorization_per_epoch.png, docs/closest_train.png)",
+    )
+    parser.add_argument(
         "--full-color",
         action="store_true",
         help="keep the figures' true colours (default: a 256-colour palette, smaller files)",
@@ -502,6 +635,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
     """
     args = parse_args(argv)
     palette = not args.full_color
+    if args.memorization is not None:
+        written, missing = write_memorization_docs(args.memorization, args.docs, palette=palette)
+        print("\nwrote:\n" + "\n".join(f"    {path}" for path in written))
+        if missing:
+            raise SystemExit("not written:\n" + "\n".join(f"    {note}" for note in missing))
+        return written
     events = load_events(args.run / "tensorboard" / "train")
     rows = metric_rows(events)
     epochs = validation_epochs(events)
