@@ -137,6 +137,22 @@ def test_embedder_embeds_the_training_images_first(tmp_path: Path) -> None:
     torch.testing.assert_close(loaded.train, expected.to(loaded.train.dtype), rtol=1e-5, atol=1e-6)
 
 
+def test_embedder_fits_a_real_reference_too(tmp_path: Path) -> None:
+    """Without --train, --embedder embeds REAL's images and fits the real radii."""
+    net = PixelNet()
+    torch.save(net, tmp_path / "net.pt")
+    images = np.random.default_rng(4).integers(0, 256, (20, 3, 4, 4), dtype=np.uint8)
+    np.save(tmp_path / "real_images.npy", images)
+    spec = f"module:{tmp_path / 'net.pt'}"
+    saved = tmp_path / "ref.npz"
+    assert _reference(tmp_path / "real_images.npy", "--embedder", spec, "-k", "3", "-o", saved) == 0
+    with torch.no_grad():
+        expected = RealReference(net.eval()(torch.from_numpy(images)), 3)
+    loaded = RealReference.load(saved)
+    torch.testing.assert_close(loaded.real, expected.real)
+    assert loaded.nearest_ks == (3,)
+
+
 def _bad_files(tmp_path: Path) -> dict[str, Path]:
     f = _files(tmp_path)
     nan = np.load(f["train"])

@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit the real set once (k-NN radii for several k) and save it for report/compare",
         description="Fit a RealReference on REAL: the k-NN radii of the real set for every k "
         "of -k, and save it to one file that `embviz report` and `embviz compare` accept in "
-        "place of REAL.",
+        "place of REAL. With --train, fit a TrainReference of the generator's training set "
+        "instead, for `embviz report --train FILE` and EmbeddingMonitor(train=FILE).",
         epilog=REFERENCE_EPILOG,
     )
     reference.add_argument(
