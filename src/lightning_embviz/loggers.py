@@ -45,8 +45,12 @@ TensorBoard            audio ``<tag>/<name>`` at ``global_step=step`` with the c
                        rate (``experiment.add_audio``; the AUDIO tab)
 CSV                    ``<log_dir>/<tag>/step_<step:06d>/<name>.wav`` next to ``metrics.csv``
 MLflow                 the run artifacts ``<tag>/step_<step:06d>/<name>.wav``
-W&B                    ``wandb.Audio`` clips under ``tag`` with ``trainer/global_step = step``
-                       (``WandbLogger.log_audio``), captioned
+W&B                    ``wandb.Audio`` clips under ``<tag>/clips`` (``tag`` is left to the
+                       clips' spectrogram figure: W&B keeps one media type per key) with
+                       ``trainer/global_step = step`` (``WandbLogger.log_audio``), captioned;
+                       the same WAV files as the others (W&B needs ``soundfile`` for audio:
+                       without it, one warning and no W&B clips; the other loggers still
+                       get theirs)
 any other logger       WAV files under the logger's directory, like the figures
 ``DummyLogger``        nothing
 no logger              WAV files under ``fallback_dir``
@@ -96,6 +100,7 @@ _STEP_DIGITS = 6
 _MAX_SPRITE_SIDE = 8192
 # Logger classes already warned about (one warning per class per process).
 _WARNED_LOGGER_CLASSES: set[type] = set()
+_WARNED_AUDIO: set[str] = set()  # one warning per missing audio backend
 
 
 def logger_kind(logger: Any) -> Optional[str]:
@@ -297,7 +302,7 @@ def log_audio(
     Returns:
         One destination per clip and logger, e.g. ``"tensorboard:embviz/missed_real_audio/00@3"``,
         ``"mlflow:<run_id>/embviz/missed_real_audio/step_000003/00.wav"``,
-        ``"wandb:embviz/missed_real_audio@3"`` or a file path.
+        ``"wandb:embviz/missed_real_audio/clips@3"`` or a file path.
 
     Raises:
         TypeError: If a tag is not a string.
@@ -345,20 +350,51 @@ def log_audio(
         elif kind == "mlflow":
             destinations += _log_mlflow_wavs(logger, prepared, step)
         elif kind == "wandb":
-            for tag, entries in prepared.items():
-                logger.log_audio(
-                    key=tag,
-                    audios=[x for _name, x, _caption, _wav in entries],
-                    step=step,
-                    sample_rate=[int(sample_rate)] * len(entries),
-                    caption=[caption for _name, _x, caption, _wav in entries],
-                )
-                destinations.append(f"wandb:{tag}@{step}")
+            destinations += _log_wandb_audio(logger, prepared, int(sample_rate), step)
         else:
             base = Path(_logger_dir(logger) or fallback_dir or Path.cwd())
             if kind is None:
                 _warn_unknown_logger(logger, base)
             destinations += _save_wavs(base, prepared, step)
+    return destinations
+
+
+def _log_wandb_audio(
+    logger: Any, prepared: Mapping[str, Sequence[tuple[str, Any, str, bytes]]], rate: int, step: int
+) -> list[str]:
+    # wandb.Audio refuses to log (even files) without the soundfile package: warn once and
+    # leave W&B without clips rather than fail the other loggers' clips.
+    try:
+        import soundfile  # noqa: F401
+    except ImportError:
+        if "wandb-soundfile" not in _WARNED_AUDIO:
+            _WARNED_AUDIO.add("wandb-soundfile")
+            warnings.warn(
+                "lightning-embviz: W&B logs audio only with the `soundfile` package; the "
+                "clips were not sent to W&B. Install it with `pip install "
+                "lightning-embviz[wandb]` (or `pip install soundfile`).",
+                UserWarning,
+                stacklevel=4,
+            )
+        return []
+    destinations: list[str] = []
+    # The WAV files every other logger gets (16-bit PCM at the true rate); W&B copies each
+    # file into the run's media folder while logging, so the folder can go afterwards.
+    with tempfile.TemporaryDirectory(prefix="embviz-") as tmp:
+        for tag, entries in prepared.items():
+            paths = []
+            for i, (_name, _x, _caption, wav) in enumerate(entries):
+                path = Path(tmp) / f"{len(destinations)}_{i}.wav"
+                path.write_bytes(wav)
+                paths.append(str(path))
+            logger.log_audio(
+                key=f"{tag}/clips",
+                audios=paths,
+                step=step,
+                sample_rate=[rate] * len(entries),
+                caption=[caption for _name, _x, caption, _wav in entries],
+            )
+            destinations.append(f"wandb:{tag}/clips@{step}")
     return destinations
 
 
