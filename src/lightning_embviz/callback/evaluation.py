@@ -93,6 +93,8 @@ class Evaluation:
             ``nearest_train_distance`` columns (rank 0).
         figures: More figures to draw in the worker, by key (e.g. ``closest_train``), each a
             function of the title.
+        fake_columns: More per-fake columns for the fakes' table, (M,) each (rank 0; e.g.
+            ``realism_score`` / ``rarity_score`` with ``extra_metrics=("clipped",)``).
     """
 
     status: str
@@ -106,6 +108,7 @@ class Evaluation:
     frechet: Optional[FrechetReference] = None
     memorization: Optional[dict[str, torch.Tensor]] = None
     figures: dict[str, Callable[[str], Figure]] = dataclasses.field(default_factory=dict)
+    fake_columns: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _nan_metrics(nearest_ks: tuple[int, ...], confidence: Optional[float]) -> dict[str, float]:
@@ -385,7 +388,11 @@ class RunEvaluator:
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
         extras = getattr(config, "extra_metrics", ())
-        self._extras = ExtraMetrics(extras, config.nearest_k, config.seed) if extras else None
+        self._extras = (
+            ExtraMetrics(extras, config.nearest_k, config.seed, tables=config.log_samples)
+            if extras
+            else None
+        )
         self.keys = metric_keys(config.nearest_ks, config.confidence is not None)
         self.keys += self._extras.keys if self._extras is not None else ()
         # With embedder= and train_images= alone, the training side is fitted in `prepare`.
@@ -440,11 +447,10 @@ class RunEvaluator:
         else:
             self._frechets.pop(dataloader_idx, None)
         if self._extras is not None:
-            # Rank 0 alone (``intervals``): its values are broadcast with the others.
-            values, notes = (
-                self._extras(result, dataloader_idx, where)
-                if intervals
-                else (dict.fromkeys(self._extras.keys, math.nan), [])
+            # Rank 0 computes them (``intervals``), its values are broadcast with the others;
+            # under DDP every rank takes part in the shared Vendi score (one all-reduce).
+            values, notes = self._extras(
+                result, dataloader_idx, where, lead=intervals, distributed=distributed
             )
             result.metrics.update(values)
             result.notes.extend(notes)

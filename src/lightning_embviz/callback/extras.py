@@ -149,21 +149,37 @@ class ExtraMetrics:
 
     Keeps the reals' Vendi score per dataloader while the fitted real side is reused (the
     real rows did not change); the Fréchet real side and the k-NN radii come with the
-    :class:`~lightning_embviz.callback.evaluation.Evaluation`.
+    :class:`~lightning_embviz.callback.evaluation.Evaluation`. Under DDP the Vendi scores
+    are computed by every rank, each accumulating its share of the row blocks, with one
+    all-reduce (:func:`~lightning_embviz.engine.kernels.vendi_scores_distributed`: the same
+    bits as one process); the other metrics on rank 0. With ``clipped`` and ``tables``, the
+    per-fake ``realism_score`` and ``rarity_score`` go into the fakes' table
+    (``Evaluation.fake_columns``).
 
     Args:
         names: Checked metric names (:func:`parse_extra_metrics`).
         nearest_k: k of the clipped balls (the callback's first k).
         seed: Seed of FD-infinity's subsets.
+        tables: The per-sample tables are logged (``log_samples``): add the fakes' realism
+            and rarity scores to them when ``clipped`` is asked for.
     """
 
-    def __init__(self, names: tuple[str, ...], nearest_k: int, seed: int) -> None:
+    def __init__(
+        self, names: tuple[str, ...], nearest_k: int, seed: int, tables: bool = False
+    ) -> None:
         self.names, self.nearest_k, self.seed = names, nearest_k, seed
+        self.tables = tables
         self.keys = extra_keys(names)
         self._vendi_real: dict[int, tuple[Any, float]] = {}
 
     def __call__(
-        self, result: Evaluation, dataloader_idx: int = 0, where: str = ""
+        self,
+        result: Evaluation,
+        dataloader_idx: int = 0,
+        where: str = "",
+        *,
+        lead: bool = True,
+        distributed: bool = False,
     ) -> tuple[dict[str, float], list[tuple[Optional[str], str]]]:
         """The extra scalars of one run (NaN unless it was computed) and notes to warn about.
 
@@ -171,32 +187,49 @@ class ExtraMetrics:
             result: The run's evaluation (``status == "ok"`` for values).
             dataloader_idx: The validation dataloader (for the cached real Vendi score).
             where: ``" of validation dataloader 1"`` or ``""``, for messages.
+            lead: This is rank 0 (or the only process): it computes every metric. Other
+                ranks only take part in the shared Vendi score.
+            distributed: Every rank calls this with the same gathered rows (a collective
+                when ``vendi`` is asked for).
 
         Returns:
             ``(values, notes)``: every key of :attr:`keys`; ``(once_id, message)`` notes.
         """
         values = dict.fromkeys(self.keys, math.nan)
-        if not self.names or result.status != "ok" or result.real is None or result.fake is None:
-            return values, []
-        frechet = getattr(result, "frechet", None)
-        cached = self._vendi_real.get(dataloader_idx)
-        known = (
-            cached[1]
-            if cached is not None and frechet is not None and cached[0] is frechet
-            else None
-        )
-        values, problems = extra_scalars(
-            result.real.features,
-            result.fake.features,
-            self.names,
-            nearest_k=self.nearest_k,
-            seed=self.seed,
-            reference=result.reference,
-            frechet=frechet,
-            vendi_real=known,
-        )
-        if frechet is not None and not math.isnan(values.get("vendi_real", math.nan)):
-            self._vendi_real[dataloader_idx] = (frechet, values["vendi_real"])
+        computed = result.status == "ok" and result.real is not None and result.fake is not None
+        problems: Problems = []
+        table_problem: Optional[str] = None
+        names = self.names
+        if distributed and "vendi" in names:
+            names = tuple(n for n in names if n != "vendi")
+            problem = self._shared_vendi(result, computed, values)
+            if problem is not None and lead:
+                problems.append(("vendi", problem))
+        if lead and computed and names:
+            assert result.real is not None and result.fake is not None
+            frechet = getattr(result, "frechet", None)
+            cached = self._vendi_real.get(dataloader_idx)
+            known = (
+                cached[1]
+                if cached is not None and frechet is not None and cached[0] is frechet
+                else None
+            )
+            more, failed = extra_scalars(
+                result.real.features,
+                result.fake.features,
+                names,
+                nearest_k=self.nearest_k,
+                seed=self.seed,
+                reference=result.reference,
+                frechet=frechet,
+                vendi_real=known,
+            )
+            values.update(more)
+            problems += failed
+            if frechet is not None and not math.isnan(more.get("vendi_real", math.nan)):
+                self._vendi_real[dataloader_idx] = (frechet, more["vendi_real"])
+            if "clipped" in names and self.tables and "clipped" not in dict(failed):
+                table_problem = self._fake_columns(result)
         notes: list[tuple[Optional[str], str]] = [
             (
                 f"extra-{name}",
@@ -205,4 +238,44 @@ class ExtraMetrics:
             )
             for name, message in problems
         ]
+        if table_problem is not None:
+            notes.append(
+                (
+                    "extra-clipped-table",
+                    "EmbeddingMonitor: the fakes' table lacks its realism_score and "
+                    f"rarity_score columns{where} ({table_problem}); the metrics were logged.",
+                )
+            )
         return values, notes
+
+    def _shared_vendi(
+        self, result: Evaluation, computed: bool, values: dict[str, float]
+    ) -> Optional[str]:
+        """Both Vendi scores with the ranks' one all-reduce (every rank calls this)."""
+        from lightning_embviz.engine.kernels import vendi_scores_distributed
+
+        # A rank without a computed run passes None: every rank still meets in the same
+        # collectives and fails together (NaN), whatever the others decided.
+        sets = [
+            result.fake.features if computed and result.fake is not None else None,
+            result.real.features if computed and result.real is not None else None,
+        ]
+        try:
+            values["vendi"], values["vendi_real"] = vendi_scores_distributed(sets)
+        except Exception as err:  # NaN, reported on rank 0, never raised
+            return None if not computed else f"{type(err).__name__}: {err}"
+        return None
+
+    def _fake_columns(self, result: Evaluation) -> Optional[str]:
+        """Put the fakes' realism and rarity scores into ``result.fake_columns``."""
+        assert result.real is not None and result.fake is not None
+        reference = result.reference
+        real: Any = result.real.features
+        if reference is not None and self.nearest_k in reference.nearest_ks:
+            real = reference  # its radii are reused
+        try:
+            columns = fake_scores(real, result.fake.features, self.nearest_k)
+        except Exception as err:  # a table column never ends a training run
+            return f"{type(err).__name__}: {err}"
+        result.fake_columns.update(columns)
+        return None

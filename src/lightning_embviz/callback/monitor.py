@@ -141,11 +141,16 @@ class EmbeddingMonitor(CallbackBase):
         embed_batch_size: Most rows per embedder forward pass.
         extra_metrics: More metrics of the same gathered sets, by name, any of ``"vendi"``,
             ``"kd"``, ``"fd_inf"``, ``"clipped"`` (see "Logged metrics"); computed on rank 0
-            and logged with the same values on every rank. No confidence intervals cover
-            them (nor do the per-sample tables carry realism/rarity scores: ``embviz
-            report --metrics clipped`` writes those). Costs: ``vendi`` O(n D^2), ``kd``
-            O(n^2 D) (all pairs), ``fd_inf`` a few FDs against the kept real side (one
-            symmetric eigenvalue problem per subset size), ``clipped`` one more ball pass.
+            and logged with the same values on every rank (under DDP the Vendi scores are
+            shared: each rank accumulates its share of the second moment, one all-reduce,
+            the single-process bits). No confidence intervals cover them (``confidence=``
+            adds bounds for the PRDC keys and ``fd`` only). With ``"clipped"`` and
+            ``log_samples``, the fakes' per-sample table gains ``realism_score``
+            (Kynkäänniemi et al. 2019) and ``rarity_score`` (Han et al. 2022), as in
+            ``embviz report --metrics clipped``. Costs: ``vendi`` O(n D^2) (O(n^2 D) when
+            n < D), ``kd`` O(n^2 D) (all pairs), ``fd_inf`` a few FDs against the kept real
+            side (one symmetric eigenvalue problem per subset size), ``clipped`` one more
+            ball pass (two more with the table columns).
         train: The generator's training set, to measure memorization against: an
             (N_train, D) array or tensor of training embeddings (same embedder as the
             validation rows), the path of an embeddings file (.npy, .npz, .pt, .csv), or a
@@ -558,6 +563,8 @@ class EmbeddingMonitor(CallbackBase):
                 self._warn_once("samples", problem)
             if sample_views is not None and result is not None and result.memorization:
                 sample_views.fake_columns.update(result.memorization)  # nearest_train_*
+            if sample_views is not None and result is not None:
+                sample_views.fake_columns.update(result.fake_columns)  # realism, rarity
         if outcome.computed and config.train_images is not None and config.gallery_size:
             # Every rank: the shown fakes' thumbnails are gathered (a collective).
             draw, problem = closest_train_gallery(
