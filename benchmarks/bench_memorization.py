@@ -28,7 +28,7 @@ each method in its own process (its peak memory is the process's, reported by th
   gloo ranks on this machine (each a process with ``--threads`` threads, holding the whole
   fitted :class:`TrainReference`): each rank searches its share of the training rows for
   every fake, one all-gather folds the shares. Reported per rank (wall, CPU, peak memory
-  above the data); the indices are checked equal to ``ours`` when both run.
+  above the data); the indices are checked equal to ``ours``/``ours-fitted`` when run.
 
 Agreement: the fraction of fakes for which ``sklearn`` returns the same index, and the
 result of ``ours`` against float64 brute force on a subsample of the fakes.
@@ -280,9 +280,10 @@ def cost(args: argparse.Namespace) -> list[dict[str, Any]]:
             os.remove(out)
             rows.append(row)
             print(json.dumps(row), flush=True)
-        if "ours" in indices and "ours-sharded" in indices:
-            same = bool(np.array_equal(indices["ours"], indices["ours-sharded"]))
-            print(f"{size}: ours-sharded gives the indices of ours: {same}")
+        for single in ("ours", "ours-fitted"):
+            if single in indices and "ours-sharded" in indices:
+                same = bool(np.array_equal(indices[single], indices["ours-sharded"]))
+                print(f"{size}: ours-sharded gives the indices of {single}: {same}")
         if "sklearn" in indices:
             for method, index in indices.items():
                 if method != "sklearn":
