@@ -734,6 +734,22 @@ class _Spectrograms:
         )
 
 
+@dataclasses.dataclass
+class _WorstGroups:
+    """Draws the per-group table's worst groups in the figure worker (a function of the title).
+
+    :func:`lightning_embviz.figures.groups.worst_groups_figure`, logged as
+    ``<prefix>groups_worst`` next to the ``<prefix>groups`` table.
+    """
+
+    table: dict[str, np.ndarray]
+
+    def __call__(self, title: str) -> Any:
+        from lightning_embviz.figures.groups import worst_groups_figure
+
+        return worst_groups_figure(self.table, title=f"{title}\nworst groups")
+
+
 def finish_run(
     result: Any,
     local: Optional[LocalAudio],
@@ -787,6 +803,7 @@ def finish_run(
                     markdown_tag=name,
                     fallback_dir=root,
                 )
+                result.figures["groups_worst"] = _WorstGroups(table)  # bars of the worst
         except Exception as err:  # a table never ends a training run
             problems.append(f"the per-group table failed ({type(err).__name__}: {err})")
     size = min(config.gallery_size, AUDIO_TILES)

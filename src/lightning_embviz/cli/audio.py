@@ -7,7 +7,8 @@ are read once; the report then writes the missed real clips and the outlier fake
 rate, ``missed_real_audio/NN.wav`` and ``outlier_fake_audio/NN.wav``, and their spectrogram
 galleries ``missed_real_audio.png`` / ``outlier_fake_audio.png``. ``--groups`` (one id per
 REAL row) and ``--fake-groups`` (one per FAKE row) write ``groups.csv``: the per-group table
-(:func:`lightning_embviz.engine.groups.group_scores_from_details`), worst first; group ids
+(:func:`lightning_embviz.engine.groups.group_scores_from_details`), worst first, and
+``groups.png``, its worst groups as bars; group ids
 may be integers or strings (a ``.npy`` of dtype ``str``, or a CSV/text column), and the
 table shows them as given.
 ``embviz compare`` takes the same options, ``--fake-audio`` and ``--fake-groups`` as
@@ -134,6 +135,7 @@ def audio_outputs(
     from lightning_embviz import samples
     from lightning_embviz.engine.groups import group_scores_from_details, write_group_csv
     from lightning_embviz.figures.audio import spectrogram_gallery
+    from lightning_embviz.figures.groups import worst_groups_figure
 
     written: list[Path] = []
     figures: dict[str, Any] = {}
@@ -166,6 +168,7 @@ def audio_outputs(
     if side.real_groups is not None or side.fake_groups is not None:
         table = group_scores_from_details(details, real, fake, side.real_groups, side.fake_groups)
         written.append(write_group_csv(table, out / "groups.csv"))
+        figures["groups"] = worst_groups_figure(table, title=title)  # groups.png
     return figures, written
 
 
