@@ -10,6 +10,7 @@ a failure to embed them warns and logs NaN, training goes on.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -212,3 +213,66 @@ class AudioNet(Net):
 def test_configuration_errors(arguments: dict[str, Any], error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         EmbeddingMonitor(views=None, **arguments)
+
+
+class ImageDDPGAN(pl.LightningModule):
+    """Images only, a deterministic "generator" (ddp_spawn pickles a module-level class)."""
+
+    def __init__(self, train_images: torch.Tensor) -> None:
+        super().__init__()
+        self.copies = train_images
+
+    def fake(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        # Every third fake copies a training image; the others are the negated reals.
+        copied = self.copies[index % len(self.copies)] + 1e-3
+        return torch.where((index % 3 == 0)[:, None, None, None], copied, 1.0 - x)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        x, index = batch
+        return {"real_images": x, "fake_images": self.fake(x, index), "index": index}
+
+
+class Record(pl.Callback):
+    """Each spawned rank writes what it logged."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        values = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        path = self.out_dir / f"rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(values))
+
+
+@pytest.mark.slow
+def test_ddp_every_rank_embeds_and_logs_the_single_process_values(tmp_path: Path) -> None:
+    """2 CPU ranks (ddp_spawn, gloo), 37 samples (the sampler pads one in)."""
+    g = torch.Generator().manual_seed(7)
+    images = torch.rand(N_TRAIN, 3, SIDE, SIDE, generator=g)
+    x = torch.rand(37, 3, SIDE, SIDE, generator=g)
+    data = TensorDataset(x, torch.arange(37))
+    net = Net()
+    model = ImageDDPGAN(images)
+    monitor = EmbeddingMonitor(views=None, embedder=net, train_images=images, gallery_size=4)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[monitor, Record(tmp_path)],
+    )
+    trainer.validate(model, DataLoader(data, batch_size=8))
+    expected = compute_memorization(
+        _embed(net, images), _embed(net, model.fake(x, torch.arange(37))), heldout=_embed(net, x)
+    )
+    assert expected["copy_fraction"] >= 0.3
+    for rank in (0, 1):
+        logged = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for key in KEYS:
+            value, want = logged[f"embviz/{key}"], expected[key]
+            assert (math.isnan(value) and math.isnan(want)) or value == pytest.approx(
+                want, rel=1e-5, abs=1e-6
+            ), (rank, key)
