@@ -340,8 +340,9 @@ def add_audio_arguments(report: Any) -> None:
     report.add_argument(
         "--groups",
         metavar="FILE",
-        help="a group id per REAL row (song, prompt, identity): writes groups.csv, the "
-        "per-group coverage and recall, worst first",
+        help="a group id per REAL row (song, prompt, identity; integers or strings: .npy, or "
+        "a CSV/text file with one per line): writes groups.csv, the per-group coverage and "
+        "recall, worst first",
     )
     report.add_argument(
         "--fake-groups",
