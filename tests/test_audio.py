@@ -245,37 +245,3 @@ def test_gallery_errors() -> None:
         spectrogram_gallery([np.zeros(100)], 8000, columns=0)
     with pytest.raises(ValueError, match=r"`clip` must have shape \(T,\)"):
         spectrogram(np.zeros((2, 2)), 8000)
-
-
-# ---------------------------------------------------------------- the audio example
-
-
-def _example():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / "audio_tones.py"
-    spec = importlib.util.spec_from_file_location("audio_tones_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_example_data_generator_and_outputs_contract() -> None:
-    ex = _example()
-    waves, labels, groups = ex.make_tones(12, seed=3)
-    assert waves.shape == (12, ex.CLIP_SAMPLES) and waves.dtype == np.float32
-    assert np.abs(waves).max() <= 0.8 + 1e-6
-    assert labels.tolist() == [i % 6 for i in range(12)]
-    assert all(g.split("-")[0] == ex.CLASSES[c] for g, c in zip(groups, labels))
-    # A flute clip's strongest partial is on the semitone grid of its root.
-    flute = waves[1]
-    assert min(abs(_peak_hz(flute, ex.SAMPLE_RATE) - ex.GRID)) < 3
-    torch.manual_seed(0)
-    gen, clf = ex.ToneGenerator(), ex.ToneClassifier().eval()
-    out = ex.validation_outputs(gen, clf, torch.from_numpy(waves), groups, torch.randn(12, 32))
-    assert out["real"].shape == out["fake"].shape == (12, ex.EMBED_DIM)
-    assert out["fake_audio"].shape == (12, ex.CLIP_SAMPLES)
-    assert out["fake_audio"].abs().max() <= 1
-    assert out["groups"]["real"].tolist() == groups
-    assert set(out["groups"]["fake"].tolist()) <= set(ex.CLASSES)
