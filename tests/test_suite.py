@@ -107,6 +107,27 @@ def test_vendi_identical_and_orthogonal_rows():
     assert vendi_score(np.repeat(np.eye(3), 2, axis=0) * scales) == pytest.approx(3.0, rel=1e-9)
 
 
+def test_vendi_wide_set_takes_the_gram_route():
+    # n = 6 rows of D = 200 000: the (D, D) moment would be 320 GB; the (n, n) Gram matrix
+    # has the same non-zero eigenvalues.
+    x = np.random.default_rng(4).normal(size=(6, 200_000))
+    x[1] = x[0] * 2.0  # a repeated direction
+    for q in (0.0, 1.0, 2.0, math.inf):
+        assert vendi_score(x, q) == pytest.approx(vendi_direct(x, q), rel=1e-9)
+    assert vendi_score(x, 0.0) == 5.0
+
+
+def test_vendi_moment_sum_is_exact_in_any_block_order():
+    from lightning_embviz.engine.kernels import _from_limbs, _moment_limbs
+
+    x = torch.from_numpy(np.random.default_rng(5).normal(size=(500, 24)))
+    forward = _moment_limbs(x, 16, range(32))
+    parts = [_moment_limbs(x, 16, range(b, 32, 3)) for b in (2, 0, 1)]  # other sums, order
+    assert torch.equal(forward, parts[0] + parts[1] + parts[2])
+    xn = x / x.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(_from_limbs(forward), xn.T @ xn, rtol=1e-13, atol=1e-13)
+
+
 def test_vendi_errors():
     with pytest.raises(ValueError, match=r"1 row\(s\) of zero norm out of 3"):
         vendi_score(np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]))

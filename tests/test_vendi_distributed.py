@@ -215,6 +215,9 @@ def _check_errors(errors: dict[str, tuple[str, str]], rank: int, world: int, x: 
 
 
 def test_without_a_process_group_it_is_vendi_score():
+    from lightning_embviz.distributed import vendi_score_distributed
+
+    assert vendi_score_distributed is kernels.vendi_score_distributed  # the public face
     x, _ = make_sets("duplicates", 120, 2, 6, seed=8)
     assert kernels.vendi_score_distributed(x, 2.0) == vendi_score(x, 2.0)
     assert kernels.vendi_score_distributed(x, same_rows=False) == vendi_score(x)

@@ -1,6 +1,7 @@
-"""PRDC with the distance work shared by every rank.
+"""PRDC (and the Vendi score) with the work shared by every rank.
 
-The public face of :mod:`lightning_embviz.engine.distributed`, where the code lives (patch
+The public face of :mod:`lightning_embviz.engine.distributed` and
+:func:`lightning_embviz.engine.kernels.vendi_score_distributed`, where the code lives (patch
 attributes there, not here).
 """
 
@@ -12,6 +13,7 @@ from lightning_embviz.engine.distributed import (
     row_share,
     sweep_details_distributed,
 )
+from lightning_embviz.engine.kernels import vendi_score_distributed
 
 __all__ = [
     "RankFailedError",
@@ -20,4 +22,5 @@ __all__ = [
     "fit_reference_distributed",
     "row_share",
     "sweep_details_distributed",
+    "vendi_score_distributed",
 ]

@@ -95,22 +95,23 @@ def _unit_rows(t: Tensor) -> Tensor:
     return block / torch.linalg.vector_norm(block, dim=1, keepdim=True)
 
 
-def _to_limbs(moment: Tensor) -> Tensor:
-    """A float64 matrix as (2, ...) int64 fixed point: ``floor(v 2^32)``, the next 32 bits.
+def _add_limbs(total: Tensor, moment: Tensor) -> None:
+    """Add a float64 matrix, overwritten, to the (2, ...) int64 fixed-point sum ``total``.
 
-    Every step is exact in float64 (|v| <= the block's row count, far below 2^21) except the
-    last floor, which drops what lies below 2^-64: sums of these integers are exact and do
-    not depend on their order, so any split of the blocks over ranks adds up to the same
-    bits.
+    The limbs are ``floor(v 2^32)`` and the next 32 bits. Every step is exact in float64
+    (|v| <= the block's row count, far below 2^21) except the last floor, which drops what
+    lies below 2^-64: sums of these integers are exact and do not depend on their order, so
+    any split of the blocks over ranks adds up to the same bits.
     """
-    scaled = moment * _LIMB
-    upper = torch.floor(scaled)
-    lower = torch.floor((scaled - upper) * _LIMB)
-    return torch.stack([upper, lower]).to(torch.int64)
+    moment.mul_(_LIMB)
+    upper = torch.floor(moment)
+    moment.sub_(upper).mul_(_LIMB).floor_()
+    total[0].add_(upper.to(torch.int64))
+    total[1].add_(moment.to(torch.int64))
 
 
 def _from_limbs(limbs: Tensor) -> Tensor:
-    """The float64 matrix of a (2, ...) int64 sum of :func:`_to_limbs` (carries first)."""
+    """The float64 matrix of a (2, ...) int64 sum of :func:`_add_limbs` (carries first)."""
     upper = limbs[0] + (limbs[1] >> 32)
     lower = limbs[1] & _LOW_MASK
     return (upper.to(torch.float64) + lower.to(torch.float64) / _LIMB) / _LIMB
@@ -120,14 +121,14 @@ def _moment_limbs(t: Tensor, chunk: int, blocks: range) -> Tensor:
     """Sum of ``X_b'^T X_b'`` over the row blocks ``blocks`` (``chunk`` rows each), as limbs.
 
     ``X_b'`` are the normalised rows of block b (rows ``b * chunk`` to ``(b + 1) * chunk``);
-    each block's (D, D) product is one float64 GEMM, converted by :func:`_to_limbs` and
+    each block's (D, D) product is one float64 GEMM, converted by :func:`_add_limbs` and
     added up exactly in int64.
     """
     width = t.shape[1]
     total = torch.zeros((2, width, width), dtype=torch.int64, device=t.device)
     for b in blocks:
         block = _unit_rows(t[b * chunk : (b + 1) * chunk])
-        total += _to_limbs(block.T @ block)
+        _add_limbs(total, block.T @ block)
     return total
 
 
