@@ -23,9 +23,10 @@ what that run wrote, so that the README always shows what the current code produ
 
 ``--memorization RUN`` does only this instead, for a ``gan_digits.py --memorize`` run: it
 prints the markdown table of ``embviz/authenticity``, ``embviz/ct_score`` and
-``embviz/copy_fraction`` per epoch and writes ``docs/memorization_per_epoch.png`` (the three
-curves) and ``docs/closest_train.png`` (the ``embviz/closest_train`` gallery of the last
-epoch: the fakes closest to the training digits, each beside its nearest training digit).
+``embviz/copy_fraction`` per epoch and writes ``docs/images/memorization_per_epoch.png`` (the
+three curves) and ``docs/images/closest_train.png`` (the ``embviz/closest_train`` gallery of
+the last epoch: the fakes closest to the training digits, each beside its nearest training
+digit).
 
 Run::
 
@@ -613,7 +614,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=None,
         metavar="RUN",
         help="instead: the memorization table and figures of a `gan_digits.py --memorize` "
-        "run folder (docs/memorization_per_epoch.png, docs/closest_train.png)",
+        "run folder (DOCS/images/memorization_per_epoch.png, DOCS/images/closest_train.png)",
     )
     parser.add_argument(
         "--full-color",
@@ -636,7 +637,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[Path]:
     args = parse_args(argv)
     palette = not args.full_color
     if args.memorization is not None:
-        written, missing = write_memorization_docs(args.memorization, args.docs, palette=palette)
+        images = args.docs / "images"
+        written, missing = write_memorization_docs(args.memorization, images, palette=palette)
         print("\nwrote:\n" + "\n".join(f"    {path}" for path in written))
         if missing:
             raise SystemExit("not written:\n" + "\n".join(f"    {note}" for note in missing))

@@ -79,7 +79,7 @@ def test_quick_memorizing_run_shows_the_copies(tmp_path: Path) -> None:
     assert "| epoch | authenticity | ct_score | copy_fraction |" in figures.stdout
     assert f"| 1 | {copying['authenticity']:.3f} |" in figures.stdout
     for name in ("closest_train.png", "memorization_per_epoch.png"):
-        assert (docs / name).read_bytes().startswith(PNG_SIGNATURE), name
+        assert (docs / "images" / name).read_bytes().startswith(PNG_SIGNATURE), name
 
 
 def test_memorize_flag_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
