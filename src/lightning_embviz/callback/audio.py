@@ -33,7 +33,9 @@ At the end of every measured run (:func:`finish_run`, every rank calls it):
   ``<prefix>outlier_fake_audio``) on the figure worker;
 - with groups, rank 0 logs the per-group table ``<prefix>groups``
   (:func:`lightning_embviz.engine.groups.group_scores_from_details` on the run's details,
-  worst first) through :func:`lightning_embviz.loggers.log_tables`.
+  worst first) through :func:`lightning_embviz.loggers.log_tables`, and queues its worst
+  groups as bars (figure ``<prefix>groups_worst``, :func:`lightning_embviz.figures.groups.
+  worst_groups_figure`) on the figure worker.
 
 Bad audio or group data after the sanity check never ends training: the batch's clips or
 groups are left out, the run's clips (or groups) are dropped, and one warning says why.
