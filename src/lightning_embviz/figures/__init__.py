@@ -11,4 +11,5 @@
   galleries.
 - :mod:`~lightning_embviz.figures.rendering`: Agg canvas to RGB array or PNG.
 - :mod:`lightning_embviz.figures.audio`: the spectrogram gallery of audio clips.
+- :mod:`lightning_embviz.figures.groups`: the per-group table's worst groups as bars.
 """
