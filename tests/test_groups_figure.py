@@ -53,7 +53,7 @@ def test_bars_are_the_table_values_worst_first() -> None:
     # the worst group is drawn at the top (y axis inverted)
     bottom, top = real_ax.get_ylim()
     assert bottom > top
-    assert "run" in fig._suptitle.get_text()
+    assert "run" in fig.get_suptitle()
 
 
 def test_limit_splits_between_sides_and_reads_the_column_table() -> None:
