@@ -226,4 +226,10 @@ def test_without_a_process_group_it_is_vendi_score():
         kernels.vendi_scores_distributed([x, None])
     with pytest.raises(ValueError, match="`q` must be >= 0"):
         kernels.vendi_score_distributed(x, -1.0)
+    with pytest.raises(ValueError, match="No rank holds a row of `x`"):
+        kernels.vendi_score_distributed(x[:0], same_rows=False)
+    with pytest.raises(ValueError, match="`x` is empty"):
+        kernels.vendi_score_distributed(x[:0])
+    with pytest.raises(ValueError, match="`sets` is empty"):
+        kernels.vendi_scores_distributed([])
     assert issubclass(RankFailedError, RuntimeError)

@@ -300,8 +300,14 @@ def vendi_scores_distributed(
             rows.append(_vendi_rows(x, name, chunk, allow_empty=not same_rows))
         return order, chunk, rows
 
+    if not sets:
+        raise ValueError("`sets` is empty; give at least one set of rows.")
     if comm.world == 1:
         order, chunk, rows = prepare()
+        for i, t in enumerate(rows):
+            if t.shape[0] == 0:
+                name = "x" if len(sets) == 1 else f"sets[{i}]"
+                raise ValueError(f"No rank holds a row of `{name}`; the Vendi score needs rows.")
         return [_vendi_local(t, order, chunk) for t in rows]
     order, chunk, rows = _on_every_rank(comm, "checking its inputs", prepare, task)
     counts = _agree_on_sets(comm, rows, same_rows, task)
