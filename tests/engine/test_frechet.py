@@ -102,6 +102,19 @@ def test_fd_infinity_points_equal_the_sqrtm_formula(name):
         assert value == pytest.approx(frechet_distance(real, subset), rel=1e-9)
 
 
+@pytest.mark.usefixtures("small_blocks")
+def test_blocked_gram_fills_the_lower_triangle():
+    # The accelerator path of the Gram matrix (the CPU one is NumPy's SYRK).
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(9, 23)))
+    out = torch.ones(23, 23, dtype=torch.float64)
+    frechet._gram_lower_blocked(x, out)
+    expected = x.T @ x + 1
+    assert torch.allclose(out.tril(), expected.tril(), rtol=1e-14, atol=1e-14)
+    cpu = torch.ones(23, 23, dtype=torch.float64)
+    frechet._gram_lower(x, cpu)
+    assert torch.allclose(cpu, expected, rtol=1e-14, atol=1e-14)
+
+
 def test_eigensolver_runs_on_one_thread_and_restores(monkeypatch: pytest.MonkeyPatch):
     seen: list[int] = []
     eigvalsh = torch.linalg.eigvalsh

@@ -42,13 +42,26 @@ _BLOCK = 256  # columns per block of the triangular products (half the flops of 
 
 
 def _gram_lower(x: Tensor, out: Tensor) -> None:
-    """``out += x^T x`` on the lower block triangle only (a blocked SYRK: ~half a GEMM).
+    """``out += x^T x``, valid on the lower triangle (a SYRK: half the flops of a GEMM).
+
+    On the CPU through NumPy, whose ``a.T @ a`` calls BLAS ``dsyrk`` (measured 1.2 CPU s for
+    10 000 x 2048 where torch's GEMM takes 2.2 s and blocked GEMMs 1.8-2.0 s); elsewhere by
+    blocked GEMMs on the lower block triangle.
 
     Args:
         x: (R, K) float64 block of rows.
-        out: (K, K) float64 accumulator; its strict upper part outside the diagonal blocks
-            is not touched.
+        out: (K, K) float64 accumulator; on the accelerator path its strict upper part
+            outside the diagonal blocks is not touched.
     """
+    if x.device.type == "cpu":
+        a = x.detach().numpy()
+        out += torch.from_numpy(a.T @ a)
+        return
+    _gram_lower_blocked(x, out)
+
+
+def _gram_lower_blocked(x: Tensor, out: Tensor) -> None:
+    """``out += x^T x`` on the lower block triangle by GEMMs (~0.56 of a full GEMM)."""
     k = x.shape[1]
     for j in range(0, k, _BLOCK):
         out[j:, j : j + _BLOCK].addmm_(x[:, j:].T, x[:, j : j + _BLOCK])
