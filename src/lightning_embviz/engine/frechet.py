@@ -4,8 +4,9 @@ Exact up to float64 rounding on the full sets, chunked on the tensors' device; r
 by :mod:`lightning_embviz.suite` and :mod:`lightning_embviz.metrics`.
 
 - :class:`FrechetReference`: the real side of the Fréchet distance fitted once (mean, trace,
-  a factor F with S_r = F F^T); :meth:`FrechetReference.distance` then costs one GEMM for the
-  fake covariance and one symmetric eigenvalue problem.
+  a factor F with S_r = F F^T, the Cholesky factor when S_r is positive definite);
+  :meth:`FrechetReference.distance` then costs one SYRK for the fake covariance, the
+  triangular products F^T S_f F and one values-only symmetric eigenvalue problem.
 - :func:`frechet_distance`: the Fréchet distance between two sets.
 - :func:`fd_infinity`: FD on nested random fake subsets of several sizes, a line in 1/n, its
   intercept (Chong & Forsyth, 2020).
