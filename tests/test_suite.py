@@ -329,6 +329,25 @@ def test_clipped_density_coverage_match_definitions(kind):
     assert again == pytest.approx(ours, nan_ok=True)
 
 
+def test_clipped_with_a_fitted_reference_runs_the_real_real_pass_once(monkeypatch):
+    import lightning_embviz.engine.balls as balls
+
+    real, fake = (a.astype(np.float32) for a in make_sets("discrete", 50, 40, 3, seed=5))
+    other = make_sets("normal", 50, 30, 3, seed=6)[1].astype(np.float32)
+    calls = []
+    real_pass = balls._ball_pass
+    monkeypatch.setattr(
+        balls, "_ball_pass", lambda a, b, *rest: calls.append(b is a) or real_pass(a, b, *rest)
+    )
+    ref = RealReference(real, (3, 5))
+    for k, f in ((3, fake), (3, other), (5, fake), (5, other)):
+        assert clipped_density_coverage(ref, f, k) == pytest.approx(
+            clipped_reference(real, f, k), rel=1e-12, nan_ok=True
+        )
+    # one real-real pass per k (kept with the reference), one real-fake pass per call
+    assert calls == [True, False, False, True, False, False]
+
+
 def test_coverage_curve_is_the_beta_binomial_expectation():
     k, n, m = 4, 30, 25
     expected = [
