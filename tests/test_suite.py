@@ -348,6 +348,27 @@ def test_clipped_with_a_fitted_reference_runs_the_real_real_pass_once(monkeypatc
     assert calls == [True, False, False, True, False, False]
 
 
+def test_kernel_distance_keeps_the_real_sums_with_their_owner(monkeypatch):
+    import lightning_embviz.engine.kernels as kernels
+
+    real, fake = (a.astype(np.float32) for a in make_sets("duplicates", 40, 30, 3, seed=7))
+    other = make_sets("normal", 40, 25, 3, seed=8)[1]
+    calls = []
+    sums = kernels._kernel_sums
+    monkeypatch.setattr(
+        kernels, "_kernel_sums", lambda a, b, *rest: calls.append(b is None) or sums(a, b, *rest)
+    )
+    owner = RealReference(real, 3)
+    counts = []
+    for f in (fake, other, fake):
+        expected = kernels.kernel_distance(real, f, chunk_size=16)
+        calls.clear()
+        assert kernels.kernel_distance_kept(real, f, owner=owner, chunk_size=16) == expected
+        counts.append(len(calls))
+    # the real-real sums once (with the owner), then only the fake-fake and real-fake sums
+    assert counts == [3, 2, 2]
+
+
 def test_coverage_curve_is_the_beta_binomial_expectation():
     k, n, m = 4, 30, 25
     expected = [

@@ -81,7 +81,8 @@ def extra_scalars(
         names: Metric names from :data:`~lightning_embviz._keys.EXTRA_METRICS`.
         nearest_k: k of the clipped density/coverage balls.
         seed: Seed of FD-infinity's subsets.
-        reference: The fitted real k-NN radii (``nearest_k`` among its k) to reuse, or None.
+        reference: The fitted real k-NN radii (``nearest_k`` among its k) to reuse, or None;
+            also the owner of the reals' kept kernel sums (it is refitted when they change).
         frechet: The fitted real side of the Fréchet distance to reuse, or None.
         vendi_real: The reals' Vendi score if already known (the reals did not change).
 
@@ -91,7 +92,7 @@ def extra_scalars(
     """
     from lightning_embviz.engine.balls import clipped_density_coverage
     from lightning_embviz.engine.frechet import FrechetReference, fd_infinity
-    from lightning_embviz.engine.kernels import kernel_distance, vendi_score
+    from lightning_embviz.engine.kernels import kernel_distance_kept, vendi_score
 
     names = tuple(names)
     values = dict.fromkeys(extra_keys(names), math.nan)
@@ -102,7 +103,7 @@ def extra_scalars(
                 values["vendi"] = vendi_score(fake)
                 values["vendi_real"] = vendi_score(real) if vendi_real is None else vendi_real
             elif name == "kd":
-                values.update(kernel_distance(real, fake))
+                values.update(kernel_distance_kept(real, fake, owner=reference))
             elif name == "fd_inf":
                 if frechet is None:
                     frechet = FrechetReference(real)

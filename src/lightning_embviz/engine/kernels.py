@@ -15,6 +15,7 @@ an (N, N) matrix; re-exported by :mod:`lightning_embviz.suite` and
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -463,10 +464,40 @@ def kernel_distance(
         ValueError: on shapes other than (N, D), different widths, fewer than 2 rows, or
             NaN/Inf values.
     """
+    return kernel_distance_kept(real, fake, chunk_size=chunk_size)
+
+
+# The reals' own kernel row sums, kept per owner (the fitted reference of those reals) and
+# block size, so a caller comparing every run against the same reals computes them once.
+_REAL_SUMS: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], Tensor]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def kernel_distance_kept(
+    real: ArrayLike, fake: ArrayLike, *, chunk_size: int | None = None, owner: Any = None
+) -> dict[str, float]:
+    """:func:`kernel_distance`, keeping the reals' own kernel sums with ``owner``.
+
+    Args:
+        real: (n, D) real rows, n >= 2.
+        fake: (m, D) fake rows, m >= 2, same D.
+        chunk_size: rows per block; None picks 1024.
+        owner: An object that lives exactly as long as ``real`` keeps these rows (the
+            callback passes the fitted reference of the run's reals), or None to keep
+            nothing. The real-real sums are computed once per owner and block size.
+
+    Returns:
+        ``{"kd": float, "kd_se": float}``, equal to :func:`kernel_distance`.
+    """
     x, y = width_pair(real, fake, 2, "for the unbiased kernel distance")
     chunk = check_chunk(chunk_size) or _KERNEL_BLOCK
     n, m, width = x.shape[0], y.shape[0], x.shape[1]
-    r_xx, _ = _kernel_sums(x, None, width, chunk)
+    kept = _REAL_SUMS.setdefault(owner, {}) if owner is not None else {}
+    r_xx = kept.get((chunk, n))
+    if r_xx is None:
+        r_xx, _ = _kernel_sums(x, None, width, chunk)
+        kept[(chunk, n)] = r_xx
     r_yy, _ = _kernel_sums(y, None, width, chunk)
     r_xy, c_xy = _kernel_sums(x, y, width, chunk)
     assert c_xy is not None
