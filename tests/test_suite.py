@@ -348,7 +348,7 @@ def test_clipped_with_a_fitted_reference_runs_the_real_real_pass_once(monkeypatc
     assert calls == [True, False, False, True, False, False]
 
 
-def test_kernel_distance_keeps_the_real_sums_with_their_owner(monkeypatch):
+def test_kernel_distance_keeps_the_real_sums_with_their_reference(monkeypatch):
     import lightning_embviz.engine.kernels as kernels
 
     real, fake = (a.astype(np.float32) for a in make_sets("duplicates", 40, 30, 3, seed=7))
@@ -358,14 +358,14 @@ def test_kernel_distance_keeps_the_real_sums_with_their_owner(monkeypatch):
     monkeypatch.setattr(
         kernels, "_kernel_sums", lambda a, b, *rest: calls.append(b is None) or sums(a, b, *rest)
     )
-    owner = RealReference(real, 3)
+    reference = RealReference(real, 3)
     counts = []
     for f in (fake, other, fake):
         expected = kernels.kernel_distance(real, f, chunk_size=16)
         calls.clear()
-        assert kernels.kernel_distance_kept(real, f, owner=owner, chunk_size=16) == expected
+        assert kernels.kernel_distance_kept(real, f, reference=reference, chunk_size=16) == expected
         counts.append(len(calls))
-    # the real-real sums once (with the owner), then only the fake-fake and real-fake sums
+    # the real-real sums once (with the reference), then only the fake-fake and real-fake sums
     assert counts == [3, 2, 2]
 
 

@@ -103,7 +103,7 @@ def extra_scalars(
                 values["vendi"] = vendi_score(fake)
                 values["vendi_real"] = vendi_score(real) if vendi_real is None else vendi_real
             elif name == "kd":
-                values.update(kernel_distance_kept(real, fake, owner=reference))
+                values.update(kernel_distance_kept(real, fake, reference=reference))
             elif name == "fd_inf":
                 if frechet is None:
                     frechet = FrechetReference(real)

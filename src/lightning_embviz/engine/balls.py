@@ -9,7 +9,6 @@ k-NN radii and ball tests (the same decision procedure as the real-fake pass); r
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,29 +138,13 @@ def _real_side(
     return r, ReferenceCore.fit(r, (k,), chunk).radii[0], k
 
 
-# The reals' own clipped-ball counts depend on the real set alone: kept per fitted reference
-# (and k), so a callback comparing every run against the same fitted reals pays the real-real
-# pass once.
-_REAL_PARTS: weakref.WeakKeyDictionary[RealReference, dict[int, tuple[Tensor, float]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _real_part(
-    real: Tensor, radii: Tensor, k: int, reference: RealReference | None
-) -> tuple[Tensor, float]:
-    """The clipped radii and ``mean_y min(1, c_R(y)/k)``, from the cache when fitted."""
-    cached = _REAL_PARTS.get(reference, {}) if reference is not None else {}
-    if k in cached:
-        return cached[k]
+def _real_part(real: Tensor, radii: Tensor, k: int) -> tuple[Tensor, float]:
+    """The clipped radii and ``mean_y min(1, c_R(y)/k)``: the real set's own part."""
     clipped = radii.clamp_max(float(np.median(radii.cpu().numpy())))
     real_stats = _ball_pass(real, real, clipped.unsqueeze(0), pair_mode(real.dtype, real.dtype))
     own = (clipped > 0).to(torch.int64)  # each real point lies in its own non-empty ball
     real_counts = real_stats.col_count[0] - own
-    part = (clipped, float((real_counts.to(torch.float64) / k).clamp_max(1.0).mean()))
-    if reference is not None:
-        _REAL_PARTS.setdefault(reference, {})[k] = part
-    return part
+    return clipped, float((real_counts.to(torch.float64) / k).clamp_max(1.0).mean())
 
 
 def _fake_side(real: Tensor, fake: Any) -> Tensor:
@@ -235,8 +218,11 @@ def clipped_density_coverage(
     real, radii, k = _real_side(real_features, nearest_k, None)
     fake = _fake_side(real, fake_features)
     n, m = real.shape[0], fake.shape[0]
-    reference = real_features if isinstance(real_features, RealReference) else None
-    clipped, real_part = _real_part(real, radii, k, reference)
+    if isinstance(real_features, RealReference):  # kept with the reference, once per k
+        part = real_features.kept(("clipped_real_part", k), lambda: _real_part(real, radii, k))
+    else:
+        part = _real_part(real, radii, k)
+    clipped, real_part = part
     stats = _ball_pass(real, fake, torch.stack([clipped, radii]), pair_mode(real.dtype, fake.dtype))
     fake_part = float((stats.col_count[0].to(torch.float64) / k).clamp_max(1.0).mean())
     density = min(1.0, fake_part / real_part) if real_part > 0 else math.nan

@@ -15,7 +15,6 @@ an (N, N) matrix; re-exported by :mod:`lightning_embviz.suite` and
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from lightning_embviz.engine.inputs import (
     engine_device,
     width_pair,
 )
+from lightning_embviz.engine.reference import RealReference
 
 __all__ = [
     "kernel_distance",
@@ -467,25 +467,21 @@ def kernel_distance(
     return kernel_distance_kept(real, fake, chunk_size=chunk_size)
 
 
-# The reals' own kernel row sums, kept per owner (the fitted reference of those reals) and
-# block size, so a caller comparing every run against the same reals computes them once.
-_REAL_SUMS: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def kernel_distance_kept(
-    real: ArrayLike, fake: ArrayLike, *, chunk_size: int | None = None, owner: Any = None
+    real: ArrayLike,
+    fake: ArrayLike,
+    *,
+    chunk_size: int | None = None,
+    reference: RealReference | None = None,
 ) -> dict[str, float]:
-    """:func:`kernel_distance`, keeping the reals' own kernel sums with ``owner``.
+    """:func:`kernel_distance`, keeping the reals' own kernel sums with their fitted reference.
 
     Args:
         real: (n, D) real rows, n >= 2.
         fake: (m, D) fake rows, m >= 2, same D.
         chunk_size: rows per block; None picks 1024.
-        owner: An object that lives exactly as long as ``real`` keeps these rows (the
-            callback passes the fitted reference of the run's reals), or None to keep
-            nothing. The real-real sums are computed once per owner and block size.
+        reference: The fitted reference of exactly these real rows (the callback's), or None
+            to keep nothing: the real-real sums are kept with it, once per block size.
 
     Returns:
         ``{"kd": float, "kd_se": float}``, equal to :func:`kernel_distance`.
@@ -493,11 +489,11 @@ def kernel_distance_kept(
     x, y = width_pair(real, fake, 2, "for the unbiased kernel distance")
     chunk = check_chunk(chunk_size) or _KERNEL_BLOCK
     n, m, width = x.shape[0], y.shape[0], x.shape[1]
-    kept = _REAL_SUMS.setdefault(owner, {}) if owner is not None else {}
-    r_xx = kept.get((chunk, n))
-    if r_xx is None:
+    if reference is None:
         r_xx, _ = _kernel_sums(x, None, width, chunk)
-        kept[(chunk, n)] = r_xx
+    else:
+        key = ("kd_real_sums", chunk)
+        r_xx = reference.kept(key, lambda: _kernel_sums(x, None, width, chunk)[0])
     r_yy, _ = _kernel_sums(y, None, width, chunk)
     r_xy, c_xy = _kernel_sums(x, y, width, chunk)
     assert c_xy is not None

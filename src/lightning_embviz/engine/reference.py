@@ -19,8 +19,8 @@ Its methods are the package's internal API: named, documented, not re-exported a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +45,8 @@ from lightning_embviz.engine.reference_file import (
     write_reference,
 )
 from lightning_embviz.engine.results import PRDCResult, assemble_results, prdc_metrics
+
+_T = TypeVar("_T")
 
 __all__ = ["FORMAT_VERSION", "PRDCResult", "RealReference", "ReferenceCore"]
 
@@ -311,6 +313,7 @@ class RealReference:
         # A private copy: the radii must not go stale if the caller's array changes later.
         self.core = ReferenceCore.fit(t.clone(), ks, check_chunk(chunk_size))
         self._fingerprint: str | None = None
+        self._kept: dict[Hashable, Any] = {}
 
     @classmethod
     def from_core(cls, core: ReferenceCore, real_fingerprint: str | None = None) -> RealReference:
@@ -318,7 +321,25 @@ class RealReference:
         obj = cls.__new__(cls)
         obj.core = core
         obj._fingerprint = real_fingerprint
+        obj._kept = {}
         return obj
+
+    def kept(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """A value derived from the fitted real set alone, computed once and kept (engine seam).
+
+        The other metrics' real-only parts (the reals' own clipped-ball counts, their kernel
+        sums) live here, so a caller that reuses this reference across runs pays them once.
+
+        Args:
+            key: What the value is (with the parameters it depends on).
+            compute: Computes it from :attr:`real` when not kept yet.
+
+        Returns:
+            The kept value.
+        """
+        if key not in self._kept:
+            self._kept[key] = compute()
+        return self._kept[key]
 
     # --- description ---------------------------------------------------------------------
 
