@@ -69,6 +69,14 @@ def _waveforms(path: str, rows: int, flag: str, rows_of: str, rate: int, seconds
     return make_clips(np.asarray(data), rate, keep_rate=rate, max_seconds=seconds)
 
 
+def _any_audio_option(options: Any) -> bool:
+    """Whether any audio or group option is given; waveforms need ``--sample-rate``."""
+    given = [options.real_audio, options.fake_audio, options.groups, options.fake_groups]
+    if (options.real_audio or options.fake_audio) and options.sample_rate is None:
+        raise ValueError("--real-audio/--fake-audio need --sample-rate (the clips' rate in Hz).")
+    return any(given)
+
+
 def read_audio(options: Any, num_real: int, num_fake: int) -> Optional[AudioSide]:
     """Read ``--real-audio``, ``--fake-audio``, ``--groups``, ``--fake-groups`` (or None).
 
@@ -88,12 +96,9 @@ def read_audio(options: Any, num_real: int, num_fake: int) -> Optional[AudioSide
     """
     from lightning_embviz._io import load_labels
 
-    given = [options.real_audio, options.fake_audio, options.groups, options.fake_groups]
-    if not any(given):
+    if not _any_audio_option(options):
         return None
     rate, seconds = options.sample_rate, options.audio_seconds
-    if (options.real_audio or options.fake_audio) and rate is None:
-        raise ValueError("--real-audio/--fake-audio need --sample-rate (the clips' rate in Hz).")
     real_clips = fake_clips = None
     if options.real_audio:
         real_clips = _waveforms(
@@ -215,12 +220,9 @@ def read_compare_audio(
     """
     from lightning_embviz._io import load_labels
 
-    given = [options.real_audio, options.fake_audio, options.groups, options.fake_groups]
-    if not any(given):
+    if not _any_audio_option(options):
         return None
     rate, seconds = options.sample_rate, options.audio_seconds
-    if (options.real_audio or options.fake_audio) and rate is None:
-        raise ValueError("--real-audio/--fake-audio need --sample-rate (the clips' rate in Hz).")
     fakes = tuple(options.fakes)
     audio_files = _per_fake(options.fake_audio, fakes, "--fake-audio", shared=False)
     group_files = _per_fake(options.fake_groups, fakes, "--fake-groups", shared=True)
