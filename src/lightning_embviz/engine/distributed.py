@@ -206,16 +206,26 @@ def _bits_hash(x: Tensor) -> int:
     return int((bits * weights).sum())
 
 
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _set_signature(t: Tensor | None, values: bool = True) -> list[int]:
+    """``[rows, width, dtype code, hash of the values]`` of a (N, D) set, to compare ranks.
+
+    ``values=False`` puts 0 for the hash (only the shape and dtype must agree); a missing set
+    (None) is ``[-1, -1, -1, 0]``.
+    """
+    if t is None:
+        return [-1, -1, -1, 0]
+    code = _DTYPES.index(t.dtype) if t.dtype in _DTYPES else len(_DTYPES)
+    return [t.shape[0], t.shape[1], code, _bits_hash(t) if values else 0]
+
+
 def _check_same_everywhere(comm: _Group, sets: Sequence[tuple[str, Tensor]]) -> None:
     """Raise the same ValueError on every rank unless all ranks hold bit-identical sets."""
-    dtypes = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
     def describe() -> list[int]:
-        meta = []
-        for _, t in sets:
-            code = dtypes.index(t.dtype) if t.dtype in dtypes else len(dtypes)
-            meta += [t.shape[0], t.shape[1], code, _bits_hash(t)]
-        return meta
+        return [v for _, t in sets for v in _set_signature(t)]
 
     meta = _on_every_rank(comm, "hashing its inputs", describe)
     parts = comm.all_gather(torch.tensor(meta, dtype=torch.int64))

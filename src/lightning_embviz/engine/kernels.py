@@ -349,15 +349,10 @@ def _agree_on_sets(comm: Any, rows: list[Tensor], same_rows: bool, task: str) ->
     Raises the same ``ValueError`` on every rank when ``same_rows`` and the ranks hold
     different sets, or (own rows) when the widths differ or no rank holds a row.
     """
-    from lightning_embviz.engine.distributed import _bits_hash, _on_every_rank
-
-    dtypes = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+    from lightning_embviz.engine.distributed import _on_every_rank, _set_signature
 
     def describe() -> Tensor:
-        meta = []
-        for t in rows:
-            code = dtypes.index(t.dtype) if t.dtype in dtypes else len(dtypes)
-            meta += [t.shape[0], t.shape[1], code, _bits_hash(t) if same_rows else 0]
+        meta = [v for t in rows for v in _set_signature(t, values=same_rows)]
         return torch.tensor(meta, dtype=torch.int64)
 
     parts = comm.all_gather(_on_every_rank(comm, "hashing its inputs", describe, task))

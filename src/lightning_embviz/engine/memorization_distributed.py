@@ -40,6 +40,7 @@ from lightning_embviz.engine.distributed import (
     _bits_hash,
     _Group,
     _on_every_rank,
+    _set_signature,
     row_share,
 )
 from lightning_embviz.engine.memorization import MemorizationResult
@@ -50,7 +51,6 @@ __all__ = ["ShardedSearch", "compare_memorization_distributed"]
 
 _T = TypeVar("_T")
 _TASK = "the shared memorization computation"
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class ShardedSearch(LocalSearch):
@@ -122,13 +122,7 @@ def _describe(reference: TrainReference, f: Tensor, h: Tensor | None) -> list[in
         _bits_hash(reference._sample_rows),
         int(reference.fingerprint[:15], 16),
     ]
-    for t in (f, h):
-        if t is None:
-            meta += [-1, -1, -1, 0]
-        else:
-            code = _DTYPES.index(t.dtype) if t.dtype in _DTYPES else len(_DTYPES)
-            meta += [t.shape[0], t.shape[1], code, _bits_hash(t)]
-    return meta
+    return meta + _set_signature(f) + _set_signature(h)
 
 
 def _check_same_everywhere(comm: _Group, reference: TrainReference, f: Tensor, h: Any) -> None:
