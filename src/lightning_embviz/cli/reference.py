@@ -22,11 +22,10 @@ from typing import Any
 from lightning_embviz.cli.console import Progress, out
 from lightning_embviz.cli.measure import check_k
 from lightning_embviz.cli.options import ReferenceOptions
+from lightning_embviz.cli.parser import DEFAULT_K, _non_negative_int, _positive_int
 from lightning_embviz.cli.ranks import Ranks, agreed
 
 __all__ = ["add_train_arguments", "run_reference"]
-
-_DEFAULT_K = 5  # parser.DEFAULT_K (not imported: the parser imports this module)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,24 +54,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    return _int_at_least(text, 1, "a positive integer")
-
-
-def _non_negative_int(text: str) -> int:
-    return _int_at_least(text, 0, "an integer >= 0")
-
-
-def _int_at_least(text: str, minimum: int, expected: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
 def run_reference(options: ReferenceOptions, progress: Progress, ranks: Ranks) -> int:
     """Run ``embviz reference``; the directory of ``options.out`` was checked. Returns 0."""
     if options.train:
@@ -85,7 +66,7 @@ def run_reference(options: ReferenceOptions, progress: Progress, ranks: Ranks) -
             f"{flag} is for a training set (embviz reference TRAIN --train {flag} ...); a real "
             "reference has k-NN radii only (-k)."
         )
-    ks = options.nearest_k or (_DEFAULT_K,)
+    ks = options.nearest_k or (DEFAULT_K,)
     real = agreed(ranks, lambda: _read(options, ks, progress))
     listed = ", ".join(str(k) for k in ks)
     progress(f"fitting the k-NN radii (k = {listed}) of {len(real)} real x D={real.shape[1]}")
