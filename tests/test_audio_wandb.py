@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 import sys
 import time
 import warnings
@@ -19,6 +17,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from _models import make_data, make_module_class, trainer_kwargs
+from _wandb import read_wandb_history
 from lightning_embviz import EmbeddingMonitor, compute_prdc_details, samples
 from lightning_embviz.audio import decode_wav, make_clips
 
@@ -38,46 +37,6 @@ def with_audio(module: Any, out: dict[str, Any], batch: Any) -> dict[str, Any]:
     out["fake_audio"] = tones(out["fake"])
     out["groups"] = [["low", "mid", "high"][int(v)] for v in out["labels"]]
     return out
-
-
-def wandb_records(run_file: Path) -> list[Any]:
-    """The protobuf records of an offline ``run-*.wandb`` file (W&B's own ``Record``).
-
-    The file is a ':W&B' header, then a LevelDB-style log: 32 KiB blocks of chunks, each
-    with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last).
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    data = run_file.read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, parts, records = 32768, 7, [], []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if left < 7 or (kind == 0 and length == 0):
-            pos += left
-            continue
-        if pos + 7 + length > len(data):  # a record still being written
-            break
-        parts.append(data[pos + 7 : pos + 7 + length])
-        pos += 7 + length
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(parts))
-            records.append(record)
-            parts = []
-    return records
-
-
-def history(run_file: Path) -> list[dict[str, Any]]:
-    return [
-        {
-            item.key or "/".join(item.nested_key): json.loads(item.value_json)
-            for item in record.history.item
-        }
-        for record in wandb_records(run_file)
-        if record.WhichOneof("record_type") == "history"
-    ]
 
 
 def test_clips_logged_as_wandb_audio_at_the_scalars_step(tmp_path, monkeypatch):
@@ -117,7 +76,7 @@ def test_clips_logged_as_wandb_audio_at_the_scalars_step(tmp_path, monkeypatch):
     (run_file,) = run_dir.glob("run-*.wandb")
     deadline = time.monotonic() + 20.0
     while True:  # W&B's service may still be writing the run file
-        rows = history(run_file)
+        rows = read_wandb_history(run_file)
         scalars = [r for r in rows if "embviz/coverage" in r]
         clips = [r for r in rows if "embviz/missed_real_audio/clips/_type" in r]
         if (scalars and clips) or time.monotonic() > deadline:

@@ -402,7 +402,7 @@ def test_wandb_offline_end_to_end(tmp_path, train_loader, val_loader, monkeypatc
     wandb = pytest.importorskip("wandb")
     from pytorch_lightning.loggers import WandbLogger
 
-    from test_loggers import read_wandb_history
+    from _wandb import read_wandb_history
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

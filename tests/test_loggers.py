@@ -6,7 +6,6 @@ import glob
 import importlib
 import io
 import json
-import struct
 import time
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from _wandb import read_wandb_history
 from lightning_embviz import loggers as embviz_loggers
 from lightning_embviz.loggers import log_embedding_projector, log_figures, log_tables, logger_kind
 
@@ -182,41 +182,6 @@ def test_mlflow_artifacts(namespace, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- W&B
-
-
-def read_wandb_history(run_file: str) -> list[dict[str, object]]:
-    """Parse the history records of an offline ``run-*.wandb`` file.
-
-    The file is a ':W&B' header followed by a LevelDB-style log: 32 KiB blocks of
-    chunks with a 7-byte header (crc32, length, type) holding protobuf ``Record``s.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    data = Path(run_file).read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, parts, history = 32768, 7, [], []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if left < 7 or (kind == 0 and length == 0):
-            pos += left
-            continue
-        if pos + 7 + length > len(data):  # a record still being written
-            break
-        parts.append(data[pos + 7 : pos + 7 + length])
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST chunk: a record is complete
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(b"".join(parts))
-            parts = []
-            if record.WhichOneof("record_type") == "history":
-                history.append(
-                    {
-                        item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                        for item in record.history.item
-                    }
-                )
-    return history
 
 
 @pytest.mark.parametrize("namespace", NAMESPACES)
