@@ -104,15 +104,29 @@ def test_fd_infinity_points_equal_the_sqrtm_formula(name):
 
 @pytest.mark.usefixtures("small_blocks")
 def test_blocked_gram_fills_the_lower_triangle():
-    # The accelerator path of the Gram matrix (the CPU one is NumPy's SYRK).
+    # The accelerator path of the Gram matrix (the CPU one is BLAS dsyrk in place).
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(9, 23)))
     out = torch.ones(23, 23, dtype=torch.float64)
     frechet._gram_lower_blocked(x, out)
     expected = x.T @ x + 1
     assert torch.allclose(out.tril(), expected.tril(), rtol=1e-14, atol=1e-14)
-    cpu = torch.ones(23, 23, dtype=torch.float64)
-    frechet._gram_lower(x, cpu)
-    assert torch.allclose(cpu, expected, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("layout", ["c", "fortran", "transposed view"])
+def test_cpu_gram_updates_the_lower_triangle_in_place(layout: str):
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(9, 23))
+    if layout == "fortran":
+        a = np.asfortranarray(a)
+    x = torch.from_numpy(a) if layout != "transposed view" else torch.from_numpy(a.T.copy()).T
+    out = torch.ones(23, 23, dtype=torch.float64)
+    before = out.data_ptr()
+    frechet._gram_lower(x, out)
+    frechet._gram_lower(x, out)  # accumulates
+    expected = 2 * (a.T @ a) + 1
+    assert out.data_ptr() == before
+    assert np.allclose(np.tril(out.numpy()), np.tril(expected), rtol=1e-14, atol=1e-13)
+    assert (np.triu(out.numpy(), 1) == np.triu(np.ones((23, 23)), 1)).all()  # untouched
 
 
 def test_eigensolver_runs_on_one_thread_and_restores(monkeypatch: pytest.MonkeyPatch):
