@@ -8,6 +8,7 @@ waiting in a collective fails the test instead of hanging it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -243,3 +244,158 @@ def test_a_rank_failing_in_the_distance_work_ends_every_rank_with_one_message(
         assert "Connection reset" not in err and "Traceback" not in err, (rank, err)
     assert results[0][1] == results[1][1]  # the same message on every rank
     assert not (files / "out").exists()  # the -o directory rank 0 made is removed again
+
+
+# --- --metrics vendi: every rank takes part in the Vendi scores -----------------------------
+
+
+def _zero_row(files: Path, name: str, source: str) -> None:
+    rows = np.load(files / source)
+    rows[3] = 0.0  # a row of zero norm: the cosine kernel, so the Vendi score, fails
+    np.save(files / name, rows)
+
+
+def test_report_vendi_under_torchrun_equals_one_process_bit_for_bit(files: Path) -> None:
+    from lightning_embviz.metrics import vendi_score
+
+    common = ("real.npy", "fake.npy", "--projection", "pca", "--metrics", "vendi,kd")
+    _one_process(files, "report", *common, "-o", "one")
+    run = _torchrun(files, "-m", "lightning_embviz", "report", *common, "-o", "two")
+    assert run.returncode == 0, run.stderr
+    one = json.loads((files / "one" / "metrics.json").read_text())
+    two = json.loads((files / "two" / "metrics.json").read_text())
+    assert two["vendi"] == one["vendi"] == vendi_score(np.load(files / "fake.npy"))
+    assert two["vendi_real"] == one["vendi_real"] == vendi_score(np.load(files / "real.npy"))
+    assert two == one and two["kd"] == one["kd"]
+    assert (files / "two" / "metrics.json").read_bytes() == (
+        files / "one" / "metrics.json"
+    ).read_bytes()
+    assert run.stdout.count("  vendi_real") == 1  # rank 0 prints the summary, once
+
+
+def test_compare_vendi_under_torchrun_equals_one_process_bit_for_bit(files: Path) -> None:
+    common = ("real.npy", "fake.npy", "fake2.npy", "--projection", "pca", "-k", "3")
+    common += ("--metrics", "vendi,fd_inf")
+    _one_process(files, "compare", *common, "-o", "one")
+    run = _torchrun(files, "-m", "lightning_embviz", "compare", *common, "-o", "two")
+    assert run.returncode == 0, run.stderr
+    for name in ("metrics.json", "metrics.csv"):
+        assert (files / "two" / name).read_bytes() == (files / "one" / name).read_bytes(), name
+    sets = json.loads((files / "two" / "metrics.json").read_text())["sets"]
+    assert [s["vendi_real"] for s in sets] == [sets[0]["vendi_real"]] * 2
+    assert sets[0]["vendi"] != sets[1]["vendi"] and not any(s["warnings"] for s in sets)
+
+
+_VENDI_SPY = (
+    "import json, os, sys\n"
+    "from lightning_embviz.engine import kernels\n"
+    "from lightning_embviz.cli import main\n"
+    "kernels._ROWS = 64  # blocks of 64 rows: 5 blocks per set, to share between 2 ranks\n"
+    "calls = []\n"
+    "moment = kernels._moment_limbs\n"
+    "def spy(t, chunk, blocks):\n"
+    "    calls.append([int(t.shape[0]), list(blocks)])\n"
+    "    return moment(t, chunk, blocks)\n"
+    "kernels._moment_limbs = spy\n"
+    "status = main(sys.argv[1:])\n"
+    "with open(f\"calls_{os.environ.get('RANK', 'solo')}.json\", 'w') as handle:\n"
+    "    json.dump(calls, handle)\n"
+    "sys.exit(status)\n"
+)
+
+
+def test_both_ranks_share_the_vendi_work(files: Path) -> None:
+    # A spy on the second moment's row blocks: under torchrun each rank accumulates its own
+    # blocks of each set (the fakes, then the reals), and metrics.json is still the one of
+    # one process with the same blocks.
+    (files / "driver.py").write_text(_VENDI_SPY, encoding="utf-8")
+    common = ("report", "real.npy", "fake.npy", "--projection", "pca", "--metrics", "vendi")
+    solo = subprocess.run(
+        [sys.executable, "driver.py", *common, "-o", "one", "-q"],
+        cwd=files,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert solo.returncode == 0, solo.stderr
+    run = _torchrun(files, "driver.py", *common, "-o", "two")
+    assert run.returncode == 0, run.stderr
+    # One process: every block of the fakes (287 rows), then of the reals (301 rows).
+    assert json.loads((files / "calls_solo.json").read_text()) == [
+        [287, [0, 1, 2, 3, 4]],
+        [301, [0, 1, 2, 3, 4]],
+    ]
+    shares = [json.loads((files / f"calls_{rank}.json").read_text()) for rank in (0, 1)]
+    assert shares[0] == [[287, [0, 1, 2]], [301, [0, 1, 2]]]
+    assert shares[1] == [[287, [3, 4]], [301, [3, 4]]]
+    one = json.loads((files / "one" / "metrics.json").read_text())
+    assert not math.isnan(one["vendi"]) and not math.isnan(one["vendi_real"])
+    assert (files / "two" / "metrics.json").read_bytes() == (
+        files / "one" / "metrics.json"
+    ).read_bytes()
+
+
+def test_vendi_on_bad_data_under_torchrun_is_null_with_one_process_warning(
+    files: Path,
+) -> None:
+    # A fake set with a row of zero norm: the fakes' Vendi score fails on every rank alike,
+    # so both Vendi keys are null with the warning of one process, the other set and the
+    # other metric are computed, and every rank ends (the timeout catches a hang).
+    _zero_row(files, "zero.npy", "fake.npy")
+    common = ("real.npy", "zero.npy", "fake2.npy", "--projection", "pca", "-k", "3")
+    common += ("--metrics", "vendi,kd")
+    _one_process(files, "compare", *common, "-o", "one")
+    run = _torchrun(files, "-m", "lightning_embviz", "compare", *common, "-o", "two")
+    assert run.returncode == 0, run.stderr
+    for name in ("metrics.json", "metrics.csv"):
+        assert (files / "two" / name).read_bytes() == (files / "one" / name).read_bytes(), name
+    bad, good = json.loads((files / "two" / "metrics.json").read_text())["sets"]
+    assert bad["vendi"] is None and bad["vendi_real"] is None and bad["kd"] is not None
+    assert bad["warnings"] == [
+        "vendi could not be computed (ValueError: `x` has 1 row(s) of zero norm out of 287; "
+        "the cosine kernel needs non-zero rows. Drop them first.); it is null"
+    ]
+    assert good["vendi"] is not None and good["vendi_real"] is not None
+    assert not good["warnings"]
+    assert run.stdout.count("warning: zero: vendi could not be computed") == 1
+    # A real set with a row of zero norm: the fakes' score is fine, the reals' fails, both
+    # keys are null with the reals' message, as in one process.
+    _zero_row(files, "zero_real.npy", "real.npy")
+    common = ("zero_real.npy", "fake.npy", "--projection", "pca", "--metrics", "vendi")
+    _one_process(files, "report", *common, "-o", "one_r")
+    run = _torchrun(files, "-m", "lightning_embviz", "report", *common, "-o", "two_r")
+    assert run.returncode == 0, run.stderr
+    assert (files / "two_r" / "metrics.json").read_bytes() == (
+        files / "one_r" / "metrics.json"
+    ).read_bytes()
+    metrics = json.loads((files / "two_r" / "metrics.json").read_text())
+    assert metrics["vendi"] is None and metrics["vendi_real"] is None
+    assert "`x` has 1 row(s) of zero norm out of 301" in metrics["warnings"][-1]
+
+
+def test_a_rank_failing_in_the_vendi_work_gives_null_on_every_rank(files: Path) -> None:
+    # Rank 1 fails (forced) in its share of the second moment: the ranks agree, the Vendi
+    # keys are null with a warning naming rank 1, and both processes end normally.
+    (files / "driver.py").write_text(
+        "import os, sys\n"
+        "from lightning_embviz.engine import kernels\n"
+        "from lightning_embviz.cli import main\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    def broken(*args, **kwargs):\n"
+        "        raise RuntimeError('out of memory (forced)')\n"
+        "    kernels._moment_limbs = broken\n"
+        "sys.exit(main(sys.argv[1:]))\n",
+        encoding="utf-8",
+    )
+    common = ("report", "real.npy", "fake.npy", "--projection", "pca", "--metrics", "vendi,kd")
+    run = _torchrun(files, "driver.py", *common, "-o", "two")
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((files / "two" / "metrics.json").read_text())
+    assert metrics["vendi"] is None and metrics["vendi_real"] is None
+    assert metrics["kd"] is not None
+    assert metrics["warnings"] == [
+        "vendi could not be computed (RankFailedError: rank 1 of 2 failed while computing its "
+        "share of the second moments: RuntimeError: out of memory (forced). Every rank "
+        "stopped the shared Vendi score here.); it is null"
+    ]

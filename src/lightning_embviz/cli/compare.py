@@ -1,8 +1,10 @@
 """``embviz compare REAL FAKE...``: several fake sets in one frame fitted on the real set.
 
 Steps: read and check the inputs (every rank), the per-sample results of each fake set
-against the real radii fitted once (the ranks share the distance work), then on rank 0
-alone: one row of metrics per set (with ``--confidence`` the intervals and the marks of
+against the real radii fitted once (the ranks share the distance work) and with
+``--metrics vendi`` the Vendi scores (shared too,
+:func:`~lightning_embviz.cli.report.shared_vendi`), then on rank 0 alone: one row of
+metrics per set (with ``--confidence`` the intervals and the marks of
 :mod:`~lightning_embviz.cli.stats`), one figure per projection, metrics.json and
 metrics.csv, the printed table. With the audio and group options
 (:func:`~lightning_embviz.cli.audio.read_compare_audio`) each set also gets report's audio
@@ -33,6 +35,7 @@ from lightning_embviz.cli.writers import write_json
 if TYPE_CHECKING:
     import numpy as np
 
+    from lightning_embviz.cli.report import VendiResult
     from lightning_embviz.projection import Projection
 
 __all__ = ["compare_table", "run_compare"]
@@ -66,9 +69,14 @@ def run_compare(options: CompareOptions, progress: Progress, ranks: Ranks) -> in
     for name, fake in zip(inputs.names, inputs.fakes):
         progress(f"computing PRDC (k={inputs.nearest_k}) for {name}")
         all_details.append(compare_details_distributed(reference, fake, inputs.nearest_k))
+    vendi = None
+    if "vendi" in options.metrics:  # every rank: None in one process (computed in _rows)
+        from lightning_embviz.cli.report import shared_vendi
+
+        vendi = shared_vendi(ranks, inputs.real, inputs.fakes, progress)
     if not ranks.lead:
         return 0  # rank 0 adds the Fréchet distances, the intervals and the views, and writes
-    rows = _rows(options, inputs, all_details, progress)
+    rows = _rows(options, inputs, all_details, progress, vendi)
     best = mark_differences(rows, options.confidence) if options.confidence is not None else None
     written = _figures(options, inputs, all_details, rows, progress)
     written += _audio(options, inputs, all_details, progress)
@@ -158,15 +166,24 @@ def _audio(
 
 
 def _rows(
-    options: CompareOptions, inputs: _Inputs, all_details: list[Any], progress: Progress
+    options: CompareOptions,
+    inputs: _Inputs,
+    all_details: list[Any],
+    progress: Progress,
+    vendi: Optional[list[VendiResult]] = None,
 ) -> list[dict[str, Any]]:
-    """One row of metrics per fake set (with ``--confidence`` also its intervals)."""
+    """One row of metrics per fake set (with ``--confidence`` also its intervals).
+
+    ``vendi``: each set's Vendi scores computed by every rank together, or None.
+    """
     from lightning_embviz.cli.report import extra_metrics
     from lightning_embviz.metrics import FrechetReference
 
     real, rows = inputs.real, []
     frechet = FrechetReference(real)  # the real side once, for every set's fd and fd_inf
-    for name, path, fake, details in zip(inputs.names, options.fakes, inputs.fakes, all_details):
+    for i, (name, path, fake, details) in enumerate(
+        zip(inputs.names, options.fakes, inputs.fakes, all_details)
+    ):
         row: dict[str, Any] = {"name": name, "file": str(path), "num_fake": len(fake)}
         row.update(details.as_dict())
         row["fd"] = frechet.distance(fake)
@@ -174,7 +191,8 @@ def _rows(
         row["degenerate"] = bool(row["warnings"])
         if options.metrics:
             progress(f"computing {', '.join(options.metrics)} for {name}")
-            row["warnings"] += extra_metrics(options, inputs.side, fake, frechet, row)
+            shared = vendi[i] if vendi is not None else None
+            row["warnings"] += extra_metrics(options, inputs.side, fake, frechet, row, shared)
         if options.confidence is not None:
             progress(
                 f"computing {level(options.confidence)} confidence intervals for {name} "

@@ -1,14 +1,17 @@
 """``embviz report REAL FAKE``: the metrics, views, galleries and tables of one fake set.
 
 Steps: read and check the inputs (every rank), compute the per-sample results (the ranks
-share the distance work), then on rank 0 alone: the metrics (Fréchet distance, the
-degenerate check, intervals, per-class rows), the files, the printed summary.
+share the distance work) and with ``--metrics vendi`` the Vendi scores (the ranks share the
+second moments, :func:`shared_vendi`), then on rank 0 alone: the other metrics (Fréchet
+distance, the degenerate check, the other ``--metrics``, intervals, per-class rows), the
+files, the printed summary.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -36,7 +39,10 @@ if TYPE_CHECKING:
 
     from lightning_embviz.views import ViewBuilder
 
-__all__ = ["extra_metrics", "run_report"]
+__all__ = ["VendiResult", "extra_metrics", "run_report", "shared_vendi"]
+
+VendiResult = tuple[dict[str, float], Optional[str]]
+"""One fake set's ``vendi`` and ``vendi_real`` (NaN on failure) and the failure's message."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +77,12 @@ def run_report(options: ReportOptions, progress: Progress, ranks: Ranks) -> int:
     from lightning_embviz.engine.distributed import compare_details_distributed
 
     details = compare_details_distributed(reference, inputs.fake, inputs.nearest_k)
+    vendi = None
+    if "vendi" in options.metrics:  # every rank: None in one process (computed with the rest)
+        vendi = shared_vendi(ranks, inputs.real, [inputs.fake], progress)
     if not ranks.lead:
         return 0  # rank 0 adds the Fréchet distance, the intervals and the views, and writes
-    metrics, notes = _metrics(options, inputs, details, progress, start)
+    metrics, notes = _metrics(options, inputs, details, progress, start, vendi)
     per_fake = None
     if inputs.train is not None:
         progress(f"comparing {len(inputs.fake)} fake with {inputs.train.reference.num_train} train")
@@ -153,9 +162,17 @@ def _read(options: ReportOptions, progress: Progress) -> _Inputs:
 
 
 def _metrics(
-    options: ReportOptions, inputs: _Inputs, details: Any, progress: Progress, start: float
+    options: ReportOptions,
+    inputs: _Inputs,
+    details: Any,
+    progress: Progress,
+    start: float,
+    vendi: Optional[list[VendiResult]] = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """metrics.json's content, and the warnings about the fake set (also in it)."""
+    """metrics.json's content, and the warnings about the fake set (also in it).
+
+    ``vendi``: the Vendi scores the ranks computed together (:func:`shared_vendi`), or None.
+    """
     from lightning_embviz.metrics import FrechetReference
 
     real, fake, k = inputs.real, inputs.fake, inputs.nearest_k
@@ -170,7 +187,8 @@ def _metrics(
     metrics.update(degenerate=bool(notes), warnings=notes)
     if options.metrics:
         progress(f"computing {', '.join(options.metrics)}")
-        notes += extra_metrics(options, inputs.side, fake, frechet, metrics)
+        shared = vendi[0] if vendi is not None else None
+        notes += extra_metrics(options, inputs.side, fake, frechet, metrics, shared)
     if options.confidence is not None:
         confidence = level(options.confidence)
         progress(f"computing {confidence} confidence intervals (seed {options.seed})")
@@ -200,27 +218,97 @@ def _metrics(
 
 
 def extra_metrics(
-    options: ViewOptions, side: RealSide, fake: np.ndarray, frechet: Any, into: dict[str, Any]
+    options: ViewOptions,
+    side: RealSide,
+    fake: np.ndarray,
+    frechet: Any,
+    into: dict[str, Any],
+    vendi: Optional[VendiResult] = None,
 ) -> list[str]:
     """Add the ``--metrics`` keys of one fake set to ``into``; return the warnings.
 
     The real radii of ``side`` (fitted before) and the fitted Fréchet real side are reused.
+    ``vendi``: this set's Vendi scores computed by every rank (:func:`shared_vendi`), used
+    instead of computing them here; None computes them here (one process).
     """
     from lightning_embviz.callback.extras import extra_scalars
     from lightning_embviz.engine.reference import RealReference
 
+    names = options.metrics
+    problems: list[tuple[str, str]] = []
+    if vendi is not None and "vendi" in names:  # the same keys, order and message as here
+        names = tuple(name for name in names if name != "vendi")
+        into.update(vendi[0])
+        if vendi[1] is not None:
+            problems.append(("vendi", vendi[1]))
     reference = side.reference if isinstance(side.reference, RealReference) else None
-    values, problems = extra_scalars(
+    values, failed = extra_scalars(
         side.embeddings,
         fake,
-        options.metrics,
+        names,
         nearest_k=side.nearest_k,
         seed=options.seed,
         reference=reference,
         frechet=frechet,
     )
     into.update(values)
+    problems += failed
     return [f"{name} could not be computed ({message}); it is null" for name, message in problems]
+
+
+def shared_vendi(
+    ranks: Ranks, real: np.ndarray, fakes: Sequence[np.ndarray], progress: Progress
+) -> Optional[list[VendiResult]]:
+    """Under torchrun, ``--metrics vendi`` of each fake set, computed by every rank together.
+
+    Every rank calls this with the same rows in the same order. Each score is one
+    :func:`~lightning_embviz.engine.kernels.vendi_score_distributed` call: every rank
+    accumulates its share of the row blocks of the (D, D) second moment, one int64
+    all-reduce adds them, and every rank gets the very bits of ``vendi_score`` in one
+    process. The fakes are scored first, in order, then the reals once (only if some fake
+    set could be scored, as one process computes ``vendi_real`` only after ``vendi``).
+
+    A score that fails is raised on every rank alike (the ranks agree before each
+    collective: the data's own error where every rank failed the same way, else the same
+    :class:`~lightning_embviz.engine.distributed.RankFailedError`), so every rank takes the
+    same next step; it becomes NaN with the message one process writes. No rank waits.
+
+    Args:
+        ranks: this process among the torchrun processes.
+        real: (N, D) real rows.
+        fakes: (M_i, D) rows of each fake set.
+        progress: where rank 0 says what it computes.
+
+    Returns:
+        In one process None (:func:`extra_metrics` computes the scores, as it always did);
+        else per fake set ``({"vendi": ..., "vendi_real": ...}, message)``: both NaN with
+        the first failure's ``"<Type>: <message>"`` when the fakes' or the reals' score
+        failed, else None.
+    """
+    if ranks.world == 1:
+        return None
+    from lightning_embviz.engine.kernels import vendi_score_distributed
+
+    def score(rows: np.ndarray) -> tuple[float, Optional[str]]:
+        try:
+            return vendi_score_distributed(rows), None
+        except Exception as err:  # on every rank alike: NaN and the message, never raised
+            return math.nan, f"{type(err).__name__}: {err}"
+
+    progress(f"computing vendi with {ranks.world} processes")
+    scored = [score(fake) for fake in fakes]
+    real_score, real_problem = math.nan, None
+    if any(problem is None for _, problem in scored):  # the same decision on every rank
+        real_score, real_problem = score(real)
+    results: list[VendiResult] = []
+    for value, problem in scored:
+        problem = problem or real_problem
+        if problem is not None:
+            value, real_value = math.nan, math.nan
+        else:
+            real_value = real_score
+        results.append(({"vendi": value, "vendi_real": real_value}, problem))
+    return results
 
 
 def _write(
