@@ -16,13 +16,10 @@ from torch.utils.data import DataLoader
 
 from _models import DDPGAN, indexed_dataset, make_data, make_module_class, trainer_kwargs
 from lightning_embviz import EmbeddingMonitor
-from lightning_embviz.callback.audio import (
-    RunAudio,
-    merge_group_names,
-    parse_audio,
-)
+from lightning_embviz.callback.audio import RunAudio, parse_audio
 from lightning_embviz.callback.buffer import EmbeddingSet
 from lightning_embviz.callback.config import MonitorConfig
+from lightning_embviz.callback.groups import merge_group_names
 from lightning_embviz.engine.groups import GROUP_COLUMNS, per_group_scores
 
 TinyGAN = make_module_class(pl)

@@ -17,9 +17,10 @@ from typing import Any, Optional
 
 import torch
 
-from lightning_embviz.callback.audio import BatchAudio, LocalAudio, RunAudio, merge_group_names
+from lightning_embviz.callback.audio import BatchAudio, LocalAudio, RunAudio
 from lightning_embviz.callback.buffer import EmbeddingBuffer, EmbeddingSet, gather_embeddings
 from lightning_embviz.callback.config import MonitorConfig
+from lightning_embviz.callback.groups import merge_group_names
 from lightning_embviz.callback.outputs import BatchOutputs, GalleryImages
 from lightning_embviz.callback.sampler import RowKeys, SamplerInfo, sampler_info
 
