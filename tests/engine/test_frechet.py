@@ -148,3 +148,16 @@ def test_eigensolver_runs_on_one_thread_and_restores(monkeypatch: pytest.MonkeyP
         torch.set_num_threads(before)
     assert seen == [1]
     assert value == pytest.approx(sqrtm_formula(real, fake), rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rounding_level_pivot_takes_the_eigh_factor(seed: int):
+    # A column that is a combination of others: S_r is singular, but whether Cholesky fails
+    # depends on the last bits. A rounding-level pivot must not be kept as a factor column.
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(300, 5))
+    real = np.concatenate([base, base[:, :2] @ np.array([[0.3], [-1.7]])], axis=1)
+    fake = rng.normal(0.2, 1.1, size=(250, 6))
+    ref = FrechetReference(real)
+    assert ref.rank == 5
+    assert ref.distance(fake) == pytest.approx(sqrtm_formula(real, fake), rel=1e-6)

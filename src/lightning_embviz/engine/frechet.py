@@ -192,7 +192,9 @@ class FrechetReference:
 
     Holds the real mean ``mu_r`` (float64), ``tr(S_r)`` and a factor F with ``S_r = F F^T``
     (unbiased covariance, ``np.cov`` convention): the Cholesky factor when ``S_r`` is positive
-    definite, the symmetric square root's non-null part (from ``eigh``) when it is not, or,
+    definite (every pivot above ``D eps max(diag S_r)``), the symmetric square root's
+    non-null part (from ``eigh``, eigenvalues above ``D eps`` times the largest) when it is
+    not, or,
     when N <= D (``S_r`` has rank < D), the centred rows themselves rotated to N - 1 rows
     without the mean direction, ``F = Y^T / sqrt(N-1)`` (D, N-1) with ``Y^T Y = X_c^T X_c``.
     Then, for a fake set with covariance ``S_f``::
