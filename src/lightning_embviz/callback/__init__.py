@@ -9,7 +9,14 @@
 - :mod:`~lightning_embviz.callback.buffer`: the bounded uniform subsample, gathering ranks;
 - :mod:`~lightning_embviz.callback.evaluation`: one run's scalars and figures' inputs (the
   seam where metrics are added);
+- :mod:`~lightning_embviz.callback.extras`: the optional metrics (``extra_metrics``);
+- :mod:`~lightning_embviz.callback.embedding`: ``embedder=``, raw images or audio embedded;
+- :mod:`~lightning_embviz.callback.memorization` and
+  :mod:`~lightning_embviz.callback.train_embedding`: ``train=`` / ``train_images=``;
 - :mod:`~lightning_embviz.callback.galleries`: which samples the galleries show;
+- :mod:`~lightning_embviz.callback.audio`: audio clips kept per row, the shown ones logged;
+- :mod:`~lightning_embviz.callback.groups`: group ids (integers or strings) and the
+  per-group table;
 - :mod:`~lightning_embviz.callback.worker`: the figures, built off the training thread;
 - :mod:`~lightning_embviz.callback.lightning`: the Trainer helpers (both namespaces).
 
