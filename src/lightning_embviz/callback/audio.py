@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from lightning_embviz.audio import Clips, make_clips
+from lightning_embviz.callback.config import _KEY_ARGUMENTS, _bad
 from lightning_embviz.callback.groups import (
     RunGroups,
     decode_groups,
@@ -69,18 +70,6 @@ AUDIO_TILES = 8
 """At most this many clips per kind (missed reals, outlier fakes) are logged per run."""
 
 _AUDIO_KEYS = ("real_audio_key", "fake_audio_key", "groups_key")
-_OTHER_KEYS = (
-    "real_key",
-    "fake_key",
-    "labels_key",
-    "index_key",
-    "real_images_key",
-    "fake_images_key",
-)
-
-
-def _bad(arg: str, value: Any, expected: str, error: type[Exception] = ValueError) -> None:
-    raise error(f"`EmbeddingMonitor({arg}={value!r})` is not valid. Expected {expected}.")
 
 
 def check_audio_arguments(a: dict[str, Any]) -> None:
@@ -112,7 +101,7 @@ def check_audio_arguments(a: dict[str, Any]) -> None:
     if not math.isfinite(float(seconds)) or float(seconds) <= 0:
         _bad("audio_keep_seconds", seconds, "a positive number of seconds")
     a["audio_keep_seconds"] = float(seconds)
-    others = {a[k] for k in _OTHER_KEYS if k in a}
+    others = {a[k] for k in _KEY_ARGUMENTS if k in a}
     for arg in _AUDIO_KEYS:
         value = a[arg]
         if not isinstance(value, str):
