@@ -444,3 +444,19 @@ def test_mode_dropping_moves_every_metric():
         else:  # distances grow
             assert values[0] < values[1] < values[2]
     assert rows[7][0] > 0.85 and rows[1][0] < 0.3
+
+
+def test_vendi_bits_do_not_depend_on_the_thread_count():
+    # DDP/torchrun ranks often run 1 thread where one process runs several: the eigensolver
+    # runs on one thread, so the score is the same float for any torch thread count.
+    x = np.random.default_rng(3).normal(size=(1500, 800))
+    before = torch.get_num_threads()
+    try:
+        scores = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            scores.append((vendi_score(x), vendi_score(x[:700]), vendi_score(x, q=2.0)))
+    finally:
+        torch.set_num_threads(before)
+    assert scores[0] == scores[1]
+    assert torch.get_num_threads() == before

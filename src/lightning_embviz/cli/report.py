@@ -265,9 +265,8 @@ def shared_vendi(
     :func:`~lightning_embviz.engine.kernels.vendi_score_distributed` call: every rank
     accumulates its share of the row blocks of the (D, D) second moment, one int64
     all-reduce adds them, and every rank gets the very bits of ``vendi_score`` in one
-    process running as many threads as each rank (torchrun gives each 1: the moment is
-    exact whatever the threads, but LAPACK's threaded eigenvalues round differently, in
-    the last digits, with another thread count). The fakes are scored first, in order,
+    process, whatever threads each has (the moment is exact, the eigensolver runs on one
+    thread). The fakes are scored first, in order,
     then the reals once (only if some fake set could be scored, as one process computes
     ``vendi_real`` only after ``vendi``).
 

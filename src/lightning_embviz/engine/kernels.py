@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import ArrayLike, as_features, as_tensor
+from lightning_embviz.engine.frechet import _one_thread  # one eigensolver thread: same bits
 from lightning_embviz.engine.inputs import (
     check_chunk,
     engine_device,
@@ -140,8 +141,14 @@ def _gram(t: Tensor, chunk: int) -> Tensor:
 
 
 def _vendi_of(matrix: Tensor, n: int, width: int, q: float) -> float:
-    """Vendi score from ``X'^T X'`` (D, D) or ``X' X'^T`` (n, n): same non-zero spectrum."""
-    lam = torch.linalg.eigvalsh((matrix + matrix.T) / 2).clamp_min(0.0)
+    """Vendi score from ``X'^T X'`` (D, D) or ``X' X'^T`` (n, n): same non-zero spectrum.
+
+    The eigensolver runs on one CPU thread, as the Fréchet distance's does: LAPACK rounds
+    differently with each thread count, and one thread makes the bits the same for one
+    process and for DDP or torchrun ranks whatever threads each has.
+    """
+    with _one_thread(matrix.device):
+        lam = torch.linalg.eigvalsh((matrix + matrix.T) / 2).clamp_min(0.0)
     lam = lam / lam.sum()
     lam[lam <= max(n, width) * torch.finfo(torch.float64).eps * lam.max()] = 0.0
     return _entropy_exp(lam, q)
