@@ -71,13 +71,19 @@ def test_report_under_torchrun_writes_what_one_process_writes(files: Path) -> No
     assert run.stdout.count("wrote ") == 1
 
 
-def test_compare_under_torchrun_writes_what_one_process_writes(files: Path) -> None:
-    common = ("real.npy", "fake.npy", "fake2.npy", "--projection", "pca", "-k", "3")
+def _compare_both_ways(files: Path, *common: str) -> subprocess.CompletedProcess[str]:
+    """``compare`` in one process (-o one) and under torchrun (-o two): byte-identical files."""
     _one_process(files, "compare", *common, "-o", "one")
     run = _torchrun(files, "-m", "lightning_embviz", "compare", *common, "-o", "two")
     assert run.returncode == 0, run.stderr
     for name in ("metrics.json", "metrics.csv"):
         assert (files / "two" / name).read_bytes() == (files / "one" / name).read_bytes(), name
+    return run
+
+
+def test_compare_under_torchrun_writes_what_one_process_writes(files: Path) -> None:
+    common = ("real.npy", "fake.npy", "fake2.npy", "--projection", "pca", "-k", "3")
+    _compare_both_ways(files, *common)
     assert len(json.loads((files / "two" / "metrics.json").read_text())["sets"]) == 2
 
 
@@ -276,11 +282,7 @@ def test_report_vendi_under_torchrun_equals_one_process_bit_for_bit(files: Path)
 def test_compare_vendi_under_torchrun_equals_one_process_bit_for_bit(files: Path) -> None:
     common = ("real.npy", "fake.npy", "fake2.npy", "--projection", "pca", "-k", "3")
     common += ("--metrics", "vendi,fd_inf")
-    _one_process(files, "compare", *common, "-o", "one")
-    run = _torchrun(files, "-m", "lightning_embviz", "compare", *common, "-o", "two")
-    assert run.returncode == 0, run.stderr
-    for name in ("metrics.json", "metrics.csv"):
-        assert (files / "two" / name).read_bytes() == (files / "one" / name).read_bytes(), name
+    _compare_both_ways(files, *common)
     sets = json.loads((files / "two" / "metrics.json").read_text())["sets"]
     assert [s["vendi_real"] for s in sets] == [sets[0]["vendi_real"]] * 2
     assert sets[0]["vendi"] != sets[1]["vendi"] and not any(s["warnings"] for s in sets)
@@ -345,11 +347,7 @@ def test_vendi_on_bad_data_under_torchrun_is_null_with_one_process_warning(
     _zero_row(files, "zero.npy", "fake.npy")
     common = ("real.npy", "zero.npy", "fake2.npy", "--projection", "pca", "-k", "3")
     common += ("--metrics", "vendi,kd")
-    _one_process(files, "compare", *common, "-o", "one")
-    run = _torchrun(files, "-m", "lightning_embviz", "compare", *common, "-o", "two")
-    assert run.returncode == 0, run.stderr
-    for name in ("metrics.json", "metrics.csv"):
-        assert (files / "two" / name).read_bytes() == (files / "one" / name).read_bytes(), name
+    run = _compare_both_ways(files, *common)
     bad, good = json.loads((files / "two" / "metrics.json").read_text())["sets"]
     assert bad["vendi"] is None and bad["vendi_real"] is None and bad["kd"] is not None
     assert bad["warnings"] == [
