@@ -460,3 +460,37 @@ def test_vendi_bits_do_not_depend_on_the_thread_count():
         torch.set_num_threads(before)
     assert scores[0] == scores[1]
     assert torch.get_num_threads() == before
+
+
+def test_frechet_bits_do_not_depend_on_the_thread_count():
+    # One process runs several BLAS and torch threads where DDP/torchrun ranks often run one:
+    # every route of the Fréchet distance must give the same float for any thread count
+    # (threaded GEMMs, Cholesky and eigensolvers round differently per thread count).
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(5)
+    mix = rng.normal(size=(800, 800)) / np.sqrt(800)
+    real = rng.normal(size=(1500, 800)) @ mix
+    fake = rng.normal(0.1, 1.1, size=(1200, 800)) @ mix
+    wide_real = real[:600]  # N <= D: the rows are the factor
+    singular = np.concatenate([real[:, :700], real[:, :100]], axis=1)  # N > D, rank 700
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with threadpool_limits(threads):
+                ref = FrechetReference(real)
+                results.append(
+                    (
+                        ref.distance(fake),
+                        frechet_distance(real, fake),
+                        fd_infinity(ref, fake, seed=1),
+                        ref.distance(fake[:500]),
+                        frechet_distance(wide_real, fake),
+                        frechet_distance(singular, fake),
+                    )
+                )
+    finally:
+        torch.set_num_threads(before)
+    assert results[0] == results[1]

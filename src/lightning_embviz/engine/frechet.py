@@ -143,7 +143,37 @@ def _sqrt_eig_sum(lower: Tensor) -> float:
     """
     with _one_thread(lower.device):
         vals = torch.linalg.eigvalsh(lower, UPLO="L")
+    if vals.device.type == "cpu":
+        return float(np.sqrt(np.clip(vals.numpy(), 0.0, None)).sum())
     return float(vals.clamp_min(0.0).sqrt().sum())
+
+
+# On the CPU the small reductions and products below run in NumPy: its sums have one order
+# and OpenBLAS splits a product's output (never its inner sums) between threads, so their bits
+# do not depend on the thread count, where torch's threaded reductions and MKL's products do
+# (``tests/test_suite.py::test_frechet_bits_do_not_depend_on_the_thread_count``).
+
+
+def _sum_squares(x: Tensor) -> float:
+    """``sum(x * x)`` of a float64 tensor, in one summation order on the CPU."""
+    if x.device.type == "cpu":
+        a = x.numpy().reshape(-1)
+        return float(np.einsum("i,i->", a, a))
+    return float((x * x).sum())
+
+
+def _column_sums(x: Tensor) -> Tensor:
+    """Column sums of a float64 (R, K) tensor, in one summation order on the CPU."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(x.numpy().sum(axis=0))
+    return x.sum(dim=0)
+
+
+def _matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for float64 matrices; on the CPU by NumPy's BLAS (bits independent of threads)."""
+    if a.device.type == "cpu":
+        return torch.from_numpy(a.numpy() @ b.numpy())
+    return a @ b
 
 
 def _without_mean_direction(rows: Tensor) -> Tensor:
@@ -159,7 +189,8 @@ def _without_mean_direction(rows: Tensor) -> Tensor:
     v = torch.full((k,), 1.0 / math.sqrt(k), dtype=rows.dtype, device=rows.device)
     v[0] -= 1.0
     v /= torch.linalg.vector_norm(v)
-    return (rows - 2.0 * torch.outer(v, v @ rows))[1:]
+    vt = v[None, :]
+    return (rows - 2.0 * v[:, None] * _matmul(vt, rows))[1:]
 
 
 def _mean64(x: Tensor, chunk: int) -> Tensor:
@@ -255,7 +286,7 @@ class FrechetReference:
         self._triangular = False
         if n <= width:  # rank < D: the centred rows are the factor
             rows = r.to(torch.float64) - self.mean
-            self.trace = float((rows * rows).sum()) / (n - 1)
+            self.trace = _sum_squares(rows) / (n - 1)
             self.factor = (_without_mean_direction(rows) / math.sqrt(n - 1)).T.contiguous()
             return
         gram = torch.zeros(width, width, dtype=torch.float64, device=r.device)
@@ -267,12 +298,14 @@ class FrechetReference:
         # the factorisation then fails depends on the last bits, and a rounding-level pivot
         # would enter the eigenvalues as noise); eigh keeps the columns above that level.
         tiny = width * torch.finfo(torch.float64).eps
-        chol, info = torch.linalg.cholesky_ex(cov)
+        with _one_thread(cov.device):  # threaded LAPACK rounds with the thread count
+            chol, info = torch.linalg.cholesky_ex(cov)
         pivots = chol.diagonal().square()
         if int(info) == 0 and bool(pivots.min() > tiny * cov.diagonal().max()):
             self.factor, self._triangular = chol, True
             return
-        vals, vecs = torch.linalg.eigh(cov)
+        with _one_thread(cov.device):
+            vals, vecs = torch.linalg.eigh(cov)
         keep = vals > tiny * vals.max().clamp_min(0.0)
         self.factor = (vecs[:, keep] * vals[keep].sqrt()).contiguous()
 
@@ -304,10 +337,10 @@ class FrechetReference:
     def _whiten(self, x: Tensor) -> Tensor:
         """``x F`` for float64 rows x (R, D); half the flops when F is triangular."""
         if not self._triangular:
-            return x @ self.factor
+            return _matmul(x, self.factor)
         out = torch.empty_like(x)
         for j in range(0, self._width, _BLOCK):
-            out[:, j : j + _BLOCK] = x[:, j:] @ self.factor[j:, j : j + _BLOCK]
+            out[:, j : j + _BLOCK] = _matmul(x[:, j:], self.factor[j:, j : j + _BLOCK])
         return out
 
     def _whitens_fakes(self, m: int) -> bool:
@@ -321,7 +354,7 @@ class FrechetReference:
         """Lower triangle of ``F^T S F`` for a symmetric S (D, D)."""
         if self._triangular:
             return _sandwich_lower(cov, self.factor)
-        return self.factor.T @ (cov @ self.factor)
+        return _matmul(self.factor.T, _matmul(cov, self.factor))
 
     def _trace_sqrt_small(self, rows: Tensor) -> float:
         """``tr((S_r S_f)^(1/2))`` from the (M, M) ``Z Z^T`` of M <= rank centred rows.
@@ -340,14 +373,14 @@ class FrechetReference:
         mean = _mean64(fake, self._chunk)
         if m <= self.rank:
             rows = fake.to(torch.float64) - mean
-            return mean, float((rows * rows).sum()) / (m - 1), self._trace_sqrt_small(rows)
+            return mean, _sum_squares(rows) / (m - 1), self._trace_sqrt_small(rows)
         whiten = self._whitens_fakes(m)
         size = self.rank if whiten else self._width
         gram = torch.zeros(size, size, dtype=torch.float64, device=fake.device)
         sq = 0.0
         for block in _rows64(fake, mean, self._chunk):
             if whiten:
-                sq += float((block * block).sum())
+                sq += _sum_squares(block)
                 block = self._whiten(block)
             _gram_lower(block, gram)
         if not whiten:
@@ -495,7 +528,7 @@ def _subset_fd(ref: FrechetReference, rows: Tensor) -> float:
     """FD of the fitted real side to ``rows`` (what :meth:`FrechetReference.distance` does)."""
     mean, trace, trace_sqrt = ref._fake_side(rows)
     diff = mean - ref.mean
-    return max(float(diff @ diff) + ref.trace + trace - 2.0 * trace_sqrt, 0.0)
+    return max(_sum_squares(diff) + ref.trace + trace - 2.0 * trace_sqrt, 0.0)
 
 
 def _prefix_fds(
@@ -519,19 +552,19 @@ def _prefix_fds(
         for start in range(done, size, chunk):
             rows = fake.index_select(0, order[start : min(start + chunk, size)])
             for x in _rows64(rows, shift, chunk):
-                sum_x += x.sum(dim=0)
-                sq += float(torch.dot(x.reshape(-1), x.reshape(-1)))
+                sum_x += _column_sums(x)
+                sq += _sum_squares(x)
                 if whiten:
                     x = ref._whiten(x)
-                    sum_z += x.sum(dim=0)
+                    sum_z += _column_sums(x)
                 _gram_lower(x, gram)
         done = size
         delta = sum_x / size  # fake mean - shift
-        trace = (sq - size * float(delta @ delta)) / (size - 1)
+        trace = (sq - size * _sum_squares(delta)) / (size - 1)
         centre = sum_z / size if whiten else delta
         cov = (_full_from_lower(gram) - size * torch.outer(centre, centre)) / (size - 1)
         middle = cov if whiten else ref._middle(cov)
         diff = delta + shift - ref.mean
-        fd = float(diff @ diff) + ref.trace + trace - 2.0 * _sqrt_eig_sum(middle)
+        fd = _sum_squares(diff) + ref.trace + trace - 2.0 * _sqrt_eig_sum(middle)
         values.append(max(fd, 0.0))
     return values
