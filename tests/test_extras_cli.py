@@ -105,3 +105,26 @@ def test_unknown_metric_is_a_usage_error(
         from lightning_embviz.callback.extras import parse_extra_metrics
 
         parse_extra_metrics(["fid"])
+
+
+def test_compare_scores_the_reals_vendi_once(tmp_path: Path, monkeypatch) -> None:
+    import lightning_embviz.engine.kernels as kernels
+
+    real, fake = make_sets()
+    other = make_sets(seed=1)[1] + 1.0
+    for name, rows in (("r", real), ("a", fake), ("b", other)):
+        np.save(tmp_path / f"{name}.npy", rows)
+    scored: list[int] = []
+
+    def counting(x, q=1.0):
+        scored.append(len(x))
+        return vendi_score(x, q)
+
+    monkeypatch.setattr(kernels, "vendi_score", counting)
+    files = [str(tmp_path / f"{name}.npy") for name in "rab"]
+    argv = ["compare", *files, "-o", str(tmp_path / "cmp"), "--projection", "pca", "-q"]
+    assert main([*argv, "--metrics", "vendi"]) == 0
+    assert sorted(scored) == [100, 100, 120]  # each fake set, and the 120 reals once
+    sets = json.loads((tmp_path / "cmp" / "metrics.json").read_text())["sets"]
+    assert [row["vendi_real"] for row in sets] == [vendi_score(real)] * 2
+    assert [row["vendi"] for row in sets] == [vendi_score(fake), vendi_score(other)]

@@ -181,6 +181,7 @@ def _rows(
 
     real, rows = inputs.real, []
     frechet = FrechetReference(real)  # the real side once, for every set's fd and fd_inf
+    vendi_real: Optional[float] = None  # the reals' Vendi score once, for every set
     for i, (name, path, fake, details) in enumerate(
         zip(inputs.names, options.fakes, inputs.fakes, all_details)
     ):
@@ -192,7 +193,11 @@ def _rows(
         if options.metrics:
             progress(f"computing {', '.join(options.metrics)} for {name}")
             shared = vendi[i] if vendi is not None else None
-            row["warnings"] += extra_metrics(options, inputs.side, fake, frechet, row, shared)
+            row["warnings"] += extra_metrics(
+                options, inputs.side, fake, frechet, row, shared, vendi_real
+            )
+            if vendi_real is None and math.isfinite(row.get("vendi_real", math.nan)):
+                vendi_real = row["vendi_real"]
         if options.confidence is not None:
             progress(
                 f"computing {level(options.confidence)} confidence intervals for {name} "

@@ -224,12 +224,14 @@ def extra_metrics(
     frechet: Any,
     into: dict[str, Any],
     vendi: Optional[VendiResult] = None,
+    vendi_real: Optional[float] = None,
 ) -> list[str]:
     """Add the ``--metrics`` keys of one fake set to ``into``; return the warnings.
 
     The real radii of ``side`` (fitted before) and the fitted Fréchet real side are reused.
     ``vendi``: this set's Vendi scores computed by every rank (:func:`shared_vendi`), used
     instead of computing them here; None computes them here (one process).
+    ``vendi_real``: the reals' Vendi score if an earlier fake set computed it, else None.
     """
     from lightning_embviz.callback.extras import extra_scalars
     from lightning_embviz.engine.reference import RealReference
@@ -250,6 +252,7 @@ def extra_metrics(
         seed=options.seed,
         reference=reference,
         frechet=frechet,
+        vendi_real=vendi_real,
     )
     into.update(values)
     problems += failed
