@@ -386,7 +386,7 @@ class FrechetReference:
         if not whiten:
             sq = float(gram.diagonal().sum())
             gram = self._middle(_full_from_lower(gram))
-        return mean, sq / (m - 1), _sqrt_eig_sum(gram / (m - 1))
+        return mean, sq / (m - 1), _sqrt_eig_sum(gram) / math.sqrt(m - 1)
 
     def distance(self, fake: ArrayLike) -> float:
         """Fréchet distance from the fitted real set to a fake set (formula in the class doc).
