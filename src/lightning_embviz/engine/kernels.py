@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from lightning_embviz._arrays import ArrayLike, as_features, as_tensor
-from lightning_embviz.engine.frechet import _one_thread  # one eigensolver thread: same bits
+from lightning_embviz.engine.frechet import _gram_lower, _one_thread
 from lightning_embviz.engine.inputs import (
     check_chunk,
     engine_device,
@@ -123,14 +123,21 @@ def _moment_limbs(t: Tensor, chunk: int, blocks: range) -> Tensor:
     """Sum of ``X_b'^T X_b'`` over the row blocks ``blocks`` (``chunk`` rows each), as limbs.
 
     ``X_b'`` are the normalised rows of block b (rows ``b * chunk`` to ``(b + 1) * chunk``);
-    each block's (D, D) product is one float64 GEMM, converted by :func:`_add_limbs` and
-    added up exactly in int64.
+    each block's (D, D) product is one float64 SYRK on the CPU (half a GEMM's flops, its bits
+    independent of the thread count; the upper triangle stays 0) or one GEMM elsewhere,
+    converted by :func:`_add_limbs` and added up exactly in int64. Only the lower triangle of
+    the sum is read (:func:`_vendi_of`).
     """
     width = t.shape[1]
     total = torch.zeros((2, width, width), dtype=torch.int64, device=t.device)
     for b in blocks:
         block = _unit_rows(t[b * chunk : (b + 1) * chunk])
-        _add_limbs(total, block.T @ block)
+        if block.device.type == "cpu":  # the lower triangle only: the eigensolver reads it
+            lower = torch.zeros(width, width, dtype=torch.float64)
+            _gram_lower(block, lower)
+            _add_limbs(total, lower)
+        else:
+            _add_limbs(total, block.T @ block)
     return total
 
 
@@ -148,7 +155,7 @@ def _vendi_of(matrix: Tensor, n: int, width: int, q: float) -> float:
     process and for DDP or torchrun ranks whatever threads each has.
     """
     with _one_thread(matrix.device):
-        lam = torch.linalg.eigvalsh((matrix + matrix.T) / 2).clamp_min(0.0)
+        lam = torch.linalg.eigvalsh(matrix, UPLO="L").clamp_min(0.0)
     lam = lam / lam.sum()
     lam[lam <= max(n, width) * torch.finfo(torch.float64).eps * lam.max()] = 0.0
     return _entropy_exp(lam, q)
